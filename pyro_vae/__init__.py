@@ -1,0 +1,24 @@
+"""pyro-vae: variational autoencoders as Pyro model/guide pairs."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DEFAULTS, build_elbo, build_optimizer, build_vae, load_config, validate
+from .data import DATASETS, Data, load_data
+from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, RunExistsError, TrainingError
+from .estimators import ESTIMATORS
+from .evaluate import evaluate, iwae_log_px, test_elbo
+from .likelihoods import LIKELIHOODS
+from .model import VAE
+from .networks import DECODERS, ENCODERS
+from .optim import OPTIMIZERS
+from .posteriors import POSTERIORS
+from .priors import PRIORS
+from .train import load_run, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE", "train", "load_run", "evaluate", "iwae_log_px", "test_elbo", "load_config", "validate",
+    "build_vae", "build_elbo", "build_optimizer", "load_data", "Data", "save_checkpoint", "load_checkpoint",
+    "DEFAULTS", "PRIORS", "LIKELIHOODS", "POSTERIORS", "ENCODERS", "DECODERS", "ESTIMATORS", "OPTIMIZERS",
+    "DATASETS", "PyroVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "RunExistsError",
+]

@@ -1,0 +1,109 @@
+"""The ``pyro-vae`` command line: train, evaluate, sample."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import PyroVAEError
+
+
+def _train(args):
+    from .checkpoint import load_checkpoint
+    from .config import apply_overrides, load_config, validate
+    from .train import train
+
+    if args.resume:
+        cfg = load_checkpoint(Path(args.resume) / "checkpoint.pt")["config"]
+        cfg = validate(apply_overrides(validate(cfg), args.set))
+        train(cfg, args.resume, resume=True, progress=not args.quiet)
+        return
+    cfg = load_config(args.config, args.set)
+    out = args.out
+    if out is None and "NAME" not in cfg["train"]["out"]:
+        out = cfg["train"]["out"]
+    from .train import default_out
+
+    out = out or default_out(cfg)
+    cfg["train"]["out"] = str(out)
+    print(f"training into {out}")
+    train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
+
+
+def _evaluate(args):
+    from .evaluate import evaluate
+    from .train import load_run
+
+    cfg, vae, data = load_run(args.run)
+    k = args.iwae_samples if args.iwae_samples is not None else cfg["eval"]["iwae_samples"]
+    result = evaluate(vae, data.test, iwae_samples=k, batch_size=cfg["eval"]["batch_size"], progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+        return
+    names = {"elbo": "test ELBO", "log_px": f"log p(x) (K={k})", "rate": "rate KL(q||p)",
+             "distortion": "distortion -E log p(x|z)", "active_units": "active units"}
+    for key, label in names.items():
+        if key in result:
+            v = result[key]
+            print(f"{label:28s} {v:10.3f}" if isinstance(v, float) else f"{label:28s} {v:10d}")
+    print("(nats per data point)")
+
+
+def _sample(args):
+    import torch
+
+    from .plots import save_grid
+    from .train import load_run
+
+    cfg, vae, _ = load_run(args.run)
+    torch.manual_seed(args.seed)
+    out = args.out or str(Path(args.run) / "samples.png")
+    if not save_grid(vae.sample(args.n), out):
+        raise PyroVAEError(f"data of shape {vae.data_shape} are not images; nothing to draw")
+    print(f"wrote {out}")
+
+
+def make_parser():
+    p = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders the Pyro way.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a VAE and write a run folder")
+    t.add_argument("--config", help="a TOML config file (every key has a default)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=1 (repeatable)")
+    t.add_argument("--out", help="the run folder (default: train.out, runs/DATASET-TIME)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="test ELBO, log p(x), rate, distortion, active units")
+    e.add_argument("run", help="a run folder")
+    e.add_argument("--iwae-samples", type=int, help="importance samples K for log p(x) (default: eval.iwae_samples)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("sample", help="draw x ~ p(z) p(x|z) and save an image grid")
+    s.add_argument("run", help="a run folder")
+    s.add_argument("--n", type=int, default=64, help="number of samples")
+    s.add_argument("--out", help="PNG file (default: RUN/samples.png)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_sample)
+    return p
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PyroVAEError as e:
+        print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""TOML + ``--set`` overrides -> a validated config (nested dicts of plain values) -> built objects.
+
+Every key has a default (``DEFAULTS``). An unknown section, key or ``kind`` is a
+``ConfigError`` listing the valid choices; so is a value of the wrong type.
+"""
+
+import copy
+import math
+import tomllib
+
+import torch
+
+from .errors import ConfigError
+
+DEFAULTS = {
+    "seed": 0,
+    "device": "cpu",
+    "data": {
+        "dataset": "mnist",
+        "root": "data",
+        "path": "",
+        "binarize": "dynamic",
+        "batch_size": 128,
+        "download": True,
+    },
+    "model": {
+        "latent_dim": 50,
+        "encoder": {"kind": "mlp", "hidden": [400]},
+        "decoder": {"kind": "mlp", "hidden": [400]},
+        "prior": {"kind": "standard_normal"},
+        "likelihood": {"kind": "bernoulli"},
+        "posterior": {"kind": "diagonal_normal"},
+    },
+    "train": {
+        "elbo": {"kind": "trace", "num_particles": 1},
+        "epochs": 10,
+        "optimizer": {"kind": "adam", "lr": 1e-3},
+        "beta": 1.0,
+        "out": "runs/NAME",
+    },
+    "eval": {"iwae_samples": 1000, "batch_size": 500},
+}
+
+
+def _registries():
+    """(dotted key -> (registry, context names the builder supplies))."""
+    from .estimators import ESTIMATORS
+    from .likelihoods import LIKELIHOODS
+    from .networks import DECODERS, ENCODERS
+    from .optim import OPTIMIZERS
+    from .posteriors import POSTERIORS
+    from .priors import PRIORS
+
+    return {
+        "model.encoder": (ENCODERS, ("data_shape",)),
+        "model.decoder": (DECODERS, ("latent_dim", "out_features", "data_shape")),
+        "model.prior": (PRIORS, ("latent_dim",)),
+        "model.likelihood": (LIKELIHOODS, ("data_shape",)),
+        "model.posterior": (POSTERIORS, ("in_features", "latent_dim")),
+        "train.elbo": (ESTIMATORS, ()),
+        "train.optimizer": (OPTIMIZERS, ("params",)),
+    }
+
+
+#: value checks beyond the type: (predicate, what the value must be)
+_BOUNDS = {
+    "data.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "model.latent_dim": (lambda v: v >= 1, "an integer >= 1"),
+    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "train.beta": (lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"),
+    "eval.iwae_samples": (lambda v: v >= 1, "an integer >= 1"),
+    "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "data.binarize": (lambda v: v in ("none", "dynamic", "static"), "one of none, dynamic, static"),
+}
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+
+
+def _check_type(key, value, default):
+    kind = type(default)
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{key} must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+def validate(cfg):
+    """Check keys, types, bounds and every component ``kind``; return a full config with defaults."""
+    out = copy.deepcopy(DEFAULTS)
+    registries = _registries()
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"a config is a table of sections, got {cfg!r}")
+
+    def merge(dst, src, prefix):
+        for key, value in src.items():
+            dotted = f"{prefix}{key}"
+            if key not in dst:
+                valid = ", ".join(dst)
+                raise ConfigError(f"unknown {'key' if prefix else 'section or key'} {dotted!r}; valid: {valid}")
+            if dotted in registries:
+                registries[dotted][0].check(value, registries[dotted][1])
+                dst[key] = dict(value) if isinstance(value, dict) else {"kind": value}
+            elif isinstance(dst[key], dict):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{dotted} is a section; write [{dotted}] with keys {', '.join(dst[key])}")
+                merge(dst[key], value, dotted + ".")
+            else:
+                dst[key] = _check_type(dotted, value, dst[key])
+                if dotted in _BOUNDS and not _BOUNDS[dotted][0](dst[key]):
+                    raise ConfigError(f"{dotted} must be {_BOUNDS[dotted][1]}, got {value!r}")
+
+    merge(out, cfg, "")
+    from .data import DATASETS
+
+    DATASETS.get(out["data"]["dataset"])
+    if out["device"] != "cpu" and not out["device"].startswith("cuda"):
+        raise ConfigError(f"device must be \"cpu\" or \"cuda\" (or \"cuda:N\"), got {out['device']!r}")
+    return out
+
+
+def parse_value(text):
+    """A ``--set`` value as TOML (numbers, booleans, lists, inline tables); a bare word is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(cfg, overrides):
+    """Apply ``key.sub=value`` strings. Setting a component's ``kind`` resets its other parameters
+    to the new kind's defaults (before the other overrides apply), so kinds never inherit stray keys."""
+    cfg = copy.deepcopy(cfg)
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set needs key=value, got {item!r} (e.g. --set train.epochs=1)")
+        key, text = item.split("=", 1)
+        parsed.append((key.strip().split("."), parse_value(text.strip())))
+    parsed.sort(key=lambda kv: kv[0][-1] != "kind")  # kinds first
+    registries = _registries()
+    for path, value in parsed:
+        node = cfg
+        for i, part in enumerate(path[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a section")
+        if path[-1] == "kind" and ".".join(path[:-1]) in registries:
+            node.clear()
+        node[path[-1]] = value
+    return cfg
+
+
+def load_config(path=None, overrides=()):
+    """Read a TOML file (or start from the defaults), apply overrides, validate."""
+    cfg = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                cfg = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path!r} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
+    # component tables given in the file replace the default table; --set edits within it
+    return validate(apply_overrides(validate(cfg), overrides))
+
+
+# -- writing TOML (stdlib reads it but does not write it) -----------------------------------------
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def dump_toml(cfg):
+    lines = [f"{k} = {_toml_value(v)}" for k, v in cfg.items() if not isinstance(v, dict)]
+    for section, table in cfg.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+# -- building objects -------------------------------------------------------------------------
+def build_vae(cfg, data_shape):
+    """The VAE the config describes, for data points of shape ``data_shape``."""
+    from .model import VAE
+
+    reg = _registries()
+    m = cfg["model"]
+    latent_dim = m["latent_dim"]
+    likelihood = reg["model.likelihood"][0].build(m["likelihood"], data_shape=data_shape)
+    encoder = reg["model.encoder"][0].build(m["encoder"], data_shape=data_shape)
+    posterior = reg["model.posterior"][0].build(m["posterior"], in_features=encoder.out_features, latent_dim=latent_dim)
+    out_features = likelihood.params_per_element * math.prod(data_shape)
+    decoder = reg["model.decoder"][0].build(m["decoder"], latent_dim=latent_dim, out_features=out_features, data_shape=data_shape)
+    prior = reg["model.prior"][0].build(m["prior"], latent_dim=latent_dim)
+    vae = VAE(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, beta=cfg["train"]["beta"])
+    return vae.to(resolve_device(cfg["device"]))
+
+
+def build_elbo(cfg):
+    return _registries()["train.elbo"][0].build(cfg["train"]["elbo"])
+
+
+def build_optimizer(cfg, params):
+    return _registries()["train.optimizer"][0].build(cfg["train"]["optimizer"], params=params)
+
+
+def resolve_device(name):
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device = {name!r} but no CUDA device is available here: use device = \"cpu\"")
+    return torch.device(name)

@@ -1,0 +1,199 @@
+"""Datasets as in-memory tensors in [0, 1], shape (N, *data_shape), and binarisation.
+
+Sources (``data.dataset``): the torchvision MNIST family, a user ``.npz`` file, or a small
+generated ``synthetic`` set. Binarisation (``data.binarize``): ``none``; ``static`` (one
+Bernoulli draw per pixel, fixed for the run); ``dynamic`` (a fresh draw x ~ Bernoulli(grey)
+every time a training batch is formed). The test set of a binarised run is binarised once,
+with a fixed seed, so every run and every estimator is evaluated on the same binary images.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .registry import Registry
+
+DATASETS = Registry("data.dataset")
+BINARIZE = ("none", "dynamic", "static")
+DEFAULT_ROOT = "data"
+TEST_BINARIZE_SEED = 20171
+ENV_ROOT = "PYRO_VAE_DATA"
+
+
+def resolve_root(root):
+    """``data.root``; the environment variable PYRO_VAE_DATA replaces the default "data"."""
+    if root == DEFAULT_ROOT and os.environ.get(ENV_ROOT):
+        return os.environ[ENV_ROOT]
+    return root
+
+
+@dataclass
+class Data:
+    train: torch.Tensor
+    test: torch.Tensor
+    train_labels: Optional[torch.Tensor] = None
+    test_labels: Optional[torch.Tensor] = None
+    binarize: str = "none"
+
+    @property
+    def data_shape(self):
+        return tuple(self.train.shape[1:])
+
+    @property
+    def num_train(self):
+        return self.train.shape[0]
+
+    def to(self, device):
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Data(move(self.train), move(self.test), move(self.train_labels), move(self.test_labels), self.binarize)
+
+    def batches(self, batch_size, generator):
+        """Shuffled training batches (the last incomplete one is dropped), binarised if dynamic."""
+        perm = torch.randperm(self.num_train, generator=generator, device=generator.device)
+        for i in range(self.num_train // batch_size):
+            x = self.train[perm[i * batch_size:(i + 1) * batch_size]]
+            if self.binarize == "dynamic":
+                x = torch.bernoulli(x, generator=generator)
+            yield x
+
+    def num_batches(self, batch_size):
+        return self.num_train // batch_size
+
+    def example_batch(self, n=256):
+        """A training batch as the model will see it, for support checks."""
+        x = self.train[:n]
+        if self.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=torch.Generator(x.device).manual_seed(0))
+        return x
+
+
+def _binarize(x, seed):
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+
+
+def load_data(dataset="mnist", root=DEFAULT_ROOT, path="", binarize="dynamic", download=True, seed=0):
+    """Load a dataset by name and apply the binarisation; see the module docstring."""
+    if binarize not in BINARIZE:
+        from .errors import ConfigError
+
+        raise ConfigError(f"data.binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}")
+    loader = DATASETS.get(dataset)
+    train, train_y, test, test_y = loader(root=resolve_root(root), path=path, download=download)
+    for name, x in (("training", train), ("test", test)):
+        if x.shape[0] == 0:
+            raise DataError(f"the {name} set of dataset {dataset!r} is empty: check data.path / data.root")
+        if not torch.isfinite(x).all():
+            raise DataError(f"the {name} set of dataset {dataset!r} contains NaN or Inf values: clean it first")
+    if binarize != "none":
+        if train.min() < 0 or train.max() > 1 or test.min() < 0 or test.max() > 1:
+            raise DataError(
+                f"binarisation draws x ~ Bernoulli(value), so it needs values in [0, 1], but dataset "
+                f"{dataset!r} has values in [{float(min(train.min(), test.min())):.3g}, "
+                f"{float(max(train.max(), test.max())):.3g}]: rescale the data or set data.binarize = \"none\""
+            )
+        test = _binarize(test, TEST_BINARIZE_SEED)
+        if binarize == "static":
+            train = _binarize(train, seed)
+    return Data(train, test, train_y, test_y, binarize)
+
+
+# -- torchvision's MNIST family ------------------------------------------------------------
+def _torchvision(cls_name):
+    def load(root, path, download):
+        import torchvision
+
+        cls = getattr(torchvision.datasets, cls_name)
+        splits = []
+        for train in (True, False):
+            try:
+                ds = cls(root, train=train, download=False)
+            except RuntimeError:
+                if not download:
+                    raise DataError(_missing(cls_name, root)) from None
+                try:
+                    ds = cls(root, train=train, download=True)
+                except Exception as e:  # no network, a proxy, a full disk...
+                    raise DataError(_missing(cls_name, root) + f" (the download failed: {e})") from None
+            splits += [ds.data.unsqueeze(1).float().div_(255), ds.targets.clone()]
+        return splits
+
+    return load
+
+
+def _missing(cls_name, root):
+    return (
+        f"{cls_name} was not found under {os.path.abspath(root)!r} and could not be downloaded. "
+        f"Point pyro-vae at a folder holding {cls_name}/raw/ with the IDX files: set the environment "
+        f"variable {ENV_ROOT}=/path/to/data, or pass --set data.root=/path/to/data"
+    )
+
+
+for _name, _cls in (("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST"), ("kmnist", "KMNIST")):
+    DATASETS.register(_name)(_torchvision(_cls))
+
+
+# -- user arrays ------------------------------------------------------------------------------
+def _as_images(a, what):
+    if a.dtype == np.uint8:
+        t = torch.from_numpy(a.astype(np.float32) / 255.0)
+    elif a.dtype == np.bool_ or np.issubdtype(a.dtype, np.number):
+        t = torch.from_numpy(a.astype(np.float32))
+    else:
+        raise DataError(f"array {what!r} has dtype {a.dtype}; give numbers (uint8 0..255, or floats in [0, 1])")
+    if t.dim() < 2:
+        raise DataError(f"array {what!r} must have shape (N, ...) with one row per data point, got {tuple(t.shape)}")
+    if t.dim() == 3:  # (N, H, W) grey images
+        t = t.unsqueeze(1)
+    return t
+
+
+@DATASETS.register("npz")
+def load_npz(root, path, download):
+    """A user's ``.npz``: array ``x`` (N, D), (N, H, W) or (N, C, H, W), optional ``y``;
+    optional ``x_test``/``y_test``, otherwise a fixed 10% of ``x`` is held out for testing."""
+    if not path:
+        raise DataError("data.dataset = \"npz\" needs data.path, the .npz file: --set data.path=FILE.npz")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise DataError(f"data.path {path!r} does not exist") from None
+    except ValueError as e:  # object arrays need pickle, which we refuse
+        raise DataError(f"cannot read {path!r} without pickle ({e}); save plain numeric arrays with np.savez") from None
+    except Exception as e:
+        raise DataError(f"{path!r} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    if "x" not in arrays:
+        raise DataError(f"{path!r} has no array named 'x' (it has: {', '.join(arrays) or 'none'}); save it with np.savez(path, x=...)")
+    x = _as_images(arrays["x"], "x")
+    y = torch.from_numpy(arrays["y"]).long() if "y" in arrays else None
+    if y is not None and y.shape[0] != x.shape[0]:
+        raise DataError(f"'y' has {y.shape[0]} entries but 'x' has {x.shape[0]} rows")
+    if "x_test" in arrays:
+        xt = _as_images(arrays["x_test"], "x_test")
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(f"'x_test' points have shape {tuple(xt.shape[1:])} but 'x' points {tuple(x.shape[1:])}")
+        yt = torch.from_numpy(arrays["y_test"]).long() if "y_test" in arrays else None
+        return x, y, xt, yt
+    if x.shape[0] < 2:
+        raise DataError(f"{path!r} holds {x.shape[0]} data point(s); need at least 2 to hold out a test set")
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    n_test = max(1, x.shape[0] // 10)
+    test, train = perm[:n_test], perm[n_test:]
+    return x[train], None if y is None else y[train], x[test], None if y is None else y[test]
+
+
+# -- synthetic -------------------------------------------------------------------------------
+@DATASETS.register("synthetic")
+def load_synthetic(root, path, download, num_train=2000, num_test=500):
+    """8x8 grey images from a fixed random 2-D latent model: x = sigmoid(3 W2 tanh(W1 z + b1)).
+    Small and generated, so tests and demos need no files; labels are the quadrant of z."""
+    g = torch.Generator().manual_seed(1234)
+    w1, b1, w2 = torch.randn(2, 32, generator=g), torch.randn(32, generator=g), torch.randn(32, 64, generator=g)
+    z = torch.randn(num_train + num_test, 2, generator=g)
+    x = torch.sigmoid(3 * torch.tanh(z @ w1 + b1) @ w2 / 32 ** 0.5).reshape(-1, 1, 8, 8)
+    y = (z[:, 0] > 0).long() * 2 + (z[:, 1] > 0).long()
+    return x[:num_train], y[:num_train], x[num_train:], y[num_train:]

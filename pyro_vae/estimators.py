@@ -1,0 +1,101 @@
+"""ELBO estimators by name: one registry, Pyro's own ``pyro.infer`` estimators behind it.
+
+Every entry takes ``num_particles`` (K) and ``vectorize_particles`` (default: on when K > 1,
+so the K particles run as one batched pass) and returns a ``pyro.infer.ELBO``. Combinations
+Pyro would refuse, or silently degrade, are refused here with a message before training.
+"""
+
+import torch
+from pyro import infer
+
+from .errors import ConfigError
+from .registry import Registry
+
+ESTIMATORS = Registry("train.elbo")
+
+#: estimators whose objective differs from the ELBO only with several particles
+NEEDS_PARTICLES = {"renyi", "iwae", "tail_adaptive"}
+
+
+def _make(cls, name, num_particles, vectorize_particles, **kwargs):
+    if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
+        raise ConfigError(f"train.elbo.num_particles must be an integer >= 1, got {num_particles!r}")
+    if name in NEEDS_PARTICLES and num_particles < 2:
+        raise ConfigError(
+            f"the {name!r} estimator needs num_particles >= 2 (with K = 1 it is the plain ELBO): "
+            f"set train.elbo.num_particles, e.g. --set train.elbo.num_particles=5, or use kind = \"trace\""
+        )
+    if vectorize_particles is None:
+        vectorize_particles = num_particles > 1
+    elbo = cls(num_particles=num_particles, vectorize_particles=bool(vectorize_particles),
+               max_plate_nesting=1, **kwargs)
+    elbo.name = name
+    return elbo
+
+
+@ESTIMATORS.register("trace")
+def trace(num_particles=1, vectorize_particles=None):
+    """Trace_ELBO: reparameterised (pathwise) Monte Carlo ELBO, score function where needed."""
+    return _make(infer.Trace_ELBO, "trace", num_particles, vectorize_particles)
+
+
+@ESTIMATORS.register("jit_trace")
+def jit_trace(num_particles=1, vectorize_particles=None):
+    """JitTrace_ELBO: Trace_ELBO compiled with the PyTorch JIT."""
+    return _make(infer.JitTrace_ELBO, "jit_trace", num_particles, vectorize_particles)
+
+
+@ESTIMATORS.register("meanfield")
+def meanfield(num_particles=1, vectorize_particles=None):
+    """TraceMeanField_ELBO: E_q log p(x|z) by Monte Carlo, KL(q || p) in closed form where known."""
+    return _make(infer.TraceMeanField_ELBO, "meanfield", num_particles, vectorize_particles)
+
+
+@ESTIMATORS.register("jit_meanfield")
+def jit_meanfield(num_particles=1, vectorize_particles=None):
+    """JitTraceMeanField_ELBO: the mean-field ELBO compiled with the PyTorch JIT."""
+    return _make(infer.JitTraceMeanField_ELBO, "jit_meanfield", num_particles, vectorize_particles)
+
+
+@ESTIMATORS.register("tracegraph")
+def tracegraph(num_particles=1, vectorize_particles=None):
+    """TraceGraph_ELBO: score-function terms Rao-Blackwellised by the dependency graph."""
+    return _make(infer.TraceGraph_ELBO, "tracegraph", num_particles, vectorize_particles)
+
+
+@ESTIMATORS.register("renyi")
+def renyi(alpha=0.5, num_particles=5, vectorize_particles=None):
+    """RenyiELBO: the Renyi alpha bound, (1/(1-alpha)) log mean_k w_k^(1-alpha); alpha = 0 is IWAE."""
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha == 1:
+        raise ConfigError(
+            f"train.elbo.alpha must be a number other than 1, got {alpha!r} "
+            "(alpha = 1 is the ELBO itself: use kind = \"trace\")"
+        )
+    return _make(infer.RenyiELBO, "renyi", num_particles, vectorize_particles, alpha=float(alpha))
+
+
+@ESTIMATORS.register("iwae")
+def iwae(num_particles=5, vectorize_particles=None):
+    """The importance-weighted bound log mean_k p(x, z_k) / q(z_k|x) (RenyiELBO with alpha = 0)."""
+    return _make(infer.RenyiELBO, "iwae", num_particles, vectorize_particles, alpha=0.0)
+
+
+@ESTIMATORS.register("tail_adaptive")
+def tail_adaptive(num_particles=5, vectorize_particles=True, tail_adaptive_beta=-1.0):
+    """TraceTailAdaptive_ELBO: adaptive f-divergence gradients; its loss value is a surrogate, not the ELBO."""
+    if vectorize_particles is False:
+        raise ConfigError("the 'tail_adaptive' estimator needs vectorize_particles = true (Pyro implements no other)")
+    return _make(infer.TraceTailAdaptive_ELBO, "tail_adaptive", num_particles, True,
+                 tail_adaptive_beta=float(tail_adaptive_beta))
+
+
+def check_compatible(elbo, vae):
+    """Refuse, before training, an estimator that cannot work with this VAE."""
+    p = next(vae.parameters())
+    q = vae.q(torch.zeros(1, *vae.data_shape, device=p.device, dtype=p.dtype))
+    if elbo.name == "tail_adaptive" and not q.has_rsample:
+        raise ConfigError(
+            "the 'tail_adaptive' estimator needs a reparameterised posterior (has_rsample); "
+            f"{type(vae.posterior).__name__} is not: use kind = \"trace\" or \"tracegraph\""
+        )
+

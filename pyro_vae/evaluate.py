@@ -1,0 +1,84 @@
+"""Evaluation, in nats per data point.
+
+- ELBO = -(distortion + rate), distortion = -E_q log p(x|z) (Monte Carlo), rate = KL(q(z|x) || p(z))
+  (closed form where torch knows it, else Monte Carlo).
+- log p(x) ~= log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x): the importance-sampled estimate
+  (a lower bound in expectation that tightens as K grows), computed per data point as a
+  log-mean-exp and chunked over K so large K fits in memory.
+- Active units (Burda et al. 2016): dimensions u with Cov_x(E_q[z_u]) > 0.01.
+"""
+
+import math
+
+import torch
+from torch.distributions import kl_divergence
+from tqdm.auto import tqdm
+
+#: how many decoder output values one chunk may hold (about 256 MB of float32)
+CHUNK_ELEMENTS = 1 << 26
+
+
+def _batches(x, batch_size):
+    for i in range(0, x.shape[0], batch_size):
+        yield x[i:i + batch_size]
+
+
+def rate(vae, x, q=None, num_samples=16):
+    """KL(q(z|x) || p(z)) per data point: closed form if torch has it, else a Monte Carlo estimate."""
+    q = vae.q(x) if q is None else q
+    p = vae.prior(x.shape[0])
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        z = q.rsample((num_samples,))
+        return (q.log_prob(z) - p.log_prob(z)).mean(0)
+
+
+@torch.no_grad()
+def iwae_log_px(vae, x, num_samples):
+    """log p(x) estimate per data point, with ``num_samples`` importance samples from q(z|x)."""
+    n = x.shape[0]
+    per_sample = max(1, vae.likelihood.params_per_element * vae.num_inputs * n)
+    chunk = max(1, min(num_samples, CHUNK_ELEMENTS // per_sample))
+    parts = []
+    for start in range(0, num_samples, chunk):
+        k = min(chunk, num_samples - start)
+        log_px_z, log_pz, log_qz = vae.log_weights(x, k)
+        parts.append(torch.logsumexp(log_px_z + log_pz - log_qz, dim=0))
+    return torch.logsumexp(torch.stack(parts), dim=0) - math.log(num_samples)
+
+
+@torch.no_grad()
+def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress=False):
+    """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0), rate, distortion, active units."""
+    sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0, "log_px": 0.0}
+    means = []
+    for xb in tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False):
+        q = vae.q(xb)
+        z = q.rsample((elbo_samples,))
+        distortion = -vae.likelihood(vae.decoder(z)).log_prob(xb).mean(0)
+        r = rate(vae, xb, q)
+        sums["distortion"] += distortion.sum().item()
+        sums["rate"] += r.sum().item()
+        sums["elbo"] -= (distortion + r).sum().item()
+        if iwae_samples:
+            sums["log_px"] += iwae_log_px(vae, xb, iwae_samples).sum().item()
+        try:
+            means.append(q.mean)
+        except NotImplementedError:
+            means.append(q.sample((64,)).mean(0))
+    n = x.shape[0]
+    result = {k: v / n for k, v in sums.items()}
+    if not iwae_samples:
+        del result["log_px"]
+    else:
+        result["iwae_samples"] = iwae_samples
+    mu = torch.cat(means)
+    result["active_units"] = int((mu.var(0) > 0.01).sum()) if n > 1 else 0
+    return result
+
+
+@torch.no_grad()
+def test_elbo(vae, x, batch_size=1000):
+    """The single-sample test ELBO in nats per data point (what training reports each epoch)."""
+    return evaluate(vae, x, iwae_samples=0, batch_size=batch_size)["elbo"]

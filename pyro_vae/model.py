@@ -1,0 +1,96 @@
+"""The VAE: a Pyro ``model`` (decoder: p(z) p(x|z)) and ``guide`` (encoder: q(z|x)) pair.
+
+ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) = -(distortion + rate) <= log p(x).
+With ``beta != 1`` both log p(z) and log q(z|x) are scaled by beta (``poutine.scale`` on the
+``z`` site in both programs), so every estimator optimises -E_q log p(x|z) + beta * KL.
+"""
+
+import math
+
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from .errors import DataError
+
+
+class VAE(nn.Module):
+    """Holds encoder, decoder, prior, likelihood and posterior; ``model``/``guide`` are Pyro programs.
+
+    Args:
+        encoder: x (..., *data_shape) -> features (..., encoder.out_features)
+        posterior: features -> q(z|x), event shape (latent_dim,)
+        decoder: z (..., latent_dim) -> raw outputs (..., params_per_element * prod(data_shape))
+        likelihood: raw outputs -> p(x|z), event shape data_shape
+        prior: n -> p(z), batch shape (n,), event shape (latent_dim,)
+        beta: KL weight (1 = the ELBO)
+        name: the name under which ``pyro.module`` registers the parameters
+    """
+
+    def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, beta=1.0, name="vae"):
+        super().__init__()
+        self.encoder, self.posterior = encoder, posterior
+        self.decoder, self.likelihood, self.prior = decoder, likelihood, prior
+        self.data_shape = tuple(data_shape)
+        self.latent_dim = int(latent_dim)
+        self.beta = float(beta)
+        self.name = name
+        prior.bind(self)
+
+    # -- the two Pyro programs ------------------------------------------------------------
+    def model(self, x=None, num_data=None, num_samples=1):
+        """p(z) p(x|z). With ``x=None`` it generates ``num_samples`` data points."""
+        pyro.module(self.name, self)
+        n = num_samples if x is None else x.shape[0]
+        with pyro.plate("data", size=num_data or n, subsample_size=n):
+            with poutine.scale(scale=self.beta):
+                z = pyro.sample("z", self.prior(n))
+            return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+    def guide(self, x=None, num_data=None, num_samples=1):
+        """q(z|x), amortised by the encoder. Needs ``x``."""
+        if x is None:
+            raise DataError("the guide q(z|x) needs data x")
+        pyro.module(self.name, self)
+        n = x.shape[0]
+        with pyro.plate("data", size=num_data or n, subsample_size=n):
+            with poutine.scale(scale=self.beta):
+                return pyro.sample("z", self.posterior(self.encoder(x)))
+
+    # -- direct access, for evaluation and figures -----------------------------------------
+    def check_shape(self, x):
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise DataError(
+                f"data of shape {tuple(x.shape[1:])} per point do not fit this model, which was "
+                f"built for {self.data_shape}: rebuild the model for this data (or reshape the data)"
+            )
+
+    def q(self, x):
+        return self.posterior(self.encoder(x))
+
+    def log_weights(self, x, num_samples):
+        """log p(x|z), log p(z), log q(z|x) at z ~ q(z|x): three tensors of shape (num_samples, n), beta = 1."""
+        q = self.q(x)
+        z = q.rsample((num_samples,))
+        return self.likelihood(self.decoder(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
+
+    @torch.no_grad()
+    def sample(self, n):
+        """Means E[x|z] for n draws z ~ p(z): shape (n, *data_shape)."""
+        z = self.prior(n).sample()
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        """E[x|z] at the posterior mean (or one sample where q has no closed-form mean)."""
+        q = self.q(x)
+        try:
+            z = q.mean
+        except NotImplementedError:
+            z = q.sample()
+        return self.likelihood.mean(self.decoder(z))
+
+    @property
+    def num_inputs(self):
+        return math.prod(self.data_shape)

@@ -1,0 +1,129 @@
+"""Encoder and decoder networks.
+
+An encoder maps data ``x`` of shape ``(..., *data_shape)`` to features ``(..., out_features)``;
+a posterior head (``posteriors.py``) turns the features into q(z|x). A decoder maps
+``z`` of shape ``(..., latent_dim)`` to ``(..., out_features)`` raw outputs, which a
+likelihood (``likelihoods.py``) turns into p(x|z). Any number of leading batch dimensions
+is allowed, so vectorised particles (a leading K axis) just work.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from .registry import Registry
+
+ENCODERS = Registry("model.encoder")
+DECODERS = Registry("model.decoder")
+
+_ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+def _activation(name):
+    from .errors import ConfigError
+
+    if name not in _ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; valid: {', '.join(sorted(_ACTIVATIONS))}")
+    return _ACTIVATIONS[name]
+
+
+def _check_hidden(hidden):
+    from .errors import ConfigError
+
+    if isinstance(hidden, int):
+        hidden = [hidden]
+    if not all(isinstance(h, int) and h > 0 for h in hidden):
+        raise ConfigError(f"'hidden' must be a list of positive integers, got {hidden!r}")
+    return list(hidden)
+
+
+def mlp(sizes, activation, final_activation):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(_activation(activation)())
+    return nn.Sequential(*layers)
+
+
+@ENCODERS.register("mlp")
+class MLPEncoder(nn.Module):
+    """h = act(W_k ... act(W_1 flatten(x))): features for the posterior head."""
+
+    def __init__(self, data_shape, hidden=(400,), activation="softplus"):
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        hidden = _check_hidden(hidden)
+        self.out_features = hidden[-1] if hidden else math.prod(self.data_shape)
+        self.net = mlp([math.prod(self.data_shape), *hidden], activation, final_activation=True)
+
+    def forward(self, x):
+        return self.net(x.reshape(*x.shape[: x.dim() - len(self.data_shape)], -1))
+
+
+@DECODERS.register("mlp")
+class MLPDecoder(nn.Module):
+    """out = W_k act(... act(W_1 z)): raw likelihood parameters, flattened."""
+
+    def __init__(self, latent_dim, out_features, data_shape=None, hidden=(400,), activation="softplus"):
+        super().__init__()
+        hidden = _check_hidden(hidden)
+        self.net = mlp([latent_dim, *hidden, out_features], activation, final_activation=False)
+
+    def forward(self, z):
+        return self.net(z)
+
+
+def _conv_shape(data_shape):
+    from .errors import ConfigError
+
+    if len(data_shape) != 3 or data_shape[1] % 4 or data_shape[2] % 4:
+        raise ConfigError(
+            f"the conv networks need (channels, height, width) data with height and width "
+            f"divisible by 4; this data has shape {tuple(data_shape)}: use kind = \"mlp\""
+        )
+    return data_shape
+
+
+@ENCODERS.register("conv")
+class ConvEncoder(nn.Module):
+    """Two stride-2 convolutions (channels c, 2c), then a dense layer of ``hidden`` units."""
+
+    def __init__(self, data_shape, channels=32, hidden=256, activation="relu"):
+        super().__init__()
+        c, h, w = self.data_shape = _conv_shape(tuple(data_shape))
+        act = _activation(activation)
+        self.net = nn.Sequential(
+            nn.Conv2d(c, channels, 4, 2, 1), act(),
+            nn.Conv2d(channels, 2 * channels, 4, 2, 1), act(),
+            nn.Flatten(),
+            nn.Linear(2 * channels * (h // 4) * (w // 4), hidden), act(),
+        )
+        self.out_features = hidden
+
+    def forward(self, x):
+        batch = x.shape[:-3]
+        return self.net(x.reshape(-1, *self.data_shape)).reshape(*batch, -1)
+
+
+@DECODERS.register("conv")
+class ConvDecoder(nn.Module):
+    """Mirror of the conv encoder: dense, then two stride-2 transposed convolutions."""
+
+    def __init__(self, latent_dim, out_features, data_shape, channels=32, hidden=256, activation="relu"):
+        super().__init__()
+        c, h, w = _conv_shape(tuple(data_shape))
+        self.out_channels = out_features // (h * w)
+        self.grid = (2 * channels, h // 4, w // 4)
+        act = _activation(activation)
+        self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(self.grid)), act())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1), act(),
+            nn.ConvTranspose2d(channels, self.out_channels, 4, 2, 1),
+        )
+
+    def forward(self, z):
+        batch = z.shape[:-1]
+        out = self.deconv(self.dense(z).reshape(-1, *self.grid))
+        return out.reshape(*batch, -1)

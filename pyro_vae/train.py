@@ -1,0 +1,155 @@
+"""The SVI loop: Pyro estimator gradients, a torch optimiser, checkpoints, progress, metrics.
+
+Each step is what ``pyro.infer.SVI.step`` does, ``elbo.loss_and_grads(model, guide, x)`` then
+an optimiser step, with one ``torch.optim`` optimiser over the VAE's parameters. The
+first step runs with Pyro's validation on (shapes, supports, model/guide agreement);
+later steps run without it, so the hot loop pays no checking cost.
+"""
+
+import json
+import math
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, restore_module, save_checkpoint
+from .config import build_elbo, build_optimizer, build_vae, dump_toml, resolve_device
+from .data import load_data
+from .errors import DataError, RunExistsError, TrainingError
+from .estimators import check_compatible
+from .evaluate import test_elbo
+from .plots import save_grid
+
+
+def default_out(cfg):
+    out = cfg["train"]["out"]
+    if "NAME" in out:
+        out = out.replace("NAME", f"{cfg['data']['dataset']}-{datetime.now():%Y%m%d-%H%M%S}")
+    return out
+
+
+def prepare(cfg, data=None):
+    """Load data and build the VAE, estimator and optimiser; refuse bad combinations up front."""
+    pyro.set_rng_seed(cfg["seed"])
+    device = resolve_device(cfg["device"])
+    d = cfg["data"]
+    if data is None:
+        data = load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"])
+    data = data.to(device)
+    if d["batch_size"] > data.num_train:
+        raise DataError(
+            f"data.batch_size = {d['batch_size']} is larger than the training set ({data.num_train} points): "
+            f"lower it, e.g. --set data.batch_size={max(1, data.num_train // 4)}"
+        )
+    vae = build_vae(cfg, data.data_shape)
+    example = data.example_batch()
+    vae.check_shape(example)
+    vae.likelihood.check_data(example)
+    vae.likelihood.check_data(data.test)
+    if data.binarize == "none":
+        vae.likelihood.check_data(data.train)
+    elbo = build_elbo(cfg)
+    check_compatible(elbo, vae)
+    optimizer = build_optimizer(cfg, vae.parameters())
+    return data, vae, elbo, optimizer
+
+
+def _epoch_generator(seed, epoch, device):
+    return torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
+
+
+def _check_out(out, overwrite):
+    if out.exists() and any((out / f).exists() for f in ("checkpoint.pt", "metrics.jsonl", "config.toml")):
+        if not overwrite:
+            raise RunExistsError(
+                f"{str(out)!r} already holds a run; continue it with --resume {out}, "
+                "choose another --out, or pass --overwrite to replace it"
+            )
+        for f in ("checkpoint.pt", "metrics.jsonl", "config.toml", "samples.png"):
+            (out / f).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=None, log=print):
+    """Train the VAE ``cfg`` describes; write the run folder ``out``. Returns (vae, history).
+
+    With ``resume=True``, ``out`` must hold a run: its checkpoint (model, optimiser, RNG state,
+    epoch) is restored and training continues to ``cfg['train']['epochs']``.
+    """
+    out = Path(out or default_out(cfg))
+    state = None
+    if resume:
+        state = load_checkpoint(out / "checkpoint.pt")
+    else:
+        _check_out(out, overwrite)
+    data, vae, elbo, optimizer = prepare(cfg, data)
+    device = next(vae.parameters()).device
+    start = 0
+    if state is not None:
+        restore_module(vae, state["model"], str(out / "checkpoint.pt"))
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start = state["epoch"]
+    else:
+        (out / "config.toml").write_text(dump_toml(cfg))
+    pyro.clear_param_store()  # the param store must hold this VAE's parameters only
+    num_data, batch_size = data.num_train, cfg["data"]["batch_size"]
+    history = []
+    epochs = cfg["train"]["epochs"]
+    if start >= epochs:
+        log(f"{out}: already trained {start} of {epochs} epochs; raise train.epochs to continue")
+    for epoch in range(start + 1, epochs + 1):
+        t0 = time.perf_counter()
+        total, steps = 0.0, data.num_batches(batch_size)
+        batches = data.batches(batch_size, _epoch_generator(cfg["seed"], epoch, device))
+        bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress,
+                   leave=False, mininterval=0.5, unit="batch")
+        for step, x in enumerate(bar):
+            optimizer.zero_grad(set_to_none=True)
+            with pyro.validation_enabled(epoch == 1 and step == 0):
+                loss = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=num_data)
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss} at epoch {epoch}, step {step + 1}; the last good checkpoint "
+                    f"({out / 'checkpoint.pt'}, epoch {epoch - 1}) is kept. Usual causes: a learning rate "
+                    "too high (train.optimizer.lr), a likelihood scale too small, or unbinarised data "
+                    "under a bernoulli likelihood"
+                )
+            optimizer.step()
+            total += loss
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss / num_data:.2f}")
+        seconds = time.perf_counter() - t0
+        record = {
+            "epoch": epoch,
+            "train_loss": total / steps / num_data,
+            "test_elbo": test_elbo(vae, data.test),
+            "seconds": seconds,
+        }
+        history.append(record)
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        save_checkpoint(out / "checkpoint.pt", config=cfg, epoch=epoch, model=vae.state_dict(),
+                        optimizer=optimizer.state_dict(), rng=torch.get_rng_state())
+        log(f"epoch {epoch:3d}  train loss {record['train_loss']:9.3f}  test ELBO {record['test_elbo']:9.3f}  "
+            f"({seconds:.1f} s, {num_data // batch_size * batch_size / seconds:,.0f} images/s)")
+    if save_grid(vae.sample(64), out / "samples.png", nrow=8):
+        log(f"wrote {out / 'samples.png'}")
+    return vae, history
+
+
+def load_run(run_dir, data=None):
+    """Rebuild a trained VAE and its data from a run folder: returns (cfg, vae, data)."""
+    state = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    cfg = state["config"]
+    from .config import validate
+
+    cfg = validate(cfg)
+    data, vae, _, _ = prepare(cfg, data)
+    restore_module(vae, state["model"], str(Path(run_dir) / "checkpoint.pt"))
+    return cfg, vae, data
