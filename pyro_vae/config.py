@@ -32,7 +32,7 @@ DEFAULTS = {
         "posterior": {"kind": "diagonal_normal"},
     },
     "train": {
-        "elbo": {"kind": "trace", "num_particles": 1},
+        "elbo": {"kind": "meanfield", "num_particles": 1},
         "epochs": 10,
         "optimizer": {"kind": "adam", "lr": 1e-3},
         "beta": 1.0,

@@ -8,6 +8,7 @@ with a fixed seed, so every run and every estimator is evaluated on the same bin
 """
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -117,7 +118,7 @@ def _torchvision(cls_name):
                 try:
                     ds = cls(root, train=train, download=True)
                 except Exception as e:  # no network, a proxy, a full disk...
-                    raise DataError(_missing(cls_name, root) + f" (the download failed: {e})") from None
+                    raise DataError(_missing(cls_name, root) + f" (the download failed: {str(e).splitlines()[0]})") from None
             splits += [ds.data.unsqueeze(1).float().div_(255), ds.targets.clone()]
         return splits
 
@@ -132,7 +133,8 @@ def _missing(cls_name, root):
     )
 
 
-for _name, _cls in (("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST"), ("kmnist", "KMNIST")):
+TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+for _name, _cls in TORCHVISION_DATASETS.items():
     DATASETS.register(_name)(_torchvision(_cls))
 
 
@@ -157,6 +159,8 @@ def load_npz(root, path, download):
     optional ``x_test``/``y_test``, otherwise a fixed 10% of ``x`` is held out for testing."""
     if not path:
         raise DataError("data.dataset = \"npz\" needs data.path, the .npz file: --set data.path=FILE.npz")
+    if os.path.exists(path) and not zipfile.is_zipfile(path):
+        raise DataError(f"{path!r} is not a readable .npz file (not a zip archive); save arrays with np.savez")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -178,6 +182,8 @@ def load_npz(root, path, download):
             raise DataError(f"'x_test' points have shape {tuple(xt.shape[1:])} but 'x' points {tuple(x.shape[1:])}")
         yt = torch.from_numpy(arrays["y_test"]).long() if "y_test" in arrays else None
         return x, y, xt, yt
+    if x.shape[0] == 0:
+        raise DataError(f"array 'x' in {path!r} is empty (0 data points)")
     if x.shape[0] < 2:
         raise DataError(f"{path!r} holds {x.shape[0]} data point(s); need at least 2 to hold out a test set")
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))

@@ -80,12 +80,24 @@ def iwae(num_particles=5, vectorize_particles=None):
     return _make(infer.RenyiELBO, "iwae", num_particles, vectorize_particles, alpha=0.0)
 
 
+class TailAdaptiveELBO(infer.TraceTailAdaptive_ELBO):
+    """Pyro's tail-adaptive gradient, with a loss value: the K-particle ELBO estimate of the same
+    draws (Pyro reports ``inf``, which would hide a diverging run)."""
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        _, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
+        log_w = sum(s["log_prob_sum"] for s in model_trace.nodes.values() if s["type"] == "sample")
+        log_w = log_w - sum(s["log_prob_sum"] for s in guide_trace.nodes.values() if s["type"] == "sample")
+        return -float(log_w) / self.num_particles, surrogate
+
+
 @ESTIMATORS.register("tail_adaptive")
 def tail_adaptive(num_particles=5, vectorize_particles=True, tail_adaptive_beta=-1.0):
-    """TraceTailAdaptive_ELBO: adaptive f-divergence gradients; its loss value is a surrogate, not the ELBO."""
+    """TraceTailAdaptive_ELBO: adaptive f-divergence gradients (whole-batch particle ranking, as
+    Pyro implements it); the loss value reported is the ELBO of the same particles."""
     if vectorize_particles is False:
         raise ConfigError("the 'tail_adaptive' estimator needs vectorize_particles = true (Pyro implements no other)")
-    return _make(infer.TraceTailAdaptive_ELBO, "tail_adaptive", num_particles, True,
+    return _make(TailAdaptiveELBO, "tail_adaptive", num_particles, True,
                  tail_adaptive_beta=float(tail_adaptive_beta))
 
 

@@ -6,6 +6,7 @@ first step runs with Pyro's validation on (shapes, supports, model/guide agreeme
 later steps run without it, so the hot loop pays no checking cost.
 """
 
+import copy
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, restore_module, save_checkpoint
 from .config import build_elbo, build_optimizer, build_vae, dump_toml, resolve_device
-from .data import load_data
+from .data import TORCHVISION_DATASETS, load_data, resolve_root
 from .errors import DataError, RunExistsError, TrainingError
 from .estimators import check_compatible
 from .evaluate import test_elbo
@@ -82,6 +83,10 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
     epoch) is restored and training continues to ``cfg['train']['epochs']``.
     """
     out = Path(out or default_out(cfg))
+    cfg = copy.deepcopy(cfg)
+    # the run remembers where its data came from (PYRO_VAE_DATA included), so evaluate finds it
+    if cfg["data"]["dataset"] in TORCHVISION_DATASETS:
+        cfg["data"]["root"] = os.path.abspath(resolve_root(cfg["data"]["root"]))
     state = None
     if resume:
         state = load_checkpoint(out / "checkpoint.pt")

@@ -1,0 +1,38 @@
+import os
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+from pyro_vae import build_vae, load_config, load_data
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def fresh_state():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+    pyro.clear_param_store()
+
+
+def small_config(*overrides):
+    """A small config on the synthetic 1x8x8 dataset."""
+    return load_config(overrides=[
+        "data.dataset=synthetic", "data.batch_size=50", "model.latent_dim=4",
+        "model.encoder.hidden=[64]", "model.decoder.hidden=[64]", "train.epochs=1", "eval.iwae_samples=20",
+        *overrides,
+    ])
+
+
+@pytest.fixture
+def synthetic():
+    return load_data("synthetic", binarize="dynamic")
+
+
+@pytest.fixture
+def small_vae(synthetic):
+    return build_vae(small_config(), synthetic.data_shape)

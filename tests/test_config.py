@@ -1,0 +1,85 @@
+import tomllib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyro_vae import DEFAULTS, ConfigError, load_config, validate
+from pyro_vae.config import apply_overrides, dump_toml, parse_value
+
+
+def test_defaults_are_valid():
+    cfg = load_config()
+    assert cfg == validate({})
+    assert cfg["model"]["latent_dim"] == 50 and cfg["data"]["batch_size"] == 128
+
+
+@pytest.mark.parametrize("cfg, pattern", [
+    ({"trian": {}}, "unknown section or key 'trian'; valid: seed, device, data, model, train, eval"),
+    ({"train": {"epoch": 3}}, "unknown key 'train.epoch'; valid: elbo, epochs"),
+    ({"train": {"epochs": "ten"}}, "train.epochs must be an integer, got 'ten'"),
+    ({"train": {"epochs": 0}}, "train.epochs must be an integer >= 1"),
+    ({"train": {"beta": -1.0}}, "train.beta must be a finite number >= 0"),
+    ({"model": {"latent_dim": 0}}, "model.latent_dim must be an integer >= 1"),
+    ({"model": {"latent_dim": True}}, "model.latent_dim must be an integer"),
+    ({"model": {"prior": {"kind": "gausian"}}}, "unknown kind 'gausian'.*valid kinds: standard_normal"),
+    ({"model": {"likelihood": {"kind": "bernoulli", "scale": 2}}}, "valid parameters: allow_grey"),
+    ({"model": {"encoder": {"hidden": [10]}}}, "needs a 'kind'"),
+    ({"data": {"dataset": "cifar"}}, "valid kinds: fashion-mnist, kmnist, mnist, npz, synthetic"),
+    ({"data": {"binarize": "yes"}}, "one of none, dynamic, static"),
+    ({"device": "tpu"}, "device must be"),
+    ({"data": 3}, "data is a section"),
+])
+def test_config_errors_list_the_valid_choices(cfg, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        validate(cfg)
+
+
+def test_overrides_parse_toml_values():
+    assert parse_value("3") == 3 and parse_value("1e-3") == 1e-3 and parse_value("true") is True
+    assert parse_value("[256, 128]") == [256, 128] and parse_value("{kind='iwae'}") == {"kind": "iwae"}
+    assert parse_value("fashion-mnist") == "fashion-mnist"  # a bare word is a string
+
+
+def test_setting_a_kind_resets_its_parameters():
+    cfg = load_config(overrides=["train.elbo.num_particles=5", "train.elbo.kind=iwae"])
+    assert cfg["train"]["elbo"] == {"kind": "iwae", "num_particles": 5}
+    cfg = load_config(overrides=["model.encoder.kind=conv"])
+    assert cfg["model"]["encoder"] == {"kind": "conv"}  # no stray 'hidden' from the mlp default
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(DEFAULTS, ["train.epochs"])
+
+
+def test_file_and_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[train]\nepochs = 3\nelbo = { kind = "iwae", num_particles = 4 }\n')
+    cfg = load_config(f, ["train.epochs=5"])
+    assert cfg["train"]["epochs"] == 5 and cfg["train"]["elbo"] == {"kind": "iwae", "num_particles": 4}
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+
+
+def test_dump_toml_round_trips():
+    cfg = load_config(overrides=['data.root="a \\"quoted\\" path"', "model.prior={kind='standard_normal'}"])
+    assert validate(tomllib.loads(dump_toml(cfg))) == cfg
+
+
+_values = st.one_of(st.integers(-3, 1000), st.floats(allow_nan=True), st.text(max_size=8), st.booleans(),
+                    st.lists(st.integers(-2, 500), max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["seed", "device", "data", "model", "train", "eval", "x"]),
+                       st.one_of(_values, st.dictionaries(st.sampled_from(
+                           ["epochs", "beta", "latent_dim", "batch_size", "dataset", "prior", "elbo", "kind", "lr"]),
+                           st.one_of(_values, st.dictionaries(st.sampled_from(["kind", "num_particles", "alpha"]),
+                                                              _values, max_size=3)), max_size=3)), max_size=3))
+def test_any_config_is_valid_or_a_config_error(raw):
+    try:
+        cfg = validate(raw)
+    except ConfigError:
+        return
+    assert validate(tomllib.loads(dump_toml(cfg))) == cfg
