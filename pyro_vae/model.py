@@ -39,11 +39,20 @@ class VAE(nn.Module):
         prior.bind(self)
 
     # -- the two Pyro programs ------------------------------------------------------------
+    def _plate(self, n, num_data, device):
+        """The data plate: ``num_data`` points, of which this batch holds ``n``, so log-likelihood
+        terms are scaled by num_data / n. The batch comes from outside, so the plate is handed it
+        as its subsample (``plate(subsample_size=n)`` would draw randperm(num_data) every step, only
+        to index data it is not given)."""
+        if num_data is None or num_data == n:
+            return pyro.plate("data", n)
+        return pyro.plate("data", size=num_data, subsample=torch.arange(n, device=device))
+
     def model(self, x=None, num_data=None, num_samples=1):
         """p(z) p(x|z). With ``x=None`` it generates ``num_samples`` data points."""
         pyro.module(self.name, self)
         n = num_samples if x is None else x.shape[0]
-        with pyro.plate("data", size=num_data or n, subsample_size=n):
+        with self._plate(n, num_data, None if x is None else x.device):
             with poutine.scale(scale=self.beta):
                 z = pyro.sample("z", self.prior(n))
             return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
@@ -53,8 +62,7 @@ class VAE(nn.Module):
         if x is None:
             raise DataError("the guide q(z|x) needs data x")
         pyro.module(self.name, self)
-        n = x.shape[0]
-        with pyro.plate("data", size=num_data or n, subsample_size=n):
+        with self._plate(x.shape[0], num_data, x.device):
             with poutine.scale(scale=self.beta):
                 return pyro.sample("z", self.posterior(self.encoder(x)))
 
