@@ -195,11 +195,13 @@ def load_npz(root, path, download):
 # -- synthetic -------------------------------------------------------------------------------
 @DATASETS.register("synthetic")
 def load_synthetic(root, path, download, num_train=2000, num_test=500):
-    """8x8 grey images from a fixed random 2-D latent model: x = sigmoid(3 W2 tanh(W1 z + b1)).
-    Small and generated, so tests and demos need no files; labels are the quadrant of z."""
+    """8x8 grey images from a fixed random 2-D latent model: x = sigmoid(3 W2 tanh(W1 z + b1)),
+    rounded to 8 bits like real images. Small and generated, so tests and demos need no files;
+    labels are the quadrant of z."""
     g = torch.Generator().manual_seed(1234)
     w1, b1, w2 = torch.randn(2, 32, generator=g), torch.randn(32, generator=g), torch.randn(32, 64, generator=g)
     z = torch.randn(num_train + num_test, 2, generator=g)
     x = torch.sigmoid(3 * torch.tanh(z @ w1 + b1) @ w2 / 32 ** 0.5).reshape(-1, 1, 8, 8)
+    x = (x * 255).round() / 255
     y = (z[:, 0] > 0).long() * 2 + (z[:, 1] > 0).long()
     return x[:num_train], y[:num_train], x[num_train:], y[num_train:]

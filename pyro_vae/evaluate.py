@@ -14,7 +14,7 @@ import torch
 from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
-#: how many decoder output values one chunk may hold (about 256 MB of float32)
+#: how many numbers (decoder outputs, prior terms) one chunk may hold (about 256 MB of float32)
 CHUNK_ELEMENTS = 1 << 26
 
 
@@ -38,7 +38,7 @@ def rate(vae, x, q=None, num_samples=16):
 def iwae_log_px(vae, x, num_samples):
     """log p(x) estimate per data point, with ``num_samples`` importance samples from q(z|x)."""
     n = x.shape[0]
-    per_sample = max(1, vae.likelihood.params_per_element * vae.num_inputs * n)
+    per_sample = n * (vae.likelihood.params_per_element * vae.num_inputs + vae.prior.size_per_point)
     chunk = max(1, min(num_samples, CHUNK_ELEMENTS // per_sample))
     parts = []
     for start in range(0, num_samples, chunk):

@@ -5,11 +5,15 @@ Each likelihood says how many decoder outputs it needs per data element
 checks that data lie in its support before training starts (``check_data``).
 """
 
-import torch
-import pyro.distributions as dist
-from torch import nn
+import math
 
-from .errors import DataError
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from torch import nn
+from torch.nn.functional import logsigmoid, softplus
+
+from .errors import ConfigError, DataError
 from .registry import Registry
 
 LIKELIHOODS = Registry("model.likelihood")
@@ -25,8 +29,7 @@ class Likelihood(nn.Module):
     def split(self, out):
         """(..., k * D) decoder output -> k tensors of shape (..., *data_shape)."""
         batch = out.shape[:-1]
-        parts = out.reshape(*batch, self.params_per_element, *self.data_shape).unbind(len(batch))
-        return parts
+        return out.reshape(*batch, self.params_per_element, *self.data_shape).unbind(len(batch))
 
     def forward(self, out):
         raise NotImplementedError
@@ -39,6 +42,13 @@ class Likelihood(nn.Module):
         """Raise DataError naming the fix if ``x`` lies outside this likelihood's support."""
         if not torch.isfinite(x).all():
             raise DataError("the data contain NaN or Inf values: clean the dataset before training")
+
+    def _check_unit_interval(self, x, name):
+        if x.min() < 0 or x.max() > 1:
+            raise DataError(
+                f"the {name} likelihood needs data in [0, 1], but the data lie in "
+                f"[{float(x.min()):.3g}, {float(x.max()):.3g}]: rescale the data or use kind = \"gaussian\""
+            )
 
 
 @LIKELIHOODS.register("bernoulli")
@@ -56,9 +66,7 @@ class BernoulliLikelihood(Likelihood):
     def check_data(self, x):
         super().check_data(x)
         if self.allow_grey:
-            if x.min() < 0 or x.max() > 1:
-                raise DataError("the bernoulli likelihood needs data in [0, 1]; rescale the data")
-            return
+            return self._check_unit_interval(x, "bernoulli")
         if not ((x == 0) | (x == 1)).all():
             raise DataError(
                 "the bernoulli likelihood needs binary data, but this data has grey levels. "
@@ -69,16 +77,126 @@ class BernoulliLikelihood(Likelihood):
             )
 
 
-@LIKELIHOODS.register("gaussian")
-class GaussianLikelihood(Likelihood):
-    """x_i ~ N(mu_i, scale^2): -log p(x|z) = ||x - mu||^2 / (2 scale^2) + D log(scale sqrt(2 pi))."""
-
-    def __init__(self, data_shape, scale=1.0):
-        super().__init__(data_shape)
-        if not (isinstance(scale, (int, float)) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale!r}")
-        self.register_buffer("scale", torch.tensor(float(scale)))
+@LIKELIHOODS.register("continuous_bernoulli")
+class ContinuousBernoulliLikelihood(Likelihood):
+    """x_i ~ ContinuousBernoulli(sigmoid(logit_i)) on [0, 1]: the cross-entropy plus its normaliser
+    log C(lambda) (Loaiza-Ganem & Cunningham 2019), a proper density for grey levels."""
 
     def forward(self, out):
-        (loc,) = self.split(out)
-        return dist.Normal(loc, self.scale.expand_as(loc), validate_args=False).to_event(len(self.data_shape))
+        (logits,) = self.split(out)
+        return dist.ContinuousBernoulli(logits=logits, validate_args=False).to_event(len(self.data_shape))
+
+    def check_data(self, x):
+        super().check_data(x)
+        self._check_unit_interval(x, "continuous_bernoulli")
+
+
+class _ScaledLikelihood(Likelihood):
+    """A location family with scale b: a fixed number, ``"learned"`` (one learnable b per data
+    element, shared by all data points) or ``"decoder"`` (the decoder outputs b for each point)."""
+
+    family = None
+
+    def __init__(self, data_shape, scale=1.0, min_scale=1e-3):
+        super().__init__(data_shape)
+        self.min_scale = float(min_scale)
+        self.mode = scale if isinstance(scale, str) else "fixed"
+        if self.mode == "fixed":
+            if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0:
+                raise ConfigError(f"model.likelihood.scale must be a positive number, \"learned\" or \"decoder\", got {scale!r}")
+            self.register_buffer("fixed_scale", torch.tensor(float(scale)))
+        elif self.mode == "learned":
+            self.raw_scale = nn.Parameter(torch.zeros(self.data_shape))
+        elif self.mode == "decoder":
+            self.params_per_element = 2
+        else:
+            raise ConfigError(f"model.likelihood.scale must be a positive number, \"learned\" or \"decoder\", got {scale!r}")
+
+    def forward(self, out):
+        parts = self.split(out)
+        loc = parts[0]
+        if self.mode == "fixed":
+            scale = self.fixed_scale.expand_as(loc)
+        elif self.mode == "learned":
+            scale = (softplus(self.raw_scale) + self.min_scale).expand_as(loc)
+        else:
+            scale = softplus(parts[1]) + self.min_scale
+        return self.family(loc, scale, validate_args=False).to_event(len(self.data_shape))
+
+
+@LIKELIHOODS.register("gaussian")
+class GaussianLikelihood(_ScaledLikelihood):
+    """x_i ~ N(mu_i, b^2): -log p(x|z) = ||x - mu||^2 / (2 b^2) + D log(b sqrt(2 pi)), MSE for fixed b."""
+
+    family = dist.Normal
+
+
+@LIKELIHOODS.register("laplace")
+class LaplaceLikelihood(_ScaledLikelihood):
+    """x_i ~ Laplace(mu_i, b): -log p(x|z) = ||x - mu||_1 / b + D log(2 b), the L1 loss for fixed b."""
+
+    family = dist.Laplace
+
+
+class DiscretizedLogistic(dist.TorchDistribution):
+    """Pixels x in {0, 1/255, ..., 1}: P(x) = F((x + h - mu)/s) - F((x - h - mu)/s), F the logistic
+    CDF, h = 1/510, with the two edge bins reaching to -inf and +inf (Salimans et al. 2017)."""
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.unit_interval
+    half_bin = 0.5 / 255
+
+    def __init__(self, loc, scale, validate_args=None):
+        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return DiscretizedLogistic(self.loc.expand(batch_shape), self.scale.expand(batch_shape))
+
+    @property
+    def mean(self):
+        return self.loc.clamp(0, 1)
+
+    def log_prob(self, x):
+        plus = (x - self.loc + self.half_bin) / self.scale
+        minus = (x - self.loc - self.half_bin) / self.scale
+        # log(F(plus) - F(minus)) without cancellation: as a difference of CDFs left of the
+        # centre, of survival functions (F(-t) = 1 - F(t)) right of it
+        left = (plus + minus) < 0
+        log_hi = logsigmoid(torch.where(left, plus, -minus))
+        log_lo = logsigmoid(torch.where(left, minus, -plus))
+        log_mid = log_hi + torch.log(-torch.expm1((log_lo - log_hi).clamp(max=-1e-7)))
+        edge_lo, edge_hi = logsigmoid(plus), logsigmoid(-minus)  # the bins reaching to -inf and +inf
+        return torch.where(x < self.half_bin, edge_lo, torch.where(x > 1 - self.half_bin, edge_hi, log_mid))
+
+    def sample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            u = torch.rand(shape, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
+            x = self.loc.expand(shape) + self.scale.expand(shape) * (torch.log(u) - torch.log1p(-u))
+            return (x * 255).round().clamp(0, 255) / 255
+
+
+@LIKELIHOODS.register("discretized_logistic")
+class DiscretizedLogisticLikelihood(Likelihood):
+    """8-bit pixels: a discretised logistic per pixel, location and scale from the decoder, so
+    log p(x) is a true discrete log-likelihood of grey-level images (binarize = "none")."""
+
+    params_per_element = 2
+
+    def __init__(self, data_shape, min_scale=1e-3):
+        super().__init__(data_shape)
+        self.min_scale = float(min_scale)
+
+    def forward(self, out):
+        loc, raw = self.split(out)
+        return DiscretizedLogistic(loc, softplus(raw) + self.min_scale).to_event(len(self.data_shape))
+
+    def check_data(self, x):
+        super().check_data(x)
+        self._check_unit_interval(x, "discretized_logistic")
+        if not torch.allclose(x * 255, (x * 255).round(), atol=1e-4):
+            raise DataError(
+                "the discretized_logistic likelihood needs 8-bit pixels (multiples of 1/255); "
+                "use data.binarize = \"none\" with uint8 or MNIST-style data, or kind = \"gaussian\""
+            )

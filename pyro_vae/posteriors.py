@@ -3,11 +3,13 @@
 ``posterior(h)`` has batch shape ``h.shape[:-1]`` and event shape (latent_dim,).
 """
 
-import torch
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from .errors import ConfigError
 from .registry import Registry
 
 POSTERIORS = Registry("model.posterior")
@@ -15,7 +17,7 @@ POSTERIORS = Registry("model.posterior")
 
 @POSTERIORS.register("diagonal_normal")
 class DiagonalNormal(nn.Module):
-    """q(z|x) = N(mu(h), diag sigma(h)^2), sampled as z = mu + sigma * eps; sigma = softplus(.) + 1e-6."""
+    """q(z|x) = N(mu(h), diag sigma(h)^2), sampled as z = mu + sigma * eps; sigma = softplus(.) + min_scale."""
 
     def __init__(self, in_features, latent_dim, min_scale=1e-6):
         super().__init__()
@@ -26,3 +28,54 @@ class DiagonalNormal(nn.Module):
     def forward(self, h):
         loc, raw = self.linear(h).chunk(2, dim=-1)
         return dist.Normal(loc, softplus(raw) + self.min_scale, validate_args=False).to_event(1)
+
+
+@POSTERIORS.register("full_normal")
+class FullNormal(nn.Module):
+    """q(z|x) = N(mu(h), A A^T), sampled as z = mu + A eps, with A lower-triangular from the encoder:
+    diagonal softplus(.) + min_scale, the L(L-1)/2 entries below it unconstrained."""
+
+    def __init__(self, in_features, latent_dim, min_scale=1e-6):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.min_scale = float(min_scale)
+        self.linear = nn.Linear(in_features, 2 * latent_dim + latent_dim * (latent_dim - 1) // 2)
+        nn.init.zeros_(self.linear.weight[2 * latent_dim:])  # start near the diagonal case
+        nn.init.zeros_(self.linear.bias[2 * latent_dim:])
+        self.register_buffer("rows", torch.tril_indices(latent_dim, latent_dim, -1)[0])
+        self.register_buffer("cols", torch.tril_indices(latent_dim, latent_dim, -1)[1])
+
+    def forward(self, h):
+        L = self.latent_dim
+        out = self.linear(h)
+        loc, raw_diag, below = out[..., :L], out[..., L:2 * L], out[..., 2 * L:]
+        tril = out.new_zeros(*out.shape[:-1], L, L)
+        tril[..., self.rows, self.cols] = below
+        tril = tril + torch.diag_embed(softplus(raw_diag) + self.min_scale)
+        return dist.MultivariateNormal(loc, scale_tril=tril, validate_args=False)
+
+
+@POSTERIORS.register("flow")
+class FlowPosterior(nn.Module):
+    """q(z|x): a diagonal normal N(mu(h), diag sigma(h)^2) refined by ``layers`` inverse autoregressive
+    transforms (Kingma et al. 2016), z_t = m_t(z_{t-1}) + s_t(z_{t-1}) * z_{t-1}; sampling and the
+    density of its own samples each cost one pass per layer. The IAF weights are shared by all x."""
+
+    def __init__(self, in_features, latent_dim, layers=2, hidden=None, min_scale=1e-6):
+        super().__init__()
+        if latent_dim < 2:
+            raise ConfigError("the flow posterior needs latent_dim >= 2: use kind = \"diagonal_normal\"")
+        if not isinstance(layers, int) or layers < 1:
+            raise ConfigError(f"model.posterior.layers must be an integer >= 1, got {layers!r}")
+        self.base = DiagonalNormal(in_features, latent_dim, min_scale)
+        hidden = [hidden or 3 * latent_dim + 1]
+        self.flows = nn.ModuleList(T.affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(layers))
+        self.register_buffer("flip", torch.arange(latent_dim - 1, -1, -1))
+
+    def forward(self, h):
+        transforms = []
+        for i, flow in enumerate(self.flows):
+            if i:
+                transforms.append(T.Permute(self.flip))
+            transforms.append(flow)
+        return dist.TransformedDistribution(self.base(h), transforms, validate_args=False)

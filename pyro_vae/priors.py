@@ -1,12 +1,25 @@
-"""Priors p(z): ``prior(n)`` returns a distribution with batch shape (n,) and event shape (latent_dim,)."""
+"""Priors p(z): ``prior(n)`` returns a distribution with batch shape (n,) and event shape (latent_dim,).
 
-import torch
+Every prior offers ``log_prob`` and ``sample``, which is all the ELBO estimators need; the
+Gaussian ones also have a closed-form KL against a diagonal-normal posterior (``meanfield``).
+"""
+
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
 from torch import nn
+from torch.nn.functional import softplus
 
+from .errors import ConfigError
 from .registry import Registry
 
 PRIORS = Registry("model.prior")
+
+
+def _positive(name, value, kind=float):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0 or int(value) != value and kind is int:
+        raise ConfigError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
+    return kind(value)
 
 
 class Prior(nn.Module):
@@ -14,8 +27,16 @@ class Prior(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
 
+    @property
+    def size_per_point(self):
+        """How many numbers log_prob holds per z: evaluation sizes its chunks by it."""
+        return self.latent_dim
+
     def bind(self, vae):
         """Called once the VAE is built; priors that need the encoder (VampPrior) keep it here."""
+
+    def _iid(self, base, n):
+        return base.expand((n, self.latent_dim)).to_event(1)
 
 
 @PRIORS.register("standard_normal")
@@ -28,4 +49,113 @@ class StandardNormal(Prior):
         self.register_buffer("scale", torch.ones(latent_dim))
 
     def forward(self, n):
-        return dist.Normal(self.loc, self.scale, validate_args=False).expand((n, self.latent_dim)).to_event(1)
+        return self._iid(dist.Normal(self.loc, self.scale, validate_args=False), n)
+
+
+@PRIORS.register("learned_normal")
+class LearnedNormal(Prior):
+    """p(z) = N(m, diag s^2) with learnable m and s = softplus(r) (starting at N(0, I))."""
+
+    def __init__(self, latent_dim):
+        super().__init__(latent_dim)
+        self.loc = nn.Parameter(torch.zeros(latent_dim))
+        self.raw_scale = nn.Parameter(torch.full((latent_dim,), 0.5413))  # softplus(0.5413) = 1
+
+    def forward(self, n):
+        return self._iid(dist.Normal(self.loc, softplus(self.raw_scale), validate_args=False), n)
+
+
+@PRIORS.register("student_t")
+class StudentT(Prior):
+    """p(z) = prod_j StudentT(z_j; df, 0, 1): heavy tails for small ``df``."""
+
+    def __init__(self, latent_dim, df=3.0):
+        super().__init__(latent_dim)
+        self.register_buffer("df", torch.tensor(_positive("model.prior.df", df)))
+
+    def forward(self, n):
+        zero = torch.zeros((), device=self.df.device)
+        return self._iid(dist.StudentT(self.df, zero, zero + 1, validate_args=False), n)
+
+
+@PRIORS.register("laplace")
+class Laplace(Prior):
+    """p(z) = prod_j Laplace(z_j; 0, scale)."""
+
+    def __init__(self, latent_dim, scale=1.0):
+        super().__init__(latent_dim)
+        self.register_buffer("scale", torch.tensor(_positive("model.prior.scale", scale)))
+
+    def forward(self, n):
+        return self._iid(dist.Laplace(torch.zeros_like(self.scale), self.scale, validate_args=False), n)
+
+
+@PRIORS.register("mixture")
+class Mixture(Prior):
+    """p(z) = sum_k pi_k N(z; m_k, diag s_k^2), ``components`` learnable diagonal Gaussians (MixtureSameFamily)."""
+
+    def __init__(self, latent_dim, components=10):
+        super().__init__(latent_dim)
+        k = _positive("model.prior.components", components, int)
+        self.logits = nn.Parameter(torch.zeros(k))
+        self.locs = nn.Parameter(torch.randn(k, latent_dim))
+        self.raw_scales = nn.Parameter(torch.full((k, latent_dim), 0.5413))
+
+    @property
+    def size_per_point(self):
+        return self.logits.numel() * self.latent_dim
+
+    def forward(self, n):
+        comp = dist.Normal(self.locs, softplus(self.raw_scales), validate_args=False).to_event(1)
+        mix = dist.MixtureSameFamily(dist.Categorical(logits=self.logits), comp, validate_args=False)
+        return mix.expand((n,))
+
+
+@PRIORS.register("vamp")
+class VampPrior(Prior):
+    """VampPrior (Tomczak & Welling 2018): p(z) = (1/K) sum_k q(z | u_k), with ``pseudo_inputs``
+    learnable inputs u_k fed through the VAE's own encoder and posterior head."""
+
+    def __init__(self, latent_dim, pseudo_inputs=500):
+        super().__init__(latent_dim)
+        self.num_pseudo = _positive("model.prior.pseudo_inputs", pseudo_inputs, int)
+
+    @property
+    def size_per_point(self):
+        return self.num_pseudo * self.latent_dim
+
+    def bind(self, vae):
+        object.__setattr__(self, "_vae", vae)  # a reference, not a submodule: no parameter is stored twice
+        g = torch.Generator().manual_seed(0)
+        self.pseudo = nn.Parameter(torch.rand(self.num_pseudo, *vae.data_shape, generator=g) * 0.2 + 0.4)
+
+    def forward(self, n):
+        comp = self._vae.q(self.pseudo)  # batch (K,), event (latent_dim,)
+        uniform = dist.Categorical(logits=torch.zeros(self.num_pseudo, device=self.pseudo.device))
+        return dist.MixtureSameFamily(uniform, comp, validate_args=False).expand((n,))
+
+
+@PRIORS.register("flow")
+class FlowPrior(Prior):
+    """p(z) = N(0, I) pushed through ``layers`` affine autoregressive transforms (a MAF):
+    log p(z) = log N(f(z); 0, I) + log |det df/dz| costs one network pass per layer."""
+
+    def __init__(self, latent_dim, layers=2, hidden=None):
+        super().__init__(latent_dim)
+        if latent_dim < 2:
+            raise ConfigError("the flow prior needs latent_dim >= 2 (an autoregressive flow on one dimension is affine)")
+        hidden = [hidden or 3 * latent_dim + 1]
+        self.flows = nn.ModuleList(
+            T.affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(_positive("model.prior.layers", layers, int))
+        )
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("flip", torch.arange(latent_dim - 1, -1, -1))
+
+    def forward(self, n):
+        transforms = []
+        for i, flow in enumerate(self.flows):
+            if i:
+                transforms.append(T.Permute(self.flip))
+            transforms.append(flow.inv)  # density evaluation in one pass; sampling (rare) is sequential
+        base = self._iid(dist.Normal(self.loc, torch.ones_like(self.loc), validate_args=False), n)
+        return dist.TransformedDistribution(base, transforms, validate_args=False)

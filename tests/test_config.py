@@ -22,7 +22,7 @@ def test_defaults_are_valid():
     ({"train": {"beta": -1.0}}, "train.beta must be a finite number >= 0"),
     ({"model": {"latent_dim": 0}}, "model.latent_dim must be an integer >= 1"),
     ({"model": {"latent_dim": True}}, "model.latent_dim must be an integer"),
-    ({"model": {"prior": {"kind": "gausian"}}}, "unknown kind 'gausian'.*valid kinds: standard_normal"),
+    ({"model": {"prior": {"kind": "gausian"}}}, "unknown kind 'gausian'.*valid kinds: flow, laplace, learned_normal, mixture, standard_normal, student_t, vamp"),
     ({"model": {"likelihood": {"kind": "bernoulli", "scale": 2}}}, "valid parameters: allow_grey"),
     ({"model": {"encoder": {"hidden": [10]}}}, "needs a 'kind'"),
     ({"data": {"dataset": "cifar"}}, "valid kinds: fashion-mnist, kmnist, mnist, npz, synthetic"),

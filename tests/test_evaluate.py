@@ -60,7 +60,7 @@ def test_iwae_chunking_is_exact(small_vae, monkeypatch):
         return log_w[start:start + k], torch.zeros(k, 30), torch.zeros(k, 30)
 
     monkeypatch.setattr(small_vae, "log_weights", fake_log_weights)
-    monkeypatch.setattr(ev, "CHUNK_ELEMENTS", 30 * 64 * 7)  # 7 samples per chunk
+    monkeypatch.setattr(ev, "CHUNK_ELEMENTS", 30 * (64 + 4) * 7)  # 30 points, 64 pixels, 4 latents: 7 samples a chunk
     got = iwae_log_px(small_vae, torch.zeros(30, 1, 8, 8), 64)
     assert drawn == [7] * 9 + [1]
     torch.testing.assert_close(got, torch.logsumexp(log_w, 0) - math.log(64), rtol=1e-6, atol=1e-5)
