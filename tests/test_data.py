@@ -11,7 +11,9 @@ from .conftest import SHARED_DATA
 def test_synthetic_is_small_and_in_unit_interval():
     d = load_data("synthetic", binarize="none")
     assert d.train.shape == (2000, 1, 8, 8) and d.test.shape == (500, 1, 8, 8)
-    assert 0 < d.train.min() and d.train.max() < 1 and d.train_labels.max() == 3
+    assert 0 <= d.train.min() and d.train.max() <= 1 and d.train_labels.max() == 3
+    assert torch.equal(d.train * 255, (d.train * 255).round())  # 8-bit grey levels, like images
+    assert d.train.unique().numel() > 100
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
