@@ -3,7 +3,8 @@
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DEFAULTS, build_elbo, build_optimizer, build_vae, load_config, validate
 from .data import DATASETS, Data, load_data
-from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, RunExistsError, TrainingError
+from .errors import (CheckpointError, ConfigError, DataError, PyroVAEError, RunExistsError, TrainingError,
+                     TrainingInterrupted)
 from .estimators import ESTIMATORS
 from .evaluate import evaluate, iwae_log_px, test_elbo
 from .likelihoods import LIKELIHOODS
@@ -21,4 +22,5 @@ __all__ = [
     "build_vae", "build_elbo", "build_optimizer", "load_data", "Data", "save_checkpoint", "load_checkpoint",
     "DEFAULTS", "PRIORS", "LIKELIHOODS", "POSTERIORS", "ENCODERS", "DECODERS", "ESTIMATORS", "OPTIMIZERS",
     "DATASETS", "PyroVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "RunExistsError",
+    "TrainingInterrupted",
 ]

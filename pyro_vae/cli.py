@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import PyroVAEError
+from .errors import PyroVAEError, TrainingInterrupted
 
 
 def _train(args):
@@ -96,6 +96,9 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
         args.func(args)
+    except TrainingInterrupted as e:
+        print(f"pyro-vae {args.command}: interrupted: {e}", file=sys.stderr)
+        return 130
     except PyroVAEError as e:
         print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)
         return 2

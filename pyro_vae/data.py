@@ -52,10 +52,14 @@ class Data:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Data(move(self.train), move(self.test), move(self.train_labels), move(self.test_labels), self.binarize)
 
-    def batches(self, batch_size, generator):
-        """Shuffled training batches (the last incomplete one is dropped), binarised if dynamic."""
+    def batches(self, batch_size, generator, start=0, generator_state=None):
+        """Shuffled training batches (the last incomplete one is dropped), binarised if dynamic.
+        The generator fixes the order and the draws; ``start`` and ``generator_state`` (read with
+        ``generator.get_state()`` after batch ``start``) continue an interrupted pass exactly."""
         perm = torch.randperm(self.num_train, generator=generator, device=generator.device)
-        for i in range(self.num_train // batch_size):
+        if generator_state is not None:
+            generator.set_state(generator_state)
+        for i in range(start, self.num_train // batch_size):
             x = self.train[perm[i * batch_size:(i + 1) * batch_size]]
             if self.binarize == "dynamic":
                 x = torch.bernoulli(x, generator=generator)
@@ -142,12 +146,14 @@ for _name, _cls in TORCHVISION_DATASETS.items():
 def _as_images(a, what):
     if a.dtype == np.uint8:
         t = torch.from_numpy(a.astype(np.float32) / 255.0)
-    elif a.dtype == np.bool_ or np.issubdtype(a.dtype, np.number):
+    elif a.dtype == np.bool_ or (np.issubdtype(a.dtype, np.number) and not np.issubdtype(a.dtype, np.complexfloating)):
         t = torch.from_numpy(a.astype(np.float32))
     else:
         raise DataError(f"array {what!r} has dtype {a.dtype}; give numbers (uint8 0..255, or floats in [0, 1])")
     if t.dim() < 2:
         raise DataError(f"array {what!r} must have shape (N, ...) with one row per data point, got {tuple(t.shape)}")
+    if 0 in t.shape[1:]:
+        raise DataError(f"array {what!r} has shape {tuple(t.shape)}: each data point is empty")
     if t.dim() == 3:  # (N, H, W) grey images
         t = t.unsqueeze(1)
     return t

@@ -23,3 +23,7 @@ class TrainingError(PyroVAEError, RuntimeError):
 
 class RunExistsError(PyroVAEError, FileExistsError):
     """A run folder already holds a run and would be overwritten."""
+
+
+class TrainingInterrupted(PyroVAEError, KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after a checkpoint was saved at the current step."""

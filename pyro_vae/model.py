@@ -51,6 +51,8 @@ class VAE(nn.Module):
     def model(self, x=None, num_data=None, num_samples=1):
         """p(z) p(x|z). With ``x=None`` it generates ``num_samples`` data points."""
         pyro.module(self.name, self)
+        if x is not None:
+            self.check_shape(x)
         n = num_samples if x is None else x.shape[0]
         with self._plate(n, num_data, None if x is None else x.device):
             with poutine.scale(scale=self.beta):
@@ -61,6 +63,7 @@ class VAE(nn.Module):
         """q(z|x), amortised by the encoder. Needs ``x``."""
         if x is None:
             raise DataError("the guide q(z|x) needs data x")
+        self.check_shape(x)
         pyro.module(self.name, self)
         with self._plate(x.shape[0], num_data, x.device):
             with poutine.scale(scale=self.beta):
@@ -68,7 +71,7 @@ class VAE(nn.Module):
 
     # -- direct access, for evaluation and figures -----------------------------------------
     def check_shape(self, x):
-        if tuple(x.shape[1:]) != self.data_shape:
+        if x.shape[1:] != self.data_shape:
             raise DataError(
                 f"data of shape {tuple(x.shape[1:])} per point do not fit this model, which was "
                 f"built for {self.data_shape}: rebuild the model for this data (or reshape the data)"

@@ -10,6 +10,8 @@ import copy
 import json
 import math
 import os
+import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, restore_module, save_checkpoint
 from .config import build_elbo, build_optimizer, build_vae, dump_toml, resolve_device
 from .data import TORCHVISION_DATASETS, load_data, resolve_root
-from .errors import DataError, RunExistsError, TrainingError
+from .errors import DataError, RunExistsError, TrainingError, TrainingInterrupted
 from .estimators import check_compatible
 from .evaluate import test_elbo
 from .plots import save_grid
@@ -60,6 +62,27 @@ def prepare(cfg, data=None):
     return data, vae, elbo, optimizer
 
 
+class _Interrupts:
+    """While training, SIGINT (Ctrl-C) and SIGTERM set a flag that the loop reads after each step,
+    so it can save a checkpoint at a clean step boundary; a second signal stops at once."""
+
+    def __enter__(self):
+        self.signal, self._previous = None, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def _epoch_generator(seed, epoch, device):
     return torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
 
@@ -79,8 +102,10 @@ def _check_out(out, overwrite):
 def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=None, log=print):
     """Train the VAE ``cfg`` describes; write the run folder ``out``. Returns (vae, history).
 
-    With ``resume=True``, ``out`` must hold a run: its checkpoint (model, optimiser, RNG state,
-    epoch) is restored and training continues to ``cfg['train']['epochs']``.
+    With ``resume=True``, ``out`` must hold a run: its checkpoint (model, optimiser, RNG states,
+    epoch and step) is restored and training continues to ``cfg['train']['epochs']``; on the CPU
+    the result equals an uninterrupted run's exactly. SIGINT or SIGTERM saves a checkpoint at
+    the current step and raises ``TrainingInterrupted``.
     """
     out = Path(out or default_out(cfg))
     cfg = copy.deepcopy(cfg)
@@ -94,55 +119,71 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
         _check_out(out, overwrite)
     data, vae, elbo, optimizer = prepare(cfg, data)
     device = next(vae.parameters()).device
-    start = 0
+    start, partial = 0, None
     if state is not None:
         restore_module(vae, state["model"], str(out / "checkpoint.pt"))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
-        start = state["epoch"]
+        start, partial = state["epoch"], state.get("partial")
     else:
         (out / "config.toml").write_text(dump_toml(cfg))
     pyro.clear_param_store()  # the param store must hold this VAE's parameters only
     num_data, batch_size = data.num_train, cfg["data"]["batch_size"]
+    steps = data.num_batches(batch_size)
     history = []
     epochs = cfg["train"]["epochs"]
+
+    def checkpoint(epoch, partial=None):
+        save_checkpoint(out / "checkpoint.pt", config=cfg, epoch=epoch, partial=partial, model=vae.state_dict(),
+                        optimizer=optimizer.state_dict(), rng=torch.get_rng_state())
+
     if start >= epochs:
         log(f"{out}: already trained {start} of {epochs} epochs; raise train.epochs to continue")
-    for epoch in range(start + 1, epochs + 1):
-        t0 = time.perf_counter()
-        total, steps = 0.0, data.num_batches(batch_size)
-        batches = data.batches(batch_size, _epoch_generator(cfg["seed"], epoch, device))
-        bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress,
-                   leave=False, mininterval=0.5, unit="batch")
-        for step, x in enumerate(bar):
-            optimizer.zero_grad(set_to_none=True)
-            with pyro.validation_enabled(epoch == 1 and step == 0):
-                loss = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=num_data)
-            if not math.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {loss} at epoch {epoch}, step {step + 1}; the last good checkpoint "
-                    f"({out / 'checkpoint.pt'}, epoch {epoch - 1}) is kept. Usual causes: a learning rate "
-                    "too high (train.optimizer.lr), a likelihood scale too small, or unbinarised data "
-                    "under a bernoulli likelihood"
-                )
-            optimizer.step()
-            total += loss
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{loss / num_data:.2f}")
-        seconds = time.perf_counter() - t0
-        record = {
-            "epoch": epoch,
-            "train_loss": total / steps / num_data,
-            "test_elbo": test_elbo(vae, data.test),
-            "seconds": seconds,
-        }
-        history.append(record)
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_checkpoint(out / "checkpoint.pt", config=cfg, epoch=epoch, model=vae.state_dict(),
-                        optimizer=optimizer.state_dict(), rng=torch.get_rng_state())
-        log(f"epoch {epoch:3d}  train loss {record['train_loss']:9.3f}  test ELBO {record['test_elbo']:9.3f}  "
-            f"({seconds:.1f} s, {num_data // batch_size * batch_size / seconds:,.0f} images/s)")
+    with _Interrupts() as interrupts:
+        for epoch in range(start + 1, epochs + 1):
+            g = _epoch_generator(cfg["seed"], epoch, device)
+            first, total, seconds, g_state = 0, 0.0, 0.0, None
+            if partial is not None and partial["epoch"] == epoch:  # resume inside this epoch
+                first, total, seconds, g_state = partial["step"], partial["total"], partial["seconds"], partial["generator"]
+            t0 = time.perf_counter()
+            bar = tqdm(data.batches(batch_size, g, first, g_state), total=steps, initial=first,
+                       desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False, mininterval=0.5, unit="batch")
+            for step, x in enumerate(bar, start=first):
+                optimizer.zero_grad(set_to_none=True)
+                with pyro.validation_enabled(epoch == 1 and step == 0):
+                    loss = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=num_data)
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"the loss became {loss} at epoch {epoch}, step {step + 1}; the last good checkpoint "
+                        f"({out / 'checkpoint.pt'}) is kept. Usual causes: a learning rate too high "
+                        "(train.optimizer.lr), a likelihood scale too small, or unbinarised data under a "
+                        "bernoulli likelihood"
+                    )
+                optimizer.step()
+                total += loss
+                if interrupts.signal:
+                    seconds += time.perf_counter() - t0
+                    checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "total": total,
+                                           "seconds": seconds, "generator": g.get_state()})
+                    raise TrainingInterrupted(
+                        f"{interrupts.signal} at epoch {epoch}, step {step + 1} of {steps}: saved a checkpoint "
+                        f"at this step. Continue with: pyro-vae train --resume {out}"
+                    )
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{loss / num_data:.2f}")
+            seconds += time.perf_counter() - t0
+            record = {
+                "epoch": epoch,
+                "train_loss": total / steps / num_data,
+                "test_elbo": test_elbo(vae, data.test),
+                "seconds": seconds,
+            }
+            history.append(record)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            checkpoint(epoch)
+            log(f"epoch {epoch:3d}  train loss {record['train_loss']:9.3f}  test ELBO {record['test_elbo']:9.3f}  "
+                f"({seconds:.1f} s, {steps * batch_size / seconds:,.0f} images/s)")
     if save_grid(vae.sample(64), out / "samples.png", nrow=8):
         log(f"wrote {out / 'samples.png'}")
     return vae, history
