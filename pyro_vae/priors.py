@@ -4,13 +4,17 @@ Every prior offers ``log_prob`` and ``sample``, which is all the ELBO estimators
 Gaussian ones also have a closed-form KL against a diagonal-normal posterior (``meanfield``).
 """
 
+import math
+
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from pyro.distributions import constraints
 from torch import nn
-from torch.nn.functional import softplus
+from torch.nn.functional import log_softmax, softplus
 
 from .errors import ConfigError
+from .posteriors import DiagonalNormal
 from .registry import Registry
 
 PRIORS = Registry("model.prior")
@@ -90,6 +94,39 @@ class Laplace(Prior):
         return self._iid(dist.Laplace(torch.zeros_like(self.scale), self.scale, validate_args=False), n)
 
 
+class DiagonalNormalMixture(dist.TorchDistribution):
+    """sum_k w_k N(z; m_k, diag s_k^2), all K component densities in two matrix products:
+    sum_j (z_j - m_kj)^2 / s_kj^2 = (z^2) . (1/s_k^2) - 2 z . (m_k/s_k^2) + sum_j m_kj^2/s_kj^2,
+    in float64 (the expansion cancels); ``MixtureSameFamily`` would build (points, K, L) tensors."""
+
+    arg_constraints = {}
+    support = constraints.real_vector
+    has_rsample = False
+
+    def __init__(self, logits, locs, scales, batch_shape=torch.Size(), validate_args=False):
+        self.logits, self.locs, self.scales = logits, locs, scales
+        super().__init__(torch.Size(batch_shape), locs.shape[-1:], validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        return DiagonalNormalMixture(self.logits, self.locs, self.scales, batch_shape)
+
+    def log_prob(self, z):
+        z = z.expand(torch.broadcast_shapes(z.shape, self.batch_shape + self.event_shape))
+        L = z.shape[-1]
+        locs, prec = self.locs.double(), self.scales.double().pow(-2)
+        flat = z.reshape(-1, L).double()
+        quad = flat.pow(2) @ prec.T - 2 * flat @ (locs * prec).T + (locs.pow(2) * prec).sum(-1)
+        log_comp = -0.5 * quad - self.scales.double().log().sum(-1) - 0.5 * L * math.log(2 * math.pi)
+        log_p = torch.logsumexp(log_comp + log_softmax(self.logits.double(), -1), dim=-1)
+        return log_p.to(z.dtype).reshape(z.shape[:-1])
+
+    def sample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            k = dist.Categorical(logits=self.logits).sample(shape[:-1])
+            return torch.normal(self.locs[k], self.scales[k])
+
+
 @PRIORS.register("mixture")
 class Mixture(Prior):
     """p(z) = sum_k pi_k N(z; m_k, diag s_k^2), ``components`` learnable diagonal Gaussians (MixtureSameFamily)."""
@@ -103,12 +140,10 @@ class Mixture(Prior):
 
     @property
     def size_per_point(self):
-        return self.logits.numel() * self.latent_dim
+        return self.logits.numel()
 
     def forward(self, n):
-        comp = dist.Normal(self.locs, softplus(self.raw_scales), validate_args=False).to_event(1)
-        mix = dist.MixtureSameFamily(dist.Categorical(logits=self.logits), comp, validate_args=False)
-        return mix.expand((n,))
+        return DiagonalNormalMixture(self.logits, self.locs, softplus(self.raw_scales), (n,))
 
 
 @PRIORS.register("vamp")
@@ -122,7 +157,7 @@ class VampPrior(Prior):
 
     @property
     def size_per_point(self):
-        return self.num_pseudo * self.latent_dim
+        return self.num_pseudo * (1 if isinstance(self._vae.posterior, DiagonalNormal) else self.latent_dim)
 
     def bind(self, vae):
         object.__setattr__(self, "_vae", vae)  # a reference, not a submodule: no parameter is stored twice
@@ -131,8 +166,10 @@ class VampPrior(Prior):
 
     def forward(self, n):
         comp = self._vae.q(self.pseudo)  # batch (K,), event (latent_dim,)
-        uniform = dist.Categorical(logits=torch.zeros(self.num_pseudo, device=self.pseudo.device))
-        return dist.MixtureSameFamily(uniform, comp, validate_args=False).expand((n,))
+        uniform = torch.zeros(self.num_pseudo, device=self.pseudo.device)
+        if isinstance(self._vae.posterior, DiagonalNormal):
+            return DiagonalNormalMixture(uniform, comp.base_dist.loc, comp.base_dist.scale, (n,))
+        return dist.MixtureSameFamily(dist.Categorical(logits=uniform), comp, validate_args=False).expand((n,))
 
 
 @PRIORS.register("flow")

@@ -196,3 +196,21 @@ def test_meanfield_falls_back_to_monte_carlo_kl(prior, posterior, binary):
     assert torch.isfinite(losses).all()
     se = (losses.var() / 100 + mc.var() / 100).sqrt()
     assert abs(losses.mean() - mc.mean()) < 4 * se  # the same ELBO in expectation
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.1, 0.01])
+def test_diagonal_normal_mixture_matches_mixture_same_family(scale):
+    from pyro_vae.priors import DiagonalNormalMixture
+
+    g = torch.Generator().manual_seed(0)
+    logits, locs = torch.randn(7, generator=g), torch.randn(7, 5, generator=g)
+    scales = scale * torch.rand(7, 5, generator=g).add(0.5)
+    ours = DiagonalNormalMixture(logits, locs, scales, (3,))
+    ref = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=logits),
+        torch.distributions.Independent(torch.distributions.Normal(locs, scales), 1)).expand((3,))
+    z = locs[torch.randint(7, (4, 3), generator=g)] + scale * torch.randn(4, 3, 5, generator=g)
+    torch.testing.assert_close(ours.log_prob(z), ref.log_prob(z), rtol=1e-5, atol=1e-4)
+    s = ours.sample((2000,))
+    assert s.shape == (2000, 3, 5)
+    torch.testing.assert_close(s.mean((0, 1)), (logits.softmax(0)[:, None] * locs).sum(0), rtol=0, atol=0.1)
