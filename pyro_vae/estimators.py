@@ -9,15 +9,18 @@ import torch
 from pyro import infer
 
 from .errors import ConfigError
+from .objectives import DReG, RenyiBound, STL, detach_params
 from .registry import Registry
 
 ESTIMATORS = Registry("train.elbo")
 
 #: estimators whose objective differs from the ELBO only with several particles
-NEEDS_PARTICLES = {"renyi", "iwae", "tail_adaptive"}
+NEEDS_PARTICLES = {"renyi", "iwae", "tail_adaptive", "pyro_renyi", "dreg"}
+#: the project's own objectives (``objectives.py``): always vectorised, reparameterised guides only
+OURS = {"renyi", "iwae", "stl", "dreg"}
 
 
-def _make(cls, name, num_particles, vectorize_particles, **kwargs):
+def _check_particles(name, num_particles):
     if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
         raise ConfigError(f"train.elbo.num_particles must be an integer >= 1, got {num_particles!r}")
     if name in NEEDS_PARTICLES and num_particles < 2:
@@ -25,6 +28,26 @@ def _make(cls, name, num_particles, vectorize_particles, **kwargs):
             f"the {name!r} estimator needs num_particles >= 2 (with K = 1 it is the plain ELBO): "
             f"set train.elbo.num_particles, e.g. --set train.elbo.num_particles=5, or use kind = \"trace\""
         )
+
+
+def _check_alpha(alpha):
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha == 1:
+        raise ConfigError(
+            f"train.elbo.alpha must be a number other than 1, got {alpha!r} "
+            "(alpha = 1 is the ELBO itself: use kind = \"trace\")"
+        )
+    return float(alpha)
+
+
+def _ours(cls, name, num_particles, **kwargs):
+    _check_particles(name, num_particles)
+    elbo = cls(num_particles=num_particles, **kwargs)
+    elbo.name = name
+    return elbo
+
+
+def _make(cls, name, num_particles, vectorize_particles, **kwargs):
+    _check_particles(name, num_particles)
     if vectorize_particles is None:
         vectorize_particles = num_particles > 1
     elbo = cls(num_particles=num_particles, vectorize_particles=bool(vectorize_particles),
@@ -64,20 +87,34 @@ def tracegraph(num_particles=1, vectorize_particles=None):
 
 
 @ESTIMATORS.register("renyi")
-def renyi(alpha=0.5, num_particles=5, vectorize_particles=None):
-    """RenyiELBO: the Renyi alpha bound, (1/(1-alpha)) log mean_k w_k^(1-alpha); alpha = 0 is IWAE."""
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha == 1:
-        raise ConfigError(
-            f"train.elbo.alpha must be a number other than 1, got {alpha!r} "
-            "(alpha = 1 is the ELBO itself: use kind = \"trace\")"
-        )
-    return _make(infer.RenyiELBO, "renyi", num_particles, vectorize_particles, alpha=float(alpha))
+def renyi(alpha=0.5, num_particles=5):
+    """The Renyi alpha bound per data point, (1/(1-alpha)) log mean_k w_k^(1-alpha) (ours: exact with minibatches)."""
+    return _ours(RenyiBound, "renyi", num_particles, alpha=_check_alpha(alpha))
 
 
 @ESTIMATORS.register("iwae")
-def iwae(num_particles=5, vectorize_particles=None):
-    """The importance-weighted bound log mean_k p(x, z_k) / q(z_k|x) (RenyiELBO with alpha = 0)."""
-    return _make(infer.RenyiELBO, "iwae", num_particles, vectorize_particles, alpha=0.0)
+def iwae(num_particles=5):
+    """The importance-weighted bound log mean_k p(x, z_k) / q(z_k|x) per data point (Renyi, alpha = 0)."""
+    return _ours(RenyiBound, "iwae", num_particles, alpha=0.0)
+
+
+@ESTIMATORS.register("pyro_renyi")
+def pyro_renyi(alpha=0.0, num_particles=5, vectorize_particles=None):
+    """Pyro's RenyiELBO as it is: exact on full batches; with minibatches it scales log w by N/n
+    inside the log-mean-exp (see objectives.py), so it is here for comparison only."""
+    return _make(infer.RenyiELBO, "pyro_renyi", num_particles, vectorize_particles, alpha=_check_alpha(alpha))
+
+
+@ESTIMATORS.register("stl")
+def stl(num_particles=1):
+    """Sticking the landing (Roeder et al. 2017): the ELBO without the score term of log q."""
+    return _ours(STL, "stl", num_particles)
+
+
+@ESTIMATORS.register("dreg")
+def dreg(num_particles=5):
+    """Doubly reparameterised IWAE gradients (Tucker et al. 2018); the loss is the IWAE bound."""
+    return _ours(DReG, "dreg", num_particles)
 
 
 class TailAdaptiveELBO(infer.TraceTailAdaptive_ELBO):
@@ -105,9 +142,14 @@ def check_compatible(elbo, vae):
     """Refuse, before training, an estimator that cannot work with this VAE."""
     p = next(vae.parameters())
     q = vae.q(torch.zeros(1, *vae.data_shape, device=p.device, dtype=p.dtype))
-    if elbo.name == "tail_adaptive" and not q.has_rsample:
+    if (elbo.name == "tail_adaptive" or elbo.name in OURS) and not q.has_rsample:
         raise ConfigError(
-            "the 'tail_adaptive' estimator needs a reparameterised posterior (has_rsample); "
-            f"{type(vae.posterior).__name__} is not: use kind = \"trace\" or \"tracegraph\""
+            f"the {elbo.name!r} estimator needs a reparameterised posterior (has_rsample); "
+            f"this {type(vae.posterior).__name__} is not: use kind = \"trace\" or \"tracegraph\""
         )
+    if getattr(elbo, "needs_detached_q", False):
+        detach_params(q)  # refuses posteriors whose parameters live in modules (flows)
+    if elbo.name == "dreg" and vae.prior.uses_encoder:
+        raise ConfigError("the 'dreg' estimator needs a prior that does not share the encoder (not 'vamp'): "
+                          "use kind = \"iwae\"")
 

@@ -67,7 +67,7 @@ class VAE(nn.Module):
         pyro.module(self.name, self)
         with self._plate(x.shape[0], num_data, x.device):
             with poutine.scale(scale=self.beta):
-                return pyro.sample("z", self.posterior(self.encoder(x)))
+                return pyro.sample("z", self.posterior(self.encoder(x)), infer=dict(getattr(self.posterior, "infer", {})))
 
     # -- direct access, for evaluation and figures -----------------------------------------
     def check_shape(self, x):
@@ -101,6 +101,15 @@ class VAE(nn.Module):
         except NotImplementedError:
             z = q.sample()
         return self.likelihood.mean(self.decoder(z))
+
+    def guide_parameters(self):
+        """phi: the parameters of q(z|x) (encoder and posterior head)."""
+        return [*self.encoder.parameters(), *self.posterior.parameters()]
+
+    def model_parameters(self):
+        """theta: the parameters of p(z) p(x|z) (decoder, likelihood, prior) not shared with the guide."""
+        phi = {id(p) for p in self.guide_parameters()}
+        return [p for p in self.parameters() if id(p) not in phi]
 
     @property
     def num_inputs(self):

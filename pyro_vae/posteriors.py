@@ -15,19 +15,44 @@ from .registry import Registry
 POSTERIORS = Registry("model.posterior")
 
 
+class ScoreFunctionNormal(dist.Normal):
+    """A Normal whose samples are not reparameterised: estimators fall back to the score function."""
+
+    has_rsample = False
+
+
+class ScoreFunctionMultivariateNormal(dist.MultivariateNormal):
+    has_rsample = False
+
+
+def _infer(reparameterized, baseline):
+    """The guide's ``infer`` dict: a decaying-average baseline for score-function gradients (TraceGraph_ELBO)."""
+    if baseline not in (None, "", "none", "decaying_avg"):
+        raise ConfigError(f"model.posterior.baseline must be \"none\" or \"decaying_avg\", got {baseline!r}")
+    if baseline == "decaying_avg":
+        if reparameterized:
+            raise ConfigError("a baseline only matters for score-function gradients: set reparameterized = false")
+        return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.95}}
+    return {}
+
+
 @POSTERIORS.register("diagonal_normal")
 class DiagonalNormal(nn.Module):
-    """q(z|x) = N(mu(h), diag sigma(h)^2), sampled as z = mu + sigma * eps; sigma = softplus(.) + min_scale."""
+    """q(z|x) = N(mu(h), diag sigma(h)^2), sampled as z = mu + sigma * eps; sigma = softplus(.) + min_scale.
+    ``reparameterized = false`` hides the reparameterisation, so estimators use the score function
+    E[f(z) grad log q(z)] (with ``baseline = "decaying_avg"`` under tracegraph)."""
 
-    def __init__(self, in_features, latent_dim, min_scale=1e-6):
+    def __init__(self, in_features, latent_dim, min_scale=1e-6, reparameterized=True, baseline="none"):
         super().__init__()
         self.latent_dim = latent_dim
         self.min_scale = float(min_scale)
         self.linear = nn.Linear(in_features, 2 * latent_dim)
+        self.family = dist.Normal if reparameterized else ScoreFunctionNormal
+        self.infer = _infer(reparameterized, baseline)
 
     def forward(self, h):
         loc, raw = self.linear(h).chunk(2, dim=-1)
-        return dist.Normal(loc, softplus(raw) + self.min_scale, validate_args=False).to_event(1)
+        return self.family(loc, softplus(raw) + self.min_scale, validate_args=False).to_event(1)
 
 
 @POSTERIORS.register("full_normal")
@@ -35,10 +60,12 @@ class FullNormal(nn.Module):
     """q(z|x) = N(mu(h), A A^T), sampled as z = mu + A eps, with A lower-triangular from the encoder:
     diagonal softplus(.) + min_scale, the L(L-1)/2 entries below it unconstrained."""
 
-    def __init__(self, in_features, latent_dim, min_scale=1e-6):
+    def __init__(self, in_features, latent_dim, min_scale=1e-6, reparameterized=True, baseline="none"):
         super().__init__()
         self.latent_dim = latent_dim
         self.min_scale = float(min_scale)
+        self.family = dist.MultivariateNormal if reparameterized else ScoreFunctionMultivariateNormal
+        self.infer = _infer(reparameterized, baseline)
         self.linear = nn.Linear(in_features, 2 * latent_dim + latent_dim * (latent_dim - 1) // 2)
         nn.init.zeros_(self.linear.weight[2 * latent_dim:])  # start near the diagonal case
         nn.init.zeros_(self.linear.bias[2 * latent_dim:])
@@ -52,7 +79,7 @@ class FullNormal(nn.Module):
         tril = out.new_zeros(*out.shape[:-1], L, L)
         tril[..., self.rows, self.cols] = below
         tril = tril + torch.diag_embed(softplus(raw_diag) + self.min_scale)
-        return dist.MultivariateNormal(loc, scale_tril=tril, validate_args=False)
+        return self.family(loc, scale_tril=tril, validate_args=False)
 
 
 @POSTERIORS.register("flow")

@@ -27,6 +27,8 @@ def _positive(name, value, kind=float):
 
 
 class Prior(nn.Module):
+    uses_encoder = False  # True for priors built from q(z|x) itself (VampPrior)
+
     def __init__(self, latent_dim):
         super().__init__()
         self.latent_dim = latent_dim
@@ -150,6 +152,8 @@ class Mixture(Prior):
 class VampPrior(Prior):
     """VampPrior (Tomczak & Welling 2018): p(z) = (1/K) sum_k q(z | u_k), with ``pseudo_inputs``
     learnable inputs u_k fed through the VAE's own encoder and posterior head."""
+
+    uses_encoder = True
 
     def __init__(self, latent_dim, pseudo_inputs=500):
         super().__init__(latent_dim)

@@ -21,6 +21,10 @@ SPECS = [
     {"kind": "renyi", "alpha": -1.0, "num_particles": 3},
     {"kind": "iwae", "num_particles": 3},
     {"kind": "tail_adaptive", "num_particles": 3},
+    {"kind": "pyro_renyi", "alpha": 0.0, "num_particles": 3},
+    {"kind": "stl"},
+    {"kind": "stl", "num_particles": 3},
+    {"kind": "dreg", "num_particles": 3},
 ]
 
 
@@ -43,7 +47,7 @@ def test_every_estimator_trains(spec, synthetic):
     assert any(not torch.equal(a, b) for a, b in zip(before, vae.parameters()))
 
 
-@pytest.mark.parametrize("kind", ["iwae", "renyi", "tail_adaptive"])
+@pytest.mark.parametrize("kind", ["iwae", "renyi", "tail_adaptive", "dreg", "pyro_renyi"])
 def test_multi_particle_estimators_refuse_one_particle(kind):
     with pytest.raises(ConfigError, match="num_particles >= 2"):
         ESTIMATORS.build({"kind": kind, "num_particles": 1})
@@ -58,7 +62,7 @@ def test_bad_estimator_settings():
         ESTIMATORS.build({"kind": "trace", "num_particles": 0})
     with pytest.raises(ConfigError, match="valid kinds: .*iwae.*meanfield.*trace"):
         ESTIMATORS.build({"kind": "elbo"})
-    with pytest.raises(ConfigError, match="valid parameters: alpha, num_particles, vectorize_particles"):
+    with pytest.raises(ConfigError, match="valid parameters: alpha, num_particles"):
         ESTIMATORS.build({"kind": "renyi", "beta": 2})
 
 

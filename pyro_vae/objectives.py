@@ -1,0 +1,134 @@
+"""The project's own particle objectives, ``pyro.infer.ELBO`` subclasses for the VAE's model/guide.
+
+All of them work per data point on K vectorised particles: log w_ik = log p(x_i, z_ik) - log q(z_ik|x_i)
+(beta-weighted like every estimator), and take the data plate's subsampling scale N/n *outside*
+the per-point bound. Pyro's ``RenyiELBO`` scales log w by N/n before its log-mean-exp, which with
+minibatches computes (n/N) log mean_k exp((N/n) log w_k) -> max_k log w_k, not the IWAE bound.
+
+- ``RenyiBound``: (1/(1-alpha)) log (1/K) sum_k w_k^(1-alpha); alpha = 0 is IWAE (Burda et al. 2016).
+- ``STL``: "sticking the landing" (Roeder et al. 2017): the ELBO, with log q evaluated at detached
+  variational parameters, so only the pathwise term remains (zero variance at the exact posterior).
+- ``DReG``: doubly reparameterised IWAE gradients (Tucker et al. 2018): decoder sum_k w~_k grad log w_k,
+  encoder sum_k w~_k^2 (d log w_k / d z_k)(d z_k / d phi), w~ the normalised weights.
+"""
+
+import copy
+import math
+
+import torch
+from pyro.distributions.torch import Independent
+from pyro.infer import ELBO
+from pyro.infer.enum import get_importance_trace
+
+from .errors import ConfigError
+
+
+def detach_params(d):
+    """The same distribution with its parameters detached (its samples keep their own graph)."""
+    if isinstance(d, Independent):
+        return Independent(detach_params(d.base_dist), d.reinterpreted_batch_ndims, validate_args=False)
+    held = [v for v in vars(d).values() if not isinstance(v, torch.Size)]
+    if any(isinstance(v, (torch.distributions.Distribution, torch.nn.Module, list, tuple)) for v in held):
+        raise ConfigError(f"cannot detach the parameters of {type(d).__name__} (a flow's parameters live in its "
+                          "transforms): use a diagonal_normal or full_normal posterior")
+    new = copy.copy(d)
+    for k, v in vars(d).items():
+        if torch.is_tensor(v):
+            setattr(new, k, v.detach())
+    return new
+
+
+class ParticleObjective(ELBO):
+    """Per-point log weights from K vectorised particles; see the module docstring."""
+
+    name = None
+    needs_detached_q = False
+
+    def __init__(self, num_particles=1):
+        super().__init__(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+
+    def log_weights(self, model, guide, *args, **kwargs):
+        """(log p, log q, log q at detached parameters or None, the z site's value, N/n): (K, n) tensors."""
+        ((model_trace, guide_trace),) = self._get_traces(model, guide, args, kwargs)
+        sites = [s for tr in (model_trace, guide_trace) for s in tr.nodes.values() if s["type"] == "sample"]
+        common = set.intersection(*(set(s["cond_indep_stack"]) for s in sites))
+        scale = math.prod(f.full_size / f.size for f in common if f.full_size)
+        log_p = sum(s["log_prob"] for s in model_trace.nodes.values() if s["type"] == "sample") / scale
+        guide_sites = [s for s in guide_trace.nodes.values() if s["type"] == "sample"]
+        for s in guide_sites:
+            if not s["fn"].has_rsample:
+                raise ConfigError(f"the {self.name!r} estimator needs a reparameterised posterior; "
+                                  "use kind = \"tracegraph\" for score-function gradients")
+        log_q = sum(s["log_prob"] for s in guide_sites) / scale
+        log_q_det = None
+        if self.needs_detached_q:
+            log_q_det = sum(detach_params(s["fn"]).log_prob(s["value"]) * s["scale"] for s in guide_sites) / scale
+        # (K, n); Pyro adds the particle dimension only when K > 1
+        shape = (self.num_particles, -1)
+        log_q_det = None if log_q_det is None else log_q_det.reshape(shape)
+        return log_p.reshape(shape), log_q.reshape(shape), log_q_det, guide_sites[0]["value"], scale
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+class RenyiBound(ParticleObjective):
+    """-(N/n) sum_i (1/(1-alpha)) log (1/K) sum_k w_ik^(1-alpha); differentiating it gives the
+    reparameterised Renyi/IWAE gradient (weights softmax_k((1-alpha) log w_ik))."""
+
+    def __init__(self, alpha=0.0, num_particles=5):
+        super().__init__(num_particles)
+        self.alpha = float(alpha)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        log_p, log_q, _, _, scale = self.log_weights(model, guide, *args, **kwargs)
+        a = 1.0 - self.alpha
+        bound = (torch.logsumexp(a * (log_p - log_q), dim=0) - math.log(self.num_particles)) / a
+        return -scale * bound.sum()
+
+
+class STL(ParticleObjective):
+    """The ELBO (K-particle average) whose gradient drops the score term of log q(z|x)."""
+
+    needs_detached_q = True
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        log_p, _, log_q_det, _, scale = self.log_weights(model, guide, *args, **kwargs)
+        return -scale * (log_p - log_q_det).mean(0).sum()
+
+
+class DReG(ParticleObjective):
+    """Loss value: the IWAE bound; gradients: DReG for the guide's parameters, IWAE for the model's."""
+
+    needs_detached_q = True
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        raise NotImplementedError("DReG is a gradient estimator: use loss_and_grads (its loss is the IWAE bound)")
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        vae = getattr(guide, "__self__", None)
+        if vae is None or not hasattr(vae, "guide_parameters"):
+            raise ConfigError("the 'dreg' estimator works with a pyro_vae.VAE's model and guide")
+        log_p, log_q, log_q_det, _, scale = self.log_weights(model, guide, *args, **kwargs)
+        log_w = log_p - log_q_det  # the value of log w, with q's parameters cut from the graph
+        w = torch.softmax(log_w.detach(), dim=0)
+        bound = torch.logsumexp(log_w.detach(), dim=0) - math.log(self.num_particles)
+        phi = [p for p in vae.guide_parameters() if p.requires_grad]
+        theta = [p for p in vae.model_parameters() if p.requires_grad]
+        # the model's parameters: sum_k w_k grad log p(x, z_k) (z does not depend on them)
+        g_theta = torch.autograd.grad(-scale * (w * log_p).sum(), theta, retain_graph=True, allow_unused=True)
+        # the guide's parameters: sum_k w_k^2 d log w_k / d phi through z only (log q's parameters detached)
+        g_phi = torch.autograd.grad(-scale * (w.pow(2) * log_w).sum(), phi, allow_unused=True)
+        for p, g in zip(theta + phi, g_theta + g_phi):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
+        return -scale * bound.sum().item()
