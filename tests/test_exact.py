@@ -114,6 +114,12 @@ def test_score_function_variance_and_baseline():
     vae_sf, _ = make("diagonal_normal", overrides=("model.posterior.reparameterized=false",))
     sf, _ = gradient_samples(vae_sf, ESTIMATORS.build({"kind": "tracegraph"}), x, num_samples=200)
     assert summarize(sf)["variance"] > 10 * summarize(path)["variance"]
+    vae_bl, _ = make("diagonal_normal", overrides=("model.posterior.reparameterized=false",
+                                                   "model.posterior.baseline=decaying_avg"))
+    pyro.clear_param_store()
+    bl, _ = gradient_samples(vae_bl, ESTIMATORS.build({"kind": "tracegraph"}), x, num_samples=400)
+    bl = bl[200:]  # once the decaying average has settled
+    assert summarize(bl)["variance"] < 0.5 * summarize(sf)["variance"]
 
 
 def test_dreg_snr_grows_with_k_and_beats_iwae():
