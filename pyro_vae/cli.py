@@ -63,6 +63,22 @@ def _sample(args):
     print(f"wrote {out}")
 
 
+def _compare(args):
+    from .compare import compare
+    from .config import load_config
+    from .train import default_out
+
+    cfg = load_config(args.config, args.set)
+    out = args.out or default_out(cfg).replace(cfg["data"]["dataset"], "compare-" + cfg["data"]["dataset"], 1)
+    print(f"comparing into {out}")
+    rows = compare(cfg, args.estimators, out, snr_samples=args.snr_samples, progress=not args.quiet,
+                   overwrite=args.overwrite)
+    print()
+    print((Path(out) / "compare.md").read_text())
+    print(f"wrote {out}/compare.csv, compare.md, elbo_vs_epoch.png, elbo_vs_time.png, snr.png")
+    return rows
+
+
 def make_parser():
     p = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders the Pyro way.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -89,6 +105,17 @@ def make_parser():
     s.add_argument("--out", help="PNG file (default: RUN/samples.png)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)
+    c = sub.add_parser("compare", help="train one model per ELBO estimator and compare them")
+    c.add_argument("--config", help="a TOML config file")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    c.add_argument("--estimators", required=True,
+                   help="comma-separated kinds (trace,meanfield,iwae,dreg,stl,...), the variants score_function "
+                        "and score_function_baseline, or label={kind='renyi', alpha=0.5, num_particles=5}")
+    c.add_argument("--out", help="the study folder (one run folder per estimator inside)")
+    c.add_argument("--snr-samples", type=int, default=20, help="gradient estimates for the variance/SNR columns")
+    c.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=_compare)
     return p
 
 

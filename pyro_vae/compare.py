@@ -1,0 +1,132 @@
+"""The estimator comparison study: one model per estimator, same initial weights, same data order,
+same number of gradient steps; then test ELBO, log p(x), gap, rate, distortion, active units,
+and gradient variance/SNR for the encoder and the decoder at the trained parameters.
+"""
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import pyro
+import torch
+
+from .config import parse_value, validate
+from .diagnostics import gradient_snr
+from .errors import ConfigError
+from .estimators import ESTIMATORS
+from .evaluate import evaluate
+from .train import prepare, train
+
+#: named variants beyond the estimator kinds: score-function gradients need a non-reparameterised posterior
+VARIANTS = {
+    "score_function": {"train.elbo": {"kind": "tracegraph"}, "model.posterior.reparameterized": False},
+    "score_function_baseline": {"train.elbo": {"kind": "tracegraph"}, "model.posterior.reparameterized": False,
+                                "model.posterior.baseline": "decaying_avg"},
+}
+
+COLUMNS = ["estimator", "seconds_per_epoch", "test_elbo", "log_px", "gap", "rate", "distortion", "active_units",
+           "encoder_grad_var", "encoder_snr", "decoder_grad_var", "decoder_snr"]
+
+
+def parse_estimators(text):
+    """``trace,iwae,dreg`` or ``label={kind='renyi', alpha=0.5}`` entries, comma-separated at the top level;
+    also the variants ``score_function`` and ``score_function_baseline``. Returns {label: overrides}."""
+    entries, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch == "," and depth == 0:
+            entries.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    entries.append(cur)
+    out = {}
+    for entry in (e.strip() for e in entries if e.strip()):
+        label, _, spec = entry.partition("=")
+        label = label.strip()
+        if spec:
+            value = parse_value(spec.strip())
+            overrides = {"train.elbo": value if isinstance(value, dict) else {"kind": value}}
+        elif label in VARIANTS:
+            overrides = VARIANTS[label]
+        else:
+            ESTIMATORS.get(label)  # unknown kind: the error lists the valid ones
+            overrides = {"train.elbo": {"kind": label}}
+        if label in out:
+            raise ConfigError(f"--estimators names {label!r} twice")
+        out[label] = overrides
+    if not out:
+        raise ConfigError("--estimators needs at least one estimator, e.g. --estimators trace,iwae,dreg")
+    return out
+
+
+def _apply(cfg, overrides):
+    cfg = copy.deepcopy(cfg)
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        node = cfg
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return validate(cfg)
+
+
+def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, data=None, overwrite=False):
+    """Run the study; write ``out``/compare.csv, compare.md, compare.json and figures. Returns the rows."""
+    out = Path(out)
+    runs = {label: _apply(cfg, o) for label, o in parse_estimators(estimators).items()}  # all checked up front
+    rows, histories = [], {}
+    for label, c in runs.items():
+        log(f"== {label}: {json.dumps(c['train']['elbo'])}")
+        vae, history = train(c, out / label, overwrite=overwrite, progress=progress, data=data, log=log)
+        histories[label] = history
+        data_, _, elbo, _ = prepare(c, data)  # the same data (and estimator) the run used
+        torch.manual_seed(c["seed"])
+        r = evaluate(vae, data_.test, iwae_samples=c["eval"]["iwae_samples"], batch_size=c["eval"]["batch_size"],
+                     progress=progress)
+        pyro.clear_param_store()
+        x = data_.example_batch(c["data"]["batch_size"])
+        snr = gradient_snr(vae, elbo, x, num_data=data_.num_train, num_samples=snr_samples)
+        rows.append({
+            "estimator": label,
+            "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history),
+            "test_elbo": r["elbo"], "log_px": r["log_px"], "gap": r["log_px"] - r["elbo"],
+            "rate": r["rate"], "distortion": r["distortion"], "active_units": r["active_units"],
+            "encoder_grad_var": snr["encoder"]["variance"], "encoder_snr": snr["encoder"]["snr"],
+            "decoder_grad_var": snr["decoder"]["variance"], "decoder_snr": snr["decoder"]["snr"],
+        })
+    write_report(rows, histories, out, cfg)
+    return rows
+
+
+def _fmt(v):
+    if isinstance(v, str) or isinstance(v, int):
+        return str(v)
+    return f"{v:.3g}" if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-2) else f"{v:.2f}"
+
+
+def write_report(rows, histories, out, cfg):
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "compare.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    (out / "compare.json").write_text(json.dumps({"rows": rows, "histories": histories}, indent=1))
+    lines = [
+        f"# ELBO estimators compared: {cfg['data']['dataset']}, {cfg['train']['epochs']} epoch(s), seed {cfg['seed']}",
+        "",
+        "Same initial weights, data order and number of gradient steps for every estimator. Nats per test",
+        f"point; log p(x) with K = {cfg['eval']['iwae_samples']} importance samples; gap = log p(x) - ELBO",
+        "(an estimate of KL(q || p(z|x))); gradient variance (mean over coordinates) and SNR",
+        "(median over coordinates of |mean| / std) at the trained parameters, per minibatch gradient.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    from .plots import comparison_figures
+
+    comparison_figures(rows, histories, out)
