@@ -112,6 +112,7 @@ def validate(cfg):
                     raise ConfigError(f"{dotted} must be {_BOUNDS[dotted][1]}, got {value!r}")
 
     merge(out, cfg, "")
+    registries["train.elbo"][0].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
     from .data import DATASETS
 
     DATASETS.get(out["data"]["dataset"])
