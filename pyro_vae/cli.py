@@ -79,6 +79,34 @@ def _compare(args):
     return rows
 
 
+def _sweep(args):
+    from .sweep import sweep
+
+    out = args.out or "runs/sweep"
+    rows = sweep(args.config, args.set, out, iwae_samples=args.iwae_samples, progress=not args.quiet,
+                 overwrite=args.overwrite)
+    keys = [k for k in rows[0] if k not in ("run", "folder")]
+    print("\n" + " | ".join(["run", *keys]))
+    for r in rows:
+        print(" | ".join([r["run"], *(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys)]))
+    print(f"wrote {out}/sweep.csv and {out}/rate_distortion.png")
+
+
+def _plot(args):
+    import json as _json
+
+    from .evaluate import evaluate
+    from .plots import plot_run
+    from .train import load_run
+
+    cfg, vae, data = load_run(args.run)
+    history = [_json.loads(line) for line in (Path(args.run) / "metrics.jsonl").read_text().splitlines()]
+    r = evaluate(vae, data.test[:2000], iwae_samples=0)
+    out = Path(args.out or Path(args.run) / "figures")
+    for name in plot_run(vae, data, history, out, r.get("kl_per_dim")):
+        print(f"wrote {out / name}")
+
+
 def make_parser():
     p = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders the Pyro way.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -116,6 +144,20 @@ def make_parser():
     c.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=_compare)
+    w = sub.add_parser("sweep", help="one run per value of swept config keys, then sweep.csv and a rate-distortion figure")
+    w.add_argument("--config", help="a TOML config file")
+    w.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a key with several comma-separated values is swept (the product of all swept keys)")
+    w.add_argument("--out", help="the sweep folder (default runs/sweep)")
+    w.add_argument("--iwae-samples", type=int, default=0, help="also estimate log p(x) with K samples")
+    w.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
+    w.add_argument("--quiet", action="store_true", help="no progress bars")
+    w.set_defaults(func=_sweep)
+
+    f = sub.add_parser("plot", help="figures of a finished run: curves, reconstructions, samples, traversals")
+    f.add_argument("run", help="a run folder")
+    f.add_argument("--out", help="folder for the PNG files (default RUN/figures)")
+    f.set_defaults(func=_plot)
     return p
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pyro
 import torch
 
-from .config import parse_value, validate
+from .config import build_elbo, parse_value, resolve_device, split_top_level, validate
 from .diagnostics import gradient_snr
 from .errors import ConfigError
 from .estimators import ESTIMATORS
 from .evaluate import evaluate
-from .train import prepare, train
+from .train import load_config_data, train
 
 #: named variants beyond the estimator kinds: score-function gradients need a non-reparameterised posterior
 VARIANTS = {
@@ -32,18 +32,8 @@ COLUMNS = ["estimator", "seconds_per_epoch", "test_elbo", "log_px", "gap", "rate
 def parse_estimators(text):
     """``trace,iwae,dreg`` or ``label={kind='renyi', alpha=0.5}`` entries, comma-separated at the top level;
     also the variants ``score_function`` and ``score_function_baseline``. Returns {label: overrides}."""
-    entries, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch == "{"
-        depth -= ch == "}"
-        if ch == "," and depth == 0:
-            entries.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    entries.append(cur)
     out = {}
-    for entry in (e.strip() for e in entries if e.strip()):
+    for entry in (e for e in split_top_level(text) if e):
         label, _, spec = entry.partition("=")
         label = label.strip()
         if spec:
@@ -77,18 +67,18 @@ def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, d
     """Run the study; write ``out``/compare.csv, compare.md, compare.json and figures. Returns the rows."""
     out = Path(out)
     runs = {label: _apply(cfg, o) for label, o in parse_estimators(estimators).items()}  # all checked up front
+    data = (data if data is not None else load_config_data(cfg)).to(resolve_device(cfg["device"]))  # loaded once
     rows, histories = [], {}
     for label, c in runs.items():
         log(f"== {label}: {json.dumps(c['train']['elbo'])}")
         vae, history = train(c, out / label, overwrite=overwrite, progress=progress, data=data, log=log)
         histories[label] = history
-        data_, _, elbo, _ = prepare(c, data)  # the same data (and estimator) the run used
         torch.manual_seed(c["seed"])
-        r = evaluate(vae, data_.test, iwae_samples=c["eval"]["iwae_samples"], batch_size=c["eval"]["batch_size"],
+        r = evaluate(vae, data.test, iwae_samples=c["eval"]["iwae_samples"], batch_size=c["eval"]["batch_size"],
                      progress=progress)
         pyro.clear_param_store()
-        x = data_.example_batch(c["data"]["batch_size"])
-        snr = gradient_snr(vae, elbo, x, num_data=data_.num_train, num_samples=snr_samples)
+        x = data.example_batch(c["data"]["batch_size"])
+        snr = gradient_snr(vae, build_elbo(c), x, num_data=data.num_train, num_samples=snr_samples)
         rows.append({
             "estimator": label,
             "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history),

@@ -36,6 +36,9 @@ DEFAULTS = {
         "epochs": 10,
         "optimizer": {"kind": "adam", "lr": 1e-3},
         "beta": 1.0,
+        "kl_warmup": {"kind": "none"},
+        "target_rate": 0.0,
+        "beta_lr": 0.01,
         "out": "runs/NAME",
     },
     "eval": {"iwae_samples": 1000, "batch_size": 500},
@@ -50,6 +53,7 @@ def _registries():
     from .optim import OPTIMIZERS
     from .posteriors import POSTERIORS
     from .priors import PRIORS
+    from .schedules import SCHEDULES
 
     return {
         "model.encoder": (ENCODERS, ("data_shape",)),
@@ -59,6 +63,7 @@ def _registries():
         "model.posterior": (POSTERIORS, ("in_features", "latent_dim")),
         "train.elbo": (ESTIMATORS, ()),
         "train.optimizer": (OPTIMIZERS, ("params",)),
+        "train.kl_warmup": (SCHEDULES, ("steps_per_epoch", "total_steps")),
     }
 
 
@@ -68,6 +73,8 @@ _BOUNDS = {
     "model.latent_dim": (lambda v: v >= 1, "an integer >= 1"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.beta": (lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"),
+    "train.target_rate": (lambda v: v >= 0 and math.isfinite(v), "a number of nats >= 0 (0: off)"),
+    "train.beta_lr": (lambda v: v > 0 and math.isfinite(v), "a positive number"),
     "eval.iwae_samples": (lambda v: v >= 1, "an integer >= 1"),
     "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "data.binarize": (lambda v: v in ("none", "dynamic", "static"), "one of none, dynamic, static"),
@@ -113,6 +120,13 @@ def validate(cfg):
 
     merge(out, cfg, "")
     registries["train.elbo"][0].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
+    registries["train.kl_warmup"][0].build(out["train"]["kl_warmup"], steps_per_epoch=1, total_steps=1)
+    varying_beta = out["train"]["kl_warmup"]["kind"] != "none" or out["train"]["target_rate"] > 0
+    if out["train"]["target_rate"] > 0 and out["train"]["kl_warmup"]["kind"] != "none":
+        raise ConfigError("train.target_rate sets beta itself: leave train.kl_warmup at { kind = \"none\" }")
+    if varying_beta and out["train"]["elbo"]["kind"].startswith("jit_"):
+        raise ConfigError("the jit estimators compile beta in as a constant, so a KL schedule or target rate "
+                          "cannot change it: use kind = \"trace\" or \"meanfield\"")
     from .data import DATASETS
 
     DATASETS.get(out["data"]["dataset"])
@@ -127,6 +141,21 @@ def parse_value(text):
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def split_top_level(text, sep=","):
+    """Split at ``sep`` outside brackets and braces."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == sep and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts]
 
 
 def apply_overrides(cfg, overrides):

@@ -56,34 +56,23 @@ def _make(cls, name, num_particles, vectorize_particles, **kwargs):
     return elbo
 
 
-@ESTIMATORS.register("trace")
-def trace(num_particles=1, vectorize_particles=None):
-    """Trace_ELBO: reparameterised (pathwise) Monte Carlo ELBO, score function where needed."""
-    return _make(infer.Trace_ELBO, "trace", num_particles, vectorize_particles)
+def _pyro(cls, name, doc):
+    def factory(num_particles=1, vectorize_particles=None):
+        return _make(cls, name, num_particles, vectorize_particles)
+
+    factory.__name__, factory.__doc__ = name, doc
+    return ESTIMATORS.register(name)(factory)
 
 
-@ESTIMATORS.register("jit_trace")
-def jit_trace(num_particles=1, vectorize_particles=None):
-    """JitTrace_ELBO: Trace_ELBO compiled with the PyTorch JIT."""
-    return _make(infer.JitTrace_ELBO, "jit_trace", num_particles, vectorize_particles)
-
-
-@ESTIMATORS.register("meanfield")
-def meanfield(num_particles=1, vectorize_particles=None):
-    """TraceMeanField_ELBO: E_q log p(x|z) by Monte Carlo, KL(q || p) in closed form where known."""
-    return _make(infer.TraceMeanField_ELBO, "meanfield", num_particles, vectorize_particles)
-
-
-@ESTIMATORS.register("jit_meanfield")
-def jit_meanfield(num_particles=1, vectorize_particles=None):
-    """JitTraceMeanField_ELBO: the mean-field ELBO compiled with the PyTorch JIT."""
-    return _make(infer.JitTraceMeanField_ELBO, "jit_meanfield", num_particles, vectorize_particles)
-
-
-@ESTIMATORS.register("tracegraph")
-def tracegraph(num_particles=1, vectorize_particles=None):
-    """TraceGraph_ELBO: score-function terms Rao-Blackwellised by the dependency graph."""
-    return _make(infer.TraceGraph_ELBO, "tracegraph", num_particles, vectorize_particles)
+for _name, _cls, _doc in (
+    ("trace", infer.Trace_ELBO, "Trace_ELBO: reparameterised (pathwise) Monte Carlo ELBO, score function where needed."),
+    ("jit_trace", infer.JitTrace_ELBO, "JitTrace_ELBO: Trace_ELBO compiled with the PyTorch JIT."),
+    ("meanfield", infer.TraceMeanField_ELBO,
+     "TraceMeanField_ELBO: E_q log p(x|z) by Monte Carlo, KL(q || p) in closed form where known."),
+    ("jit_meanfield", infer.JitTraceMeanField_ELBO, "JitTraceMeanField_ELBO: the mean-field ELBO, JIT-compiled."),
+    ("tracegraph", infer.TraceGraph_ELBO, "TraceGraph_ELBO: score-function terms Rao-Blackwellised by the dependency graph."),
+):
+    _pyro(_cls, _name, _doc)
 
 
 @ESTIMATORS.register("renyi")

@@ -6,6 +6,7 @@
   (a lower bound in expectation that tightens as K grows), computed per data point as a
   log-mean-exp and chunked over K so large K fits in memory.
 - Active units (Burda et al. 2016): dimensions u with Cov_x(E_q[z_u]) > 0.01.
+- KL per latent dimension, where q and p factorise over dimensions (sums to the rate).
 """
 
 import math
@@ -13,6 +14,8 @@ import math
 import torch
 from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
+
+from .model import posterior_mean
 
 #: how many numbers (decoder outputs, prior terms) one chunk may hold (about 256 MB of float32)
 CHUNK_ELEMENTS = 1 << 26
@@ -34,6 +37,17 @@ def rate(vae, x, q=None, num_samples=16):
         return (q.log_prob(z) - p.log_prob(z)).mean(0)
 
 
+def kl_per_dim(vae, x, q=None):
+    """KL(q(z_j|x) || p(z_j)) for each latent dimension j, shape (n, L), where both factorise into
+    Normals (diagonal_normal with a standard or learned normal prior); None otherwise."""
+    q = vae.q(x) if q is None else q
+    p = vae.prior(x.shape[0])
+    qb, pb = getattr(q, "base_dist", None), getattr(p, "base_dist", None)
+    if type(qb).__name__ != "Normal" or type(pb).__name__ != "Normal":
+        return None
+    return kl_divergence(qb, pb)
+
+
 @torch.no_grad()
 def iwae_log_px(vae, x, num_samples):
     """log p(x) estimate per data point, with ``num_samples`` importance samples from q(z|x)."""
@@ -52,7 +66,7 @@ def iwae_log_px(vae, x, num_samples):
 def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress=False):
     """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0), rate, distortion, active units."""
     sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0, "log_px": 0.0}
-    means = []
+    means, per_dim = [], []
     for xb in tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False):
         q = vae.q(xb)
         z = q.rsample((elbo_samples,))
@@ -63,10 +77,9 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         sums["elbo"] -= (distortion + r).sum().item()
         if iwae_samples:
             sums["log_px"] += iwae_log_px(vae, xb, iwae_samples).sum().item()
-        try:
-            means.append(q.mean)
-        except NotImplementedError:
-            means.append(q.sample((64,)).mean(0))
+        means.append(posterior_mean(q))
+        kd = kl_per_dim(vae, xb, q)
+        per_dim.append(None if kd is None else kd.sum(0))
     n = x.shape[0]
     result = {k: v / n for k, v in sums.items()}
     if not iwae_samples:
@@ -75,6 +88,8 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         result["iwae_samples"] = iwae_samples
     mu = torch.cat(means)
     result["active_units"] = int((mu.var(0) > 0.01).sum()) if n > 1 else 0
+    if per_dim and per_dim[0] is not None:
+        result["kl_per_dim"] = (torch.stack(per_dim).sum(0) / n).tolist()
     return result
 
 

@@ -15,6 +15,14 @@ from torch import nn
 from .errors import DataError
 
 
+def posterior_mean(q, num_samples=64):
+    """E_q[z]: closed form where the family has one (Gaussians), else a Monte Carlo mean (flows)."""
+    try:
+        return q.mean
+    except NotImplementedError:
+        return q.sample((num_samples,)).mean(0)
+
+
 class VAE(nn.Module):
     """Holds encoder, decoder, prior, likelihood and posterior; ``model``/``guide`` are Pyro programs.
 
@@ -94,13 +102,8 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x):
-        """E[x|z] at the posterior mean (or one sample where q has no closed-form mean)."""
-        q = self.q(x)
-        try:
-            z = q.mean
-        except NotImplementedError:
-            z = q.sample()
-        return self.likelihood.mean(self.decoder(z))
+        """E[x|z] at z = E_q[z]."""
+        return self.likelihood.mean(self.decoder(posterior_mean(self.q(x))))
 
     def guide_parameters(self):
         """phi: the parameters of q(z|x) (encoder and posterior head)."""

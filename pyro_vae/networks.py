@@ -9,6 +9,7 @@ is allowed, so vectorised particles (a leading K axis) just work.
 
 import math
 
+import pyro.distributions.transforms as T
 import torch
 from torch import nn
 
@@ -127,3 +128,28 @@ class ConvDecoder(nn.Module):
         batch = z.shape[:-1]
         out = self.deconv(self.dense(z).reshape(-1, *self.grid))
         return out.reshape(*batch, -1)
+
+
+class AutoregressiveFlow(nn.Module):
+    """``layers`` affine autoregressive transforms with the coordinates reversed between layers;
+    ``transforms()`` lists them for ``TransformedDistribution`` (``inverse=True``: each one inverted)."""
+
+    def __init__(self, latent_dim, layers=2, hidden=None):
+        from .errors import ConfigError
+
+        super().__init__()
+        if latent_dim < 2:
+            raise ConfigError("a flow needs latent_dim >= 2 (an autoregressive flow on one dimension is affine)")
+        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+            raise ConfigError(f"flow layers must be an integer >= 1, got {layers!r}")
+        hidden = [hidden or 3 * latent_dim + 1]
+        self.flows = nn.ModuleList(T.affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(layers))
+        self.register_buffer("flip", torch.arange(latent_dim - 1, -1, -1))
+
+    def transforms(self, inverse=False):
+        out = []
+        for i, flow in enumerate(self.flows):
+            if i:
+                out.append(T.Permute(self.flip))
+            out.append(flow.inv if inverse else flow)
+        return out

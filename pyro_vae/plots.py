@@ -59,3 +59,118 @@ def _cumsum(values):
     for v in values:
         total += v
         yield total
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def rate_distortion_figure(rows, path):
+    """Each run a labelled point (rate, distortion); dashed lines R + D = -ELBO for the best and worst run."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    rates, dists = [r["rate"] for r in rows], [r["distortion"] for r in rows]
+    ax.scatter(rates, dists, zorder=3)
+    for r in rows:
+        ax.annotate(r["run"], (r["rate"], r["distortion"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    lo, hi = min(rates) * 0.8, max(rates) * 1.2 + 1e-9
+    for r, style in ((max(rows, key=lambda r: r["test_elbo"]), "--"), (min(rows, key=lambda r: r["test_elbo"]), ":")):
+        c = -r["test_elbo"]
+        ax.plot([lo, hi], [c - lo, c - hi], style, color="grey", label=f"R + D = {c:.1f} ({r['run']})")
+    ax.set_xlabel("rate KL(q(z|x) || p(z)) (nats)")
+    ax.set_ylabel("distortion -E_q log p(x|z) (nats)")
+    ax.set_title("rate-distortion, test set")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(min(dists) - 0.1 * (max(dists) - min(dists) + 1), max(dists) + 0.1 * (max(dists) - min(dists) + 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def learning_curves(history, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss (-ELBO, beta-weighted)")
+    ax.plot(epochs, [-h["test_elbo"] for h in history], marker="s", label="test -ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per data point")
+    ax.set_title("learning curves")
+    ax.grid(alpha=0.3)
+    if any(abs(h.get("beta", 1.0) - 1.0) > 1e-12 for h in history):
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [h["beta"] for h in history], color="grey", linestyle="--", label="beta (mean over epoch)")
+        ax2.set_ylabel("beta")
+        ax2.legend(loc="center right", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
+    """The figures of a finished run, written into ``out``; returns the file names."""
+    import torch
+
+    from .model import posterior_mean
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    learning_curves(history, out / "learning_curves.png")
+    written.append("learning_curves.png")
+    if not is_image_shape(vae.data_shape):
+        return written
+    x = data.test[: n * n // 2]
+    with torch.no_grad():
+        recon = vae.reconstruct(x)
+        pairs = torch.stack([x, recon], 1).reshape(-1, *vae.data_shape)  # input, reconstruction, input, ...
+        save_grid(pairs, out / "reconstructions.png", nrow=n)
+        torch.manual_seed(0)
+        save_grid(vae.sample(n * n), out / "prior_samples.png", nrow=n)
+        written += ["reconstructions.png", "prior_samples.png"]
+        # traversals: one row per latent dimension, sorted by KL, the others at the first test point's mean
+        z0 = posterior_mean(vae.q(data.test[:1]))[0]
+        order = sorted(range(vae.latent_dim), key=lambda j: -(kl_per_dim[j] if kl_per_dim else 0.0))[:10]
+        values = torch.linspace(-3, 3, 11, device=z0.device)
+        z = z0.repeat(len(order), len(values), 1)
+        for row, j in enumerate(order):
+            z[row, :, j] = values
+        save_grid(vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape), out / "traversals.png", nrow=len(values))
+        written.append("traversals.png")
+        if vae.latent_dim == 2:
+            written += _latent_2d(vae, data, out)
+    return written
+
+
+def _latent_2d(vae, data, out):
+    import torch
+
+    from .model import posterior_mean
+
+    plt = _plt()
+    x = data.test[:5000]
+    mu = torch.cat([posterior_mean(vae.q(b)) for b in x.split(500)]).cpu()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    labels = data.test_labels[:5000].cpu() if data.test_labels is not None else None
+    sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, s=3, cmap="tab10")
+    if labels is not None:
+        fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel("E_q[z_1]")
+    ax.set_ylabel("E_q[z_2]")
+    ax.set_title("posterior means of test points")
+    fig.tight_layout()
+    fig.savefig(out / "latent_scatter.png", dpi=120)
+    plt.close(fig)
+    # the decoded manifold: a grid of z at the standard normal's quantiles
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 15))
+    z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2).to(mu.dtype)
+    z = z.to(next(vae.parameters()).device)
+    save_grid(vae.likelihood.mean(vae.decoder(z)), out / "manifold.png", nrow=15)
+    return ["latent_scatter.png", "manifold.png"]

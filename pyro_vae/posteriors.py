@@ -4,12 +4,12 @@
 """
 
 import pyro.distributions as dist
-import pyro.distributions.transforms as T
 import torch
 from torch import nn
 from torch.nn.functional import softplus
 
 from .errors import ConfigError
+from .networks import AutoregressiveFlow
 from .registry import Registry
 
 POSTERIORS = Registry("model.posterior")
@@ -90,19 +90,8 @@ class FlowPosterior(nn.Module):
 
     def __init__(self, in_features, latent_dim, layers=2, hidden=None, min_scale=1e-6):
         super().__init__()
-        if latent_dim < 2:
-            raise ConfigError("the flow posterior needs latent_dim >= 2: use kind = \"diagonal_normal\"")
-        if not isinstance(layers, int) or layers < 1:
-            raise ConfigError(f"model.posterior.layers must be an integer >= 1, got {layers!r}")
+        self.flow = AutoregressiveFlow(latent_dim, layers, hidden)
         self.base = DiagonalNormal(in_features, latent_dim, min_scale)
-        hidden = [hidden or 3 * latent_dim + 1]
-        self.flows = nn.ModuleList(T.affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(layers))
-        self.register_buffer("flip", torch.arange(latent_dim - 1, -1, -1))
 
     def forward(self, h):
-        transforms = []
-        for i, flow in enumerate(self.flows):
-            if i:
-                transforms.append(T.Permute(self.flip))
-            transforms.append(flow)
-        return dist.TransformedDistribution(self.base(h), transforms, validate_args=False)
+        return dist.TransformedDistribution(self.base(h), self.flow.transforms(), validate_args=False)

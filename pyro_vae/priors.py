@@ -7,13 +7,13 @@ Gaussian ones also have a closed-form KL against a diagonal-normal posterior (``
 import math
 
 import pyro.distributions as dist
-import pyro.distributions.transforms as T
 import torch
 from pyro.distributions import constraints
 from torch import nn
 from torch.nn.functional import log_softmax, softplus
 
 from .errors import ConfigError
+from .networks import AutoregressiveFlow
 from .posteriors import DiagonalNormal
 from .registry import Registry
 
@@ -183,20 +183,10 @@ class FlowPrior(Prior):
 
     def __init__(self, latent_dim, layers=2, hidden=None):
         super().__init__(latent_dim)
-        if latent_dim < 2:
-            raise ConfigError("the flow prior needs latent_dim >= 2 (an autoregressive flow on one dimension is affine)")
-        hidden = [hidden or 3 * latent_dim + 1]
-        self.flows = nn.ModuleList(
-            T.affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(_positive("model.prior.layers", layers, int))
-        )
+        self.flow = AutoregressiveFlow(latent_dim, layers, hidden)
         self.register_buffer("loc", torch.zeros(latent_dim))
-        self.register_buffer("flip", torch.arange(latent_dim - 1, -1, -1))
 
     def forward(self, n):
-        transforms = []
-        for i, flow in enumerate(self.flows):
-            if i:
-                transforms.append(T.Permute(self.flip))
-            transforms.append(flow.inv)  # density evaluation in one pass; sampling (rare) is sequential
         base = self._iid(dist.Normal(self.loc, torch.ones_like(self.loc), validate_args=False), n)
-        return dist.TransformedDistribution(base, transforms, validate_args=False)
+        # inverted layers: log p(z) in one pass per layer; sampling (rare) is the sequential direction
+        return dist.TransformedDistribution(base, self.flow.transforms(inverse=True), validate_args=False)

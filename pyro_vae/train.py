@@ -25,7 +25,8 @@ from .config import build_elbo, build_optimizer, build_vae, dump_toml, resolve_d
 from .data import TORCHVISION_DATASETS, load_data, resolve_root
 from .errors import DataError, RunExistsError, TrainingError, TrainingInterrupted
 from .estimators import check_compatible
-from .evaluate import test_elbo
+from .evaluate import rate, test_elbo
+from .schedules import SCHEDULES, DualAscent
 from .plots import save_grid
 
 
@@ -36,14 +37,18 @@ def default_out(cfg):
     return out
 
 
+def load_config_data(cfg):
+    """The dataset ``cfg['data']`` describes, binarised as it says."""
+    d = cfg["data"]
+    return load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"])
+
+
 def prepare(cfg, data=None):
     """Load data and build the VAE, estimator and optimiser; refuse bad combinations up front."""
     pyro.set_rng_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
     d = cfg["data"]
-    if data is None:
-        data = load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"])
-    data = data.to(device)
+    data = (data if data is not None else load_config_data(cfg)).to(device)
     if d["batch_size"] > data.num_train:
         raise DataError(
             f"data.batch_size = {d['batch_size']} is larger than the training set ({data.num_train} points): "
@@ -120,35 +125,45 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
     data, vae, elbo, optimizer = prepare(cfg, data)
     device = next(vae.parameters()).device
     start, partial = 0, None
+    num_data, batch_size = data.num_train, cfg["data"]["batch_size"]
+    steps = data.num_batches(batch_size)
+    epochs = cfg["train"]["epochs"]
+    t = cfg["train"]
+    warmup = SCHEDULES.build(t["kl_warmup"], steps_per_epoch=steps, total_steps=steps * epochs)
+    dual = DualAscent(t["target_rate"], t["beta_lr"], beta=t["beta"]) if t["target_rate"] > 0 else None
     if state is not None:
         restore_module(vae, state["model"], str(out / "checkpoint.pt"))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start, partial = state["epoch"], state.get("partial")
+        if dual is not None and state.get("dual_beta") is not None:
+            dual.beta = state["dual_beta"]
     else:
         (out / "config.toml").write_text(dump_toml(cfg))
     pyro.clear_param_store()  # the param store must hold this VAE's parameters only
-    num_data, batch_size = data.num_train, cfg["data"]["batch_size"]
-    steps = data.num_batches(batch_size)
     history = []
-    epochs = cfg["train"]["epochs"]
 
     def checkpoint(epoch, partial=None):
         save_checkpoint(out / "checkpoint.pt", config=cfg, epoch=epoch, partial=partial, model=vae.state_dict(),
-                        optimizer=optimizer.state_dict(), rng=torch.get_rng_state())
+                        optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+                        dual_beta=None if dual is None else dual.beta)
 
     if start >= epochs:
         log(f"{out}: already trained {start} of {epochs} epochs; raise train.epochs to continue")
     with _Interrupts() as interrupts:
         for epoch in range(start + 1, epochs + 1):
             g = _epoch_generator(cfg["seed"], epoch, device)
-            first, total, seconds, g_state = 0, 0.0, 0.0, None
+            first, total, seconds, g_state, beta_sum = 0, 0.0, 0.0, None, 0.0
             if partial is not None and partial["epoch"] == epoch:  # resume inside this epoch
                 first, total, seconds, g_state = partial["step"], partial["total"], partial["seconds"], partial["generator"]
+                beta_sum = partial["beta_sum"]
             t0 = time.perf_counter()
             bar = tqdm(data.batches(batch_size, g, first, g_state), total=steps, initial=first,
                        desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False, mininterval=0.5, unit="batch")
             for step, x in enumerate(bar, start=first):
+                global_step = (epoch - 1) * steps + step
+                vae.beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
+                beta_sum += vae.beta
                 optimizer.zero_grad(set_to_none=True)
                 with pyro.validation_enabled(epoch == 1 and step == 0):
                     loss = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=num_data)
@@ -161,9 +176,12 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
                     )
                 optimizer.step()
                 total += loss
+                if dual is not None and global_step % dual.update_every == 0:
+                    with torch.no_grad():
+                        dual.update(rate(vae, x).mean().item())
                 if interrupts.signal:
                     seconds += time.perf_counter() - t0
-                    checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "total": total,
+                    checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "total": total, "beta_sum": beta_sum,
                                            "seconds": seconds, "generator": g.get_state()})
                     raise TrainingInterrupted(
                         f"{interrupts.signal} at epoch {epoch}, step {step + 1} of {steps}: saved a checkpoint "
@@ -176,6 +194,7 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
                 "epoch": epoch,
                 "train_loss": total / steps / num_data,
                 "test_elbo": test_elbo(vae, data.test),
+                "beta": beta_sum / steps,
                 "seconds": seconds,
             }
             history.append(record)

@@ -33,7 +33,7 @@ def test_run_folder_and_checkpoint_round_trip(tmp_path, synthetic):
     vae, history = train(small_config("train.epochs=2"), out, progress=False, data=synthetic, log=lambda s: None)
     assert [h["epoch"] for h in history] == [1, 2]
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert lines == history and set(lines[0]) == {"epoch", "train_loss", "test_elbo", "seconds"}
+    assert lines == history and set(lines[0]) == {"epoch", "train_loss", "test_elbo", "beta", "seconds"}
     assert (out / "config.toml").exists() and (out / "samples.png").exists()
     torch.manual_seed(5)
     before = evaluate(vae, synthetic.test, iwae_samples=10)
