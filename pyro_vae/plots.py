@@ -31,6 +31,8 @@ def comparison_figures(rows, histories, out):
             xs = [h["epoch"] for h in hist] if xkey == "epoch" else list(_cumsum(h["seconds"] for h in hist))
             ax.plot(xs, [h["test_elbo"] for h in hist], marker="o", label=label)
         ax.set_xlabel(xlabel)
+        if xkey == "epoch":
+            ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("test ELBO (nats per point)")
         ax.set_title(f"test ELBO against {xlabel}")
         ax.grid(alpha=0.3)
@@ -101,6 +103,7 @@ def learning_curves(history, path):
     ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss (-ELBO, beta-weighted)")
     ax.plot(epochs, [-h["test_elbo"] for h in history], marker="s", label="test -ELBO")
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("nats per data point")
     ax.set_title("learning curves")
     ax.grid(alpha=0.3)
