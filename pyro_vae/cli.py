@@ -11,7 +11,7 @@ from .errors import PyroVAEError, TrainingInterrupted
 def _train(args):
     from .checkpoint import load_checkpoint
     from .config import apply_overrides, load_config, validate
-    from .train import train
+    from .train import default_out, train
 
     if args.resume:
         cfg = load_checkpoint(Path(args.resume) / "checkpoint.pt")["config"]
@@ -19,12 +19,7 @@ def _train(args):
         train(cfg, args.resume, resume=True, progress=not args.quiet)
         return
     cfg = load_config(args.config, args.set)
-    out = args.out
-    if out is None and "NAME" not in cfg["train"]["out"]:
-        out = cfg["train"]["out"]
-    from .train import default_out
-
-    out = out or default_out(cfg)
+    out = args.out or default_out(cfg)
     cfg["train"]["out"] = str(out)
     print(f"training into {out}")
     train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
@@ -107,18 +102,25 @@ def _plot(args):
         print(f"wrote {out / name}")
 
 
+def _run_args(parser, out_help, set_metavar="KEY=VALUE", set_help="override a config key (repeatable)",
+              config_help="a TOML config file", overwrite_help="replace runs already in --out"):
+    """The arguments of the commands that train: --config, --set, --out, --overwrite, --quiet."""
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument("--set", action="append", default=[], metavar=set_metavar, help=set_help)
+    parser.add_argument("--out", help=out_help)
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def make_parser():
     p = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders the Pyro way.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a VAE and write a run folder")
-    t.add_argument("--config", help="a TOML config file (every key has a default)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=1 (repeatable)")
-    t.add_argument("--out", help="the run folder (default: train.out, runs/DATASET-TIME)")
+    _run_args(t, "the run folder (default: train.out, runs/DATASET-TIME)",
+              set_help="override a config key, e.g. --set train.epochs=1 (repeatable)",
+              config_help="a TOML config file (every key has a default)", overwrite_help="replace a run already in --out")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="test ELBO, log p(x), rate, distortion, active units")
@@ -134,24 +136,16 @@ def make_parser():
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)
     c = sub.add_parser("compare", help="train one model per ELBO estimator and compare them")
-    c.add_argument("--config", help="a TOML config file")
-    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    _run_args(c, "the study folder (one run folder per estimator inside)")
     c.add_argument("--estimators", required=True,
                    help="comma-separated kinds (trace,meanfield,iwae,dreg,stl,...), the variants score_function "
                         "and score_function_baseline, or label={kind='renyi', alpha=0.5, num_particles=5}")
-    c.add_argument("--out", help="the study folder (one run folder per estimator inside)")
     c.add_argument("--snr-samples", type=int, default=20, help="gradient estimates for the variance/SNR columns")
-    c.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=_compare)
     w = sub.add_parser("sweep", help="one run per value of swept config keys, then sweep.csv and a rate-distortion figure")
-    w.add_argument("--config", help="a TOML config file")
-    w.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="a key with several comma-separated values is swept (the product of all swept keys)")
-    w.add_argument("--out", help="the sweep folder (default runs/sweep)")
+    _run_args(w, "the sweep folder (default runs/sweep)", set_metavar="KEY=V1,V2,...",
+              set_help="a key with several comma-separated values is swept (the product of all swept keys)")
     w.add_argument("--iwae-samples", type=int, default=0, help="also estimate log p(x) with K samples")
-    w.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
-    w.add_argument("--quiet", action="store_true", help="no progress bars")
     w.set_defaults(func=_sweep)
 
     f = sub.add_parser("plot", help="figures of a finished run: curves, reconstructions, samples, traversals")

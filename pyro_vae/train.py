@@ -55,9 +55,7 @@ def prepare(cfg, data=None):
             f"lower it, e.g. --set data.batch_size={max(1, data.num_train // 4)}"
         )
     vae = build_vae(cfg, data.data_shape)
-    example = data.example_batch()
-    vae.check_shape(example)
-    vae.likelihood.check_data(example)
+    vae.likelihood.check_data(data.example_batch())
     vae.likelihood.check_data(data.test)
     if data.binarize == "none":
         vae.likelihood.check_data(data.train)
