@@ -8,6 +8,7 @@ Pyro would refuse, or silently degrade, are refused here with a message before t
 import torch
 from pyro import infer
 
+from .compiled import JitTraceELBO, JitTraceMeanFieldELBO
 from .errors import ConfigError
 from .objectives import DReG, RenyiBound, STL, detach_params
 from .registry import Registry
@@ -66,10 +67,11 @@ def _pyro(cls, name, doc):
 
 for _name, _cls, _doc in (
     ("trace", infer.Trace_ELBO, "Trace_ELBO: reparameterised (pathwise) Monte Carlo ELBO, score function where needed."),
-    ("jit_trace", infer.JitTrace_ELBO, "JitTrace_ELBO: Trace_ELBO compiled with the PyTorch JIT."),
+    ("jit_trace", JitTraceELBO, "Trace_ELBO compiled once with Pyro's JIT (compiled.py: Pyro's JitTrace_ELBO, fixed)."),
     ("meanfield", infer.TraceMeanField_ELBO,
      "TraceMeanField_ELBO: E_q log p(x|z) by Monte Carlo, KL(q || p) in closed form where known."),
-    ("jit_meanfield", infer.JitTraceMeanField_ELBO, "JitTraceMeanField_ELBO: the mean-field ELBO, JIT-compiled."),
+    ("jit_meanfield", JitTraceMeanFieldELBO,
+     "TraceMeanField_ELBO compiled once with Pyro's JIT (compiled.py: Pyro's JitTraceMeanField_ELBO, fixed)."),
     ("tracegraph", infer.TraceGraph_ELBO, "TraceGraph_ELBO: score-function terms Rao-Blackwellised by the dependency graph."),
 ):
     _pyro(_cls, _name, _doc)

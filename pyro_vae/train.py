@@ -65,6 +65,18 @@ def prepare(cfg, data=None):
     return data, vae, elbo, optimizer
 
 
+def svi_step(vae, elbo, optimizer, x, num_data, validate=False):
+    """One SVI step, ``pyro.infer.SVI.step``'s arithmetic: ``elbo.loss_and_grads(model, guide, x)``
+    fills the gradients, one optimiser step applies them. Pyro's validation runs only if asked
+    (the loop asks on its first step). Returns the loss; a non-finite loss is not applied."""
+    optimizer.zero_grad(set_to_none=True)
+    with pyro.validation_enabled(validate):
+        loss = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=num_data)
+    if math.isfinite(loss):
+        optimizer.step()
+    return loss
+
+
 class _Interrupts:
     """While training, SIGINT (Ctrl-C) and SIGTERM set a flag that the loop reads after each step,
     so it can save a checkpoint at a clean step boundary; a second signal stops at once."""
@@ -162,9 +174,7 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
                 global_step = (epoch - 1) * steps + step
                 vae.beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
                 beta_sum += vae.beta
-                optimizer.zero_grad(set_to_none=True)
-                with pyro.validation_enabled(epoch == 1 and step == 0):
-                    loss = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=num_data)
+                loss = svi_step(vae, elbo, optimizer, x, num_data, validate=epoch == 1 and step == 0)
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"the loss became {loss} at epoch {epoch}, step {step + 1}; the last good checkpoint "
@@ -172,7 +182,6 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
                         "(train.optimizer.lr), a likelihood scale too small, or unbinarised data under a "
                         "bernoulli likelihood"
                     )
-                optimizer.step()
                 total += loss
                 if dual is not None and global_step % dual.update_every == 0:
                     with torch.no_grad():

@@ -65,8 +65,6 @@ def test_constrained_mode_moves_the_rate_to_the_target(tmp_path, synthetic):
 
 
 def test_schedule_errors():
-    with pytest.raises(ConfigError, match="compile beta"):
-        small_config("train.elbo.kind=jit_trace", "train.kl_warmup={kind='linear', epochs=1}")
     with pytest.raises(ConfigError, match="leave train.kl_warmup"):
         small_config("train.target_rate=5.0", "train.kl_warmup={kind='linear', epochs=1}")
     with pytest.raises(ConfigError, match="valid kinds: cyclical, linear, none"):

@@ -1,0 +1,165 @@
+"""Training throughput: pyro-vae's default loop against a hand-written PyTorch VAE, and the
+estimators against each other, on MNIST with the default model (MLP 784-400-50, softplus,
+Bernoulli likelihood, batch 128, Adam 1e-3).
+
+    PYRO_VAE_DATA=../shared/data python benchmarks/throughput.py [--reps 7] [--steps 40]
+
+Every variant trains its own copy of the model on the same batches (data order and dynamic
+binarisation included in the time). The variants take turns in blocks of ``--steps`` steps,
+the order rotating each repetition, so a slow spell of the machine hits them all alike; each
+figure is the median over ``--reps`` blocks. Nothing else should run meanwhile: two processes
+on two cores slow each other down several times over.
+
+Variants:
+  hand-written     eager PyTorch: analytic KL, BCE with logits, torch.optim.Adam as it comes
+  hand + fused     the same with Adam(fused=True): what the optimiser alone is worth
+  pyro-vae         ``pyro_vae.train.svi_step`` with the default config: what ``pyro-vae train`` runs
+  stock SVI        pyro.infer.SVI(Trace_ELBO(), pyro.optim.Adam) on the same model and guide
+  <estimator>      svi_step with train.elbo.kind = <estimator> (K=5 for iwae)
+
+Printed ratios (higher is better unless marked): pyro-vae / hand-written images/s (target >= 1),
+each jit_* estimator / its plain version (target >= 1), and the K=5 IWAE step time / the
+single-particle step time (target <= 2.5).
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline_vae import HandVAE  # noqa: E402
+
+import pyro_vae  # noqa: E402
+from pyro_vae.train import _epoch_generator, prepare, svi_step  # noqa: E402
+
+
+def batches(data, batch_size, seed):
+    """The training batches of epoch 1, 2, ... for ever, exactly as ``pyro-vae train`` forms them."""
+    epoch = 0
+    while True:
+        epoch += 1
+        yield from data.batches(batch_size, _epoch_generator(seed, epoch, torch.device("cpu")))
+
+
+class Variant:
+    def __init__(self, name, step, data, batch_size, seed):
+        self.name, self.step = name, step
+        self.batches = batches(data, batch_size, seed)
+        self.batch_size = batch_size
+        self.block_seconds = []
+
+    def run(self, steps):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step(next(self.batches))
+        return time.perf_counter() - t0
+
+    @property
+    def images_per_second(self):
+        return self.batch_size * self.steps / statistics.median(self.block_seconds)
+
+
+def hand_variant(name, data, cfg, fused):
+    torch.manual_seed(cfg["seed"])
+    model = HandVAE(d=data.train[0].numel(), latent=cfg["model"]["latent_dim"])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["train"]["optimizer"]["lr"], fused=fused or None)
+
+    def step(x):
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss(x)
+        loss.backward()
+        opt.step()
+
+    return Variant(name, step, data, cfg["data"]["batch_size"], cfg["seed"])
+
+
+def pyro_variant(name, data, overrides=()):
+    cfg = pyro_vae.load_config(overrides=list(overrides))
+    _, vae, elbo, opt = prepare(cfg, data)
+    vae.name = name  # one parameter namespace per variant in Pyro's global param store
+    num_data = data.num_train
+
+    def step(x):
+        svi_step(vae, elbo, opt, x, num_data)
+
+    return Variant(name, step, data, cfg["data"]["batch_size"], cfg["seed"])
+
+
+def stock_svi_variant(name, data):
+    cfg = pyro_vae.load_config()
+    _, vae, _, _ = prepare(cfg, data)
+    vae.name = name
+    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": cfg["train"]["optimizer"]["lr"]}),
+                         pyro.infer.Trace_ELBO())
+    num_data = data.num_train
+
+    def step(x):
+        svi.step(x, num_data=num_data)
+
+    return Variant(name, step, data, cfg["data"]["batch_size"], cfg["seed"])
+
+
+def measure(variants, reps, steps):
+    for v in variants:  # warm-up: first-step validation, JIT compilation, allocator, caches
+        v.steps = steps
+        v.run(max(2, steps // 4))
+    for rep in range(reps):
+        shift = rep % len(variants)
+        for v in variants[shift:] + variants[:shift]:
+            v.block_seconds.append(v.run(steps))
+        print(f"  repetition {rep + 1}/{reps}: " + ", ".join(
+            f"{v.name} {v.batch_size * steps / v.block_seconds[-1]:,.0f}" for v in variants), flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reps", type=int, default=7, help="blocks per variant (the median is reported)")
+    p.add_argument("--steps", type=int, default=40, help="training steps per block")
+    p.add_argument("--only", choices=["loop", "estimators"], help="run one of the two comparisons")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config overrides for the pyro-vae variant (e.g. train.optimizer.fused=false)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = pyro_vae.load_config()
+    from pyro_vae.train import load_config_data
+
+    data = load_config_data(cfg)
+    pyro.clear_param_store()
+    print(f"torch {torch.__version__}, pyro {pyro.__version__}, {torch.get_num_threads()} threads; "
+          f"MNIST, batch {cfg['data']['batch_size']}, {args.reps} blocks of {args.steps} steps per variant\n")
+
+    if args.only in (None, "loop"):
+        print("1. the default training loop against a hand-written PyTorch VAE")
+        vs = [hand_variant("hand-written", data, cfg, fused=False), pyro_variant("pyro-vae", data, args.set),
+              hand_variant("hand + fused", data, cfg, fused=True), stock_svi_variant("stock SVI", data)]
+        measure(vs, args.reps, args.steps)
+        base = vs[0].images_per_second
+        for v in vs:
+            print(f"  {v.name:14s} {v.images_per_second:9,.0f} images/s   ratio to hand-written {v.images_per_second / base:.2f}")
+        print(f"  => pyro-vae / hand-written: {vs[1].images_per_second / base:.2f} (target >= 1.0)\n")
+
+    if args.only in (None, "estimators"):
+        print("2. the estimators (same model, data and optimiser)")
+        kinds = {"trace": [], "jit_trace": [], "meanfield": [], "jit_meanfield": [],
+                 "iwae (K=5)": ["train.elbo.kind=iwae", "train.elbo.num_particles=5"]}
+        vs = [pyro_variant(k, data, o or [f"train.elbo.kind={k}"]) for k, o in kinds.items()]
+        measure(vs, args.reps, args.steps)
+        by = {v.name: v for v in vs}
+        ms = {k: 1e3 * statistics.median(v.block_seconds) / args.steps for k, v in by.items()}
+        for k, v in by.items():
+            print(f"  {k:14s} {v.images_per_second:9,.0f} images/s  {ms[k]:6.2f} ms/step")
+        for jit, plain in (("jit_trace", "trace"), ("jit_meanfield", "meanfield")):
+            print(f"  => {jit} / {plain}: {by[jit].images_per_second / by[plain].images_per_second:.2f} (target >= 1.0)")
+        for single in ("meanfield", "trace"):
+            print(f"  => iwae K=5 step / {single} step: {ms['iwae (K=5)'] / ms[single]:.2f} (target <= 2.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The compiled (JIT) estimators: one graph per model, beta as an input, draw-for-draw equal to eager."""
+
+import itertools
+import warnings
+
+import pyro
+import pytest
+import torch
+
+from pyro_vae import build_elbo, build_optimizer, build_vae
+from pyro_vae.train import svi_step
+
+from .conftest import small_config
+from .test_catalogue import LIKELIHOOD_SPECS, POSTERIOR_SPECS, PRIOR_SPECS, grey, pyro_value  # noqa: F401
+
+PAIRS = [("jit_meanfield", "meanfield"), ("jit_trace", "trace")]
+
+
+def loss_and_grads(elbo, vae, x, seed, model=None):
+    pyro.set_rng_seed(seed)
+    loss = elbo.differentiable_loss(model or vae.model, vae.guide, x, num_data=1000)
+    return loss.detach(), torch.autograd.grad(loss, list(vae.parameters()), allow_unused=True)
+
+
+def assert_same(elbo, eager, vae, x, seed):
+    a, ga = loss_and_grads(elbo, vae, x, seed)
+    b, gb = loss_and_grads(eager, vae, x, seed)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-3)
+    for u, v in zip(ga, gb):
+        if u is None or v is None:
+            assert u is None and v is None
+        else:
+            torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("jit,plain", PAIRS)
+def test_compiled_equals_eager_draw_for_draw_for_every_beta(jit, plain, synthetic):
+    vae = build_vae(small_config(), synthetic.data_shape)
+    elbo, eager = build_elbo(small_config(f"train.elbo.kind={jit}")), build_elbo(small_config(f"train.elbo.kind={plain}"))
+    x = synthetic.example_batch(32)
+    with pyro.validation_enabled(False):
+        for seed, beta in enumerate([1.0, 0.25, 3.0, 1.0]):
+            vae.beta = beta
+            assert_same(elbo, eager, vae, x, seed)
+            assert vae.beta == beta  # restored to the float after the call
+    assert len(elbo._graphs) == 1  # beta is a graph input: one graph serves every value
+
+
+def test_beta_changes_the_compiled_loss(synthetic):
+    """A warm-up must reach the graph: the loss at beta = 0.5 differs from the loss at beta = 1."""
+    vae = build_vae(small_config(), synthetic.data_shape)
+    elbo = build_elbo(small_config("train.elbo.kind=jit_meanfield"))
+    x = synthetic.example_batch(32)
+    with pyro.validation_enabled(False):
+        losses = []
+        for beta in (1.0, 0.5):
+            vae.beta = beta
+            losses.append(loss_and_grads(elbo, vae, x, seed=0)[0])
+    assert losses[1] < losses[0] - 1.0  # the KL term, halved
+
+
+def test_one_graph_for_a_whole_run(synthetic):
+    """``vae.model`` is a new bound method each step; Pyro keys on its id and would recompile."""
+    cfg = small_config()
+    vae = build_vae(cfg, synthetic.data_shape)
+    elbo, opt = build_elbo(cfg), build_optimizer(cfg, vae.parameters())
+    assert cfg["train"]["elbo"]["kind"] == "jit_meanfield"  # the default is the compiled estimator
+    g = torch.Generator().manual_seed(0)
+    losses = [svi_step(vae, elbo, opt, x, synthetic.num_train, validate=i == 0)
+              for i, x in enumerate(synthetic.batches(50, g))]
+    assert len(losses) > 5 and all(torch.isfinite(torch.tensor(losses)))
+    assert len(elbo._graphs) == 1
+    assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_validated_calls_run_uncompiled(small_vae, synthetic):
+    elbo = build_elbo(small_config())
+    with pyro.validation_enabled(True):
+        elbo.loss_and_grads(small_vae.model, small_vae.guide, synthetic.example_batch(10))
+    assert not elbo._graphs
+
+
+def test_a_cleared_param_store_recompiles(small_vae, synthetic):
+    elbo = build_elbo(small_config())
+    x = synthetic.example_batch(10)
+    with pyro.validation_enabled(False):
+        elbo.loss(small_vae.model, small_vae.guide, x)
+        pyro.clear_param_store()
+        assert torch.isfinite(torch.tensor(elbo.loss(small_vae.model, small_vae.guide, x)))
+    assert len(elbo._graphs) == 1
+
+
+def test_an_untraceable_model_runs_uncompiled_with_a_warning(small_vae, synthetic):
+    def model(x, num_data=None):
+        if torch._C._get_tracing_state():
+            raise RuntimeError("no tracing here")
+        return small_vae.model(x, num_data)
+
+    elbo, eager = build_elbo(small_config()), build_elbo(small_config("train.elbo.kind=meanfield"))
+    x = synthetic.example_batch(10)
+    with pyro.validation_enabled(False):
+        with pytest.warns(RuntimeWarning, match="could not compile.*no tracing here"):
+            first = loss_and_grads(elbo, small_vae, x, 0, model)[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once
+            again = loss_and_grads(elbo, small_vae, x, 1, model)[0]
+        assert first == loss_and_grads(eager, small_vae, x, 0, model)[0]
+        assert again == loss_and_grads(eager, small_vae, x, 1, model)[0]
+
+
+def _one_at_a_time():
+    """Each prior, likelihood and posterior kind once, the other two at their defaults."""
+    base = (PRIOR_SPECS[0], LIKELIHOOD_SPECS[2], POSTERIOR_SPECS[0])
+    combos = {base}
+    for i, specs in enumerate((PRIOR_SPECS, LIKELIHOOD_SPECS, POSTERIOR_SPECS)):
+        for s in specs:
+            combos.add(tuple(s if j == i else base[j] for j in range(3)))
+    return sorted(combos)
+
+
+@pytest.mark.parametrize("prior,likelihood,posterior", _one_at_a_time())
+def test_every_kind_compiles_and_matches_eager(prior, likelihood, posterior, synthetic, grey):
+    check_catalogue_case(prior, likelihood, posterior, synthetic, grey)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prior,likelihood,posterior", list(itertools.product(PRIOR_SPECS, LIKELIHOOD_SPECS, POSTERIOR_SPECS)))
+def test_every_combination_compiles_and_matches_eager(prior, likelihood, posterior, synthetic, grey):
+    check_catalogue_case(prior, likelihood, posterior, synthetic, grey)
+
+
+def check_catalogue_case(prior, likelihood, posterior, synthetic, grey):
+    binary = pyro_value(likelihood)["kind"] == "bernoulli"
+    data = synthetic if binary else grey
+    cfg = small_config(f"model.prior={prior}", f"model.likelihood={likelihood}", f"model.posterior={posterior}")
+    vae = build_vae(cfg, data.data_shape)
+    x = data.example_batch(16)
+    for jit, plain in PAIRS:
+        elbo = build_elbo(small_config(f"train.elbo.kind={jit}"))
+        eager = build_elbo(small_config(f"train.elbo.kind={plain}"))
+        with pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
+            loss_and_grads(elbo, vae, x, seed=0)  # compiles
+            assert_same(elbo, eager, vae, x, seed=1)
+        assert len(elbo._graphs) == 1
