@@ -2,13 +2,15 @@
 estimators against each other, on MNIST with the default model (MLP 784-400-50, softplus,
 Bernoulli likelihood, batch 128, Adam 1e-3).
 
-    PYRO_VAE_DATA=../shared/data python benchmarks/throughput.py [--reps 7] [--steps 40]
+    PYRO_VAE_DATA=../shared/data python benchmarks/throughput.py [--steps 300] [--only loop]
 
 Every variant trains its own copy of the model on the same batches (data order and dynamic
-binarisation included in the time). The variants take turns in blocks of ``--steps`` steps,
-the order rotating each repetition, so a slow spell of the machine hits them all alike; each
-figure is the median over ``--reps`` blocks. Nothing else should run meanwhile: two processes
-on two cores slow each other down several times over.
+binarisation included in the time). The variants take turns in blocks of 10 steps, the order
+rotating every round, so a slow spell of the machine (this one drifts by 30 % over minutes)
+hits them all alike, while each block still runs with its own weights in cache; each figure
+is the median over the ``--steps`` timed steps (30 blocks of each variant by default),
+reported as images/s. Nothing else should run
+meanwhile: two processes on two cores slow each other down several times over.
 
 Variants:
   hand-written     eager PyTorch: analytic KL, BCE with logits, torch.optim.Adam as it comes
@@ -17,9 +19,9 @@ Variants:
   stock SVI        pyro.infer.SVI(Trace_ELBO(), pyro.optim.Adam) on the same model and guide
   <estimator>      svi_step with train.elbo.kind = <estimator> (K=5 for iwae)
 
-Printed ratios (higher is better unless marked): pyro-vae / hand-written images/s (target >= 1),
-each jit_* estimator / its plain version (target >= 1), and the K=5 IWAE step time / the
-single-particle step time (target <= 2.5).
+Printed ratios: pyro-vae / hand-written images/s (target >= 1), each jit_* estimator / its
+plain version (target >= 1), and the K=5 IWAE step time / a single-particle step time (the
+default jit_meanfield, and the eager meanfield and trace; target <= 2.5).
 """
 
 import argparse
@@ -51,17 +53,22 @@ class Variant:
         self.name, self.step = name, step
         self.batches = batches(data, batch_size, seed)
         self.batch_size = batch_size
-        self.block_seconds = []
+        self.seconds = []
 
-    def run(self, steps):
+    def run(self, steps=1):
+        """Time ``steps`` steps; one entry per step (the block's mean) in ``self.seconds``."""
         t0 = time.perf_counter()
         for _ in range(steps):
             self.step(next(self.batches))
-        return time.perf_counter() - t0
+        return (time.perf_counter() - t0) / steps
+
+    @property
+    def ms_per_step(self):
+        return 1e3 * statistics.median(self.seconds)
 
     @property
     def images_per_second(self):
-        return self.batch_size * self.steps / statistics.median(self.block_seconds)
+        return self.batch_size / statistics.median(self.seconds)
 
 
 def hand_variant(name, data, cfg, fused):
@@ -104,22 +111,22 @@ def stock_svi_variant(name, data):
     return Variant(name, step, data, cfg["data"]["batch_size"], cfg["seed"])
 
 
-def measure(variants, reps, steps):
-    for v in variants:  # warm-up: first-step validation, JIT compilation, allocator, caches
-        v.steps = steps
-        v.run(max(2, steps // 4))
-    for rep in range(reps):
-        shift = rep % len(variants)
+def measure(variants, steps, block=10, warmup=20):
+    for v in variants:  # first-step validation, JIT compilation, allocator, caches
+        v.run(warmup)
+    report = max(block, steps // 5)
+    for i in range(0, steps, block):
+        shift = (i // block) % len(variants)
         for v in variants[shift:] + variants[:shift]:
-            v.block_seconds.append(v.run(steps))
-        print(f"  repetition {rep + 1}/{reps}: " + ", ".join(
-            f"{v.name} {v.batch_size * steps / v.block_seconds[-1]:,.0f}" for v in variants), flush=True)
+            v.seconds += [v.run(block)] * block
+        if (i + block) % report == 0:
+            print(f"  {i + 1}/{steps} steps: " + ", ".join(
+                f"{v.name} {v.images_per_second:,.0f}" for v in variants) + " images/s", flush=True)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reps", type=int, default=7, help="blocks per variant (the median is reported)")
-    p.add_argument("--steps", type=int, default=40, help="training steps per block")
+    p.add_argument("--steps", type=int, default=300, help="timed steps per variant (the median is reported)")
     p.add_argument("--only", choices=["loop", "estimators"], help="run one of the two comparisons")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides for the pyro-vae variant (e.g. train.optimizer.fused=false)")
@@ -133,16 +140,17 @@ def main(argv=None):
     data = load_config_data(cfg)
     pyro.clear_param_store()
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, {torch.get_num_threads()} threads; "
-          f"MNIST, batch {cfg['data']['batch_size']}, {args.reps} blocks of {args.steps} steps per variant\n")
+          f"MNIST, batch {cfg['data']['batch_size']}, {args.steps} timed steps per variant, interleaved\n")
 
     if args.only in (None, "loop"):
         print("1. the default training loop against a hand-written PyTorch VAE")
         vs = [hand_variant("hand-written", data, cfg, fused=False), pyro_variant("pyro-vae", data, args.set),
               hand_variant("hand + fused", data, cfg, fused=True), stock_svi_variant("stock SVI", data)]
-        measure(vs, args.reps, args.steps)
+        measure(vs, args.steps)
         base = vs[0].images_per_second
         for v in vs:
-            print(f"  {v.name:14s} {v.images_per_second:9,.0f} images/s   ratio to hand-written {v.images_per_second / base:.2f}")
+            print(f"  {v.name:14s} {v.images_per_second:9,.0f} images/s  {v.ms_per_step:6.2f} ms/step  "
+                  f"ratio to hand-written {v.images_per_second / base:.2f}")
         print(f"  => pyro-vae / hand-written: {vs[1].images_per_second / base:.2f} (target >= 1.0)\n")
 
     if args.only in (None, "estimators"):
@@ -150,14 +158,14 @@ def main(argv=None):
         kinds = {"trace": [], "jit_trace": [], "meanfield": [], "jit_meanfield": [],
                  "iwae (K=5)": ["train.elbo.kind=iwae", "train.elbo.num_particles=5"]}
         vs = [pyro_variant(k, data, o or [f"train.elbo.kind={k}"]) for k, o in kinds.items()]
-        measure(vs, args.reps, args.steps)
+        measure(vs, args.steps)
         by = {v.name: v for v in vs}
-        ms = {k: 1e3 * statistics.median(v.block_seconds) / args.steps for k, v in by.items()}
+        ms = {k: v.ms_per_step for k, v in by.items()}
         for k, v in by.items():
             print(f"  {k:14s} {v.images_per_second:9,.0f} images/s  {ms[k]:6.2f} ms/step")
         for jit, plain in (("jit_trace", "trace"), ("jit_meanfield", "meanfield")):
             print(f"  => {jit} / {plain}: {by[jit].images_per_second / by[plain].images_per_second:.2f} (target >= 1.0)")
-        for single in ("meanfield", "trace"):
+        for single in ("jit_meanfield", "meanfield", "trace"):
             print(f"  => iwae K=5 step / {single} step: {ms['iwae (K=5)'] / ms[single]:.2f} (target <= 2.5)")
 
 

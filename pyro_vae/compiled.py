@@ -76,11 +76,7 @@ class CompiledELBO:
         *args, beta = args
         if owner is not None:
             owner.beta = beta  # beta enters the graph as an input, not a constant
-        loss = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            value, surrogate = self._particle(model_trace, guide_trace)
-            loss = loss + (value + (surrogate - surrogate.detach())) / self.num_particles
-        return loss
+        return self._eager_loss(model, guide, *args, **kwargs)
 
     def _compile(self, model, guide, kwargs, owner):
         fn = functools.partial(self._traced_loss, model, guide, kwargs, owner)
@@ -130,6 +126,7 @@ class CompiledELBO:
                 owner.beta = beta
 
     def _eager_loss(self, model, guide, *args, **kwargs):
+        """The loss, uncompiled: its value is the estimate, its gradient the estimator's."""
         loss = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             value, surrogate = self._particle(model_trace, guide_trace)

@@ -116,7 +116,7 @@ class TailAdaptiveELBO(infer.TraceTailAdaptive_ELBO):
         _, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
         log_w = sum(s["log_prob_sum"] for s in model_trace.nodes.values() if s["type"] == "sample")
         log_w = log_w - sum(s["log_prob_sum"] for s in guide_trace.nodes.values() if s["type"] == "sample")
-        return -float(log_w) / self.num_particles, surrogate
+        return -float(log_w.detach()) / self.num_particles, surrogate
 
 
 @ESTIMATORS.register("tail_adaptive")

@@ -20,6 +20,7 @@ from pyro.distributions.torch import Independent
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 
+from .compiled import CompiledELBO
 from .errors import ConfigError
 
 
@@ -44,8 +45,8 @@ class ParticleObjective(ELBO):
     name = None
     needs_detached_q = False
 
-    def __init__(self, num_particles=1):
-        super().__init__(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+    def __init__(self, num_particles=1, **kwargs):
+        super().__init__(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1, **kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):
         return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
@@ -81,27 +82,28 @@ class ParticleObjective(ELBO):
         return loss.item()
 
 
-class RenyiBound(ParticleObjective):
+class RenyiBound(CompiledELBO, ParticleObjective):
     """-(N/n) sum_i (1/(1-alpha)) log (1/K) sum_k w_ik^(1-alpha); differentiating it gives the
-    reparameterised Renyi/IWAE gradient (weights softmax_k((1-alpha) log w_ik))."""
+    reparameterised Renyi/IWAE gradient (weights softmax_k((1-alpha) log w_ik)). Compiled
+    (``compiled.py``) like the default estimator."""
 
     def __init__(self, alpha=0.0, num_particles=5):
         super().__init__(num_particles)
         self.alpha = float(alpha)
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
+    def _eager_loss(self, model, guide, *args, **kwargs):
         log_p, log_q, _, _, scale = self.log_weights(model, guide, *args, **kwargs)
         a = 1.0 - self.alpha
         bound = (torch.logsumexp(a * (log_p - log_q), dim=0) - math.log(self.num_particles)) / a
         return -scale * bound.sum()
 
 
-class STL(ParticleObjective):
-    """The ELBO (K-particle average) whose gradient drops the score term of log q(z|x)."""
+class STL(CompiledELBO, ParticleObjective):
+    """The ELBO (K-particle average) whose gradient drops the score term of log q(z|x). Compiled."""
 
     needs_detached_q = True
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
+    def _eager_loss(self, model, guide, *args, **kwargs):
         log_p, _, log_q_det, _, scale = self.log_weights(model, guide, *args, **kwargs)
         return -scale * (log_p - log_q_det).mean(0).sum()
 

@@ -143,3 +143,19 @@ def check_catalogue_case(prior, likelihood, posterior, synthetic, grey):
             loss_and_grads(elbo, vae, x, seed=0)  # compiles
             assert_same(elbo, eager, vae, x, seed=1)
         assert len(elbo._graphs) == 1
+
+
+@pytest.mark.parametrize("spec", ["kind='iwae'", "kind='renyi', alpha=0.5", "kind='stl', num_particles=2"])
+def test_our_particle_objectives_compile_and_match_eager(spec, small_vae, synthetic):
+    elbo = build_elbo(small_config(f"train.elbo={{{spec}}}"))
+    x = synthetic.example_batch(16)
+
+    class Eager:
+        differentiable_loss = elbo._eager_loss
+
+    with pyro.validation_enabled(False):
+        loss_and_grads(elbo, small_vae, x, seed=0)  # compiles
+        for seed, beta in ((1, 1.0), (2, 0.5)):
+            small_vae.beta = beta
+            assert_same(elbo, Eager, small_vae, x, seed)
+    assert len(elbo._graphs) == 1
