@@ -88,9 +88,10 @@ class VAE(nn.Module):
     def q(self, x):
         return self.posterior(self.encoder(x))
 
-    def log_weights(self, x, num_samples):
-        """log p(x|z), log p(z), log q(z|x) at z ~ q(z|x): three tensors of shape (num_samples, n), beta = 1."""
-        q = self.q(x)
+    def log_weights(self, x, num_samples, q=None):
+        """log p(x|z), log p(z), log q(z|x) at z ~ q(z|x): three tensors of shape (num_samples, n), beta = 1.
+        ``q``: q(z|x) if already computed."""
+        q = self.q(x) if q is None else q
         z = q.rsample((num_samples,))
         return self.likelihood(self.decoder(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
 

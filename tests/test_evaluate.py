@@ -1,6 +1,7 @@
 import importlib
 import math
 
+import pyro
 import torch
 
 from pyro_vae import build_vae, evaluate, iwae_log_px
@@ -55,7 +56,7 @@ def test_iwae_chunking_is_exact(small_vae, monkeypatch):
     log_w = torch.randn(64, 30, generator=torch.Generator().manual_seed(0)) * 20
     drawn = []
 
-    def fake_log_weights(x, k):  # hands out the fixed log weights, k at a time
+    def fake_log_weights(x, k, q=None):  # hands out the fixed log weights, k at a time
         start = sum(drawn)
         drawn.append(k)
         return log_w[start:start + k], torch.zeros(k, 30), torch.zeros(k, 30)
@@ -65,6 +66,22 @@ def test_iwae_chunking_is_exact(small_vae, monkeypatch):
     got = iwae_log_px(small_vae, torch.zeros(30, 1, 8, 8), 64)
     assert drawn == [7] * 9 + [1]
     torch.testing.assert_close(got, torch.logsumexp(log_w, 0) - math.log(64), rtol=1e-6, atol=1e-5)
+
+
+def test_iwae_splits_images_when_one_sample_of_all_is_too_big(small_vae, synthetic, monkeypatch):
+    """With room for 4 data points per chunk, 10 points go in batches of 4, 4, 2, each point keeping its estimate."""
+    ev = importlib.import_module("pyro_vae.evaluate")
+    x = synthetic.test[:10]
+    monkeypatch.setattr(ev, "CHUNK_ELEMENTS", 4 * (64 + 4))
+    pyro.set_rng_seed(3)
+    by_hand = torch.cat([iwae_log_px(small_vae, xb, 5) for xb in x.split(4)])
+    seen = []
+    encode = small_vae.q
+    monkeypatch.setattr(small_vae, "q", lambda xb: seen.append(xb.shape[0]) or encode(xb))
+    pyro.set_rng_seed(3)
+    split = iwae_log_px(small_vae, x, 5)
+    assert seen == [4, 4, 2]
+    torch.testing.assert_close(split, by_hand)  # the same draws, in the same order, for the same points
 
 
 def test_gaussian_likelihood_is_mse(synthetic):
