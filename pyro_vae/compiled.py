@@ -60,7 +60,20 @@ def _run(compiled, args, beta):
     return graph(*params, *args, beta)
 
 
-class CompiledELBO:
+class LossFromDifferentiable:
+    """``loss`` and ``loss_and_grads`` from ``differentiable_loss``, whose value is the loss estimate."""
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+class CompiledELBO(LossFromDifferentiable):
     """Mixin before a Pyro ELBO class: its ``differentiable_loss`` compiled once per model/guide/shape."""
 
     def __init__(self, *args, **kwargs):
@@ -132,15 +145,6 @@ class CompiledELBO:
             value, surrogate = self._particle(model_trace, guide_trace)
             loss = loss + (value + (surrogate - surrogate.detach())) / self.num_particles
         return loss
-
-    def loss(self, model, guide, *args, **kwargs):
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
 
 
 class JitTraceELBO(CompiledELBO, Trace_ELBO):

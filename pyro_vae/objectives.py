@@ -20,7 +20,7 @@ from pyro.distributions.torch import Independent
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 
-from .compiled import CompiledELBO
+from .compiled import CompiledELBO, LossFromDifferentiable
 from .errors import ConfigError
 
 
@@ -39,7 +39,7 @@ def detach_params(d):
     return new
 
 
-class ParticleObjective(ELBO):
+class ParticleObjective(LossFromDifferentiable, ELBO):
     """Per-point log weights from K vectorised particles; see the module docstring."""
 
     name = None
@@ -71,15 +71,6 @@ class ParticleObjective(ELBO):
         shape = (self.num_particles, -1)
         log_q_det = None if log_q_det is None else log_q_det.reshape(shape)
         return log_p.reshape(shape), log_q.reshape(shape), log_q_det, guide_sites[0]["value"], scale
-
-    def loss(self, model, guide, *args, **kwargs):
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
 
 
 class RenyiBound(CompiledELBO, ParticleObjective):
