@@ -27,3 +27,19 @@ class RunExistsError(PyroVAEError, FileExistsError):
 
 class TrainingInterrupted(PyroVAEError, KeyboardInterrupt):
     """SIGINT or SIGTERM stopped training after a checkpoint was saved at the current step."""
+
+
+class RunFolderError(PyroVAEError, OSError):
+    """A run folder cannot be created, written or read (a file in the way, no permission, ...)."""
+
+
+class RunLockedError(RunFolderError):
+    """Another process holds the run folder's lock: one writer per run folder."""
+
+
+class UsageError(PyroVAEError, ValueError):
+    """A command-line argument or a function argument is invalid."""
+
+
+class PyroVAEWarning(UserWarning):
+    """Something worth knowing that does not stop the work (a transposed array, a diverging loss, ...)."""

@@ -3,31 +3,33 @@
 Each step is what ``pyro.infer.SVI.step`` does, ``elbo.loss_and_grads(model, guide, x)`` then
 an optimiser step, with one ``torch.optim`` optimiser over the VAE's parameters. The
 first step runs with Pyro's validation on (shapes, supports, model/guide agreement);
-later steps run without it, so the hot loop pays no checking cost.
+later steps run without it, so the hot loop pays no checking cost. The run folder (lock,
+status, checkpoint as the source of truth, metrics reconciled to it) is ``run.py``'s.
 """
 
 import copy
-import json
 import math
 import os
 import signal
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pyro
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, restore_module, save_checkpoint
-from .config import build_elbo, build_optimizer, build_vae, dump_toml, resolve_device
+from .checkpoint import restore_module, save_checkpoint
+from .config import build_elbo, build_optimizer, build_vae, dump_toml, resolve_device, validate
 from .data import TORCHVISION_DATASETS, load_data, resolve_root
-from .errors import DataError, RunExistsError, TrainingError, TrainingInterrupted
+from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingError, TrainingInterrupted
 from .estimators import check_compatible
 from .evaluate import rate, test_elbo
-from .schedules import SCHEDULES, DualAscent
+from .monitor import DivergenceMonitor
 from .plots import save_grid
+from .run import CHECKPOINT, CONFIG, METRICS, SAMPLES, RunFolder, read_metrics, resume_changes
+from .schedules import SCHEDULES, DualAscent
+from .work import check_step_memory
 
 
 def default_out(cfg):
@@ -102,126 +104,253 @@ def _epoch_generator(seed, epoch, device):
     return torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
 
 
-def _check_out(out, overwrite):
-    if out.exists() and any((out / f).exists() for f in ("checkpoint.pt", "metrics.jsonl", "config.toml")):
-        if not overwrite:
-            raise RunExistsError(
-                f"{str(out)!r} already holds a run; continue it with --resume {out}, "
-                "choose another --out, or pass --overwrite to replace it"
-            )
-        for f in ("checkpoint.pt", "metrics.jsonl", "config.toml", "samples.png"):
-            (out / f).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+def _run_config(cfg, out):
+    """The config as the run records it: its folder, and its data root as an absolute path (the
+    environment variable PYRO_VAE_DATA included), so evaluate finds the data from anywhere."""
+    cfg = copy.deepcopy(cfg)
+    if cfg["data"]["dataset"] in TORCHVISION_DATASETS:
+        cfg["data"]["root"] = os.path.abspath(resolve_root(cfg["data"]["root"]))
+    cfg["train"]["out"] = str(out)
+    return cfg
+
+
+def _prepare_checked(cfg, data):
+    """``prepare`` plus the checks that need the built model: a step that cannot fit in memory,
+    and an architecture too large to allocate, are ConfigErrors before any folder is written."""
+    try:
+        data, vae, elbo, optimizer = prepare(cfg, data)
+    except (RuntimeError, MemoryError) as e:
+        if "alloc" not in str(e).lower() and not isinstance(e, MemoryError):
+            raise
+        raise ConfigError(f"the model does not fit in memory ({str(e).splitlines()[0][:120]}): lower "
+                          "model.latent_dim or the hidden sizes") from None
+    check_step_memory(vae, cfg["data"]["batch_size"], getattr(elbo, "num_particles", 1))
+    return data, vae, elbo, optimizer
+
+
+def _restore_optimizer(optimizer, saved):
+    """Load the optimiser's saved state (moments, step counts) but keep this config's hyperparameters
+    (lr, betas, weight decay, ...), so a learning rate changed on resume is the one used."""
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"the checkpoint's optimiser state does not fit this optimiser ({e}); "
+                              "start a new run") from None
+    for group, hyper in zip(optimizer.param_groups, fresh):
+        group.update(hyper)
+
+
+def _nan_message(loss, epoch, step, folder, has_checkpoint, lr):
+    where = f"the loss became {loss} at epoch {epoch}, step {step}"
+    causes = ("Usual causes: a learning rate too high (train.optimizer.lr), a likelihood scale too small, "
+              "or unbinarised data under a bernoulli likelihood")
+    if has_checkpoint:
+        return (f"{where}; the last good checkpoint ({folder.file(CHECKPOINT)}) is kept: continue from it with a "
+                f"lower learning rate, pyro-vae train --resume {folder} --set train.optimizer.lr={lr / 10:g}. {causes}")
+    return (f"{where}, before the first epoch ended, so there is no checkpoint to go back to; run the same command "
+            f"again with a lower learning rate (e.g. --set train.optimizer.lr={lr / 10:g}): the folder {folder} "
+            f"holds no run and is reused. {causes}")
 
 
 def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=None, log=print):
     """Train the VAE ``cfg`` describes; write the run folder ``out``. Returns (vae, history).
 
+    The folder is locked for the whole run (one writer), its ``status.json`` says what happened,
+    and each epoch end writes the checkpoint first, then ``metrics.jsonl`` (both atomically).
     With ``resume=True``, ``out`` must hold a run: its checkpoint (model, optimiser, RNG states,
-    epoch and step) is restored and training continues to ``cfg['train']['epochs']``; on the CPU
-    the result equals an uninterrupted run's exactly. SIGINT or SIGTERM saves a checkpoint at
-    the current step and raises ``TrainingInterrupted``.
+    epoch and step) is restored, changed settings are applied or refused (``run.resume_changes``)
+    and training continues to ``cfg['train']['epochs']``; on the CPU the result equals an
+    uninterrupted run's exactly. SIGINT or SIGTERM saves a checkpoint at the current step and
+    raises ``TrainingInterrupted``.
     """
-    out = Path(out or default_out(cfg))
-    cfg = copy.deepcopy(cfg)
-    # the run remembers where its data came from (PYRO_VAE_DATA included), so evaluate finds it
-    if cfg["data"]["dataset"] in TORCHVISION_DATASETS:
-        cfg["data"]["root"] = os.path.abspath(resolve_root(cfg["data"]["root"]))
-    state = None
+    folder = RunFolder(out or default_out(cfg))
+    cfg = _run_config(validate(cfg), folder)
     if resume:
-        state = load_checkpoint(out / "checkpoint.pt")
+        folder.acquire(create=False)
     else:
-        _check_out(out, overwrite)
-    data, vae, elbo, optimizer = prepare(cfg, data)
+        folder.check_target()
+        if folder.holds_run() and not overwrite:
+            raise folder.exists_error()  # before any data is loaded
+    try:
+        if resume:
+            state = _resume_state(folder, cfg, log)
+            prepared = _prepare_checked(cfg, data)
+        else:
+            prepared = _prepare_checked(cfg, data)  # a failed start leaves no folder behind
+            folder.acquire()
+            folder.start_new(overwrite)
+            state = None
+        return _train(cfg, folder, state, *prepared, progress=progress, log=log)
+    finally:
+        folder.release(remove_if_unused=True)
+
+
+def _resume_state(folder, cfg, log):
+    removed = folder.clean_temps()
+    if removed:
+        log(f"removed {removed} temporary file(s) a killed writer left in {folder}")
+    state = folder.load_checkpoint()
+    try:
+        saved = validate(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{folder.file(CHECKPOINT)} holds a config this pyro-vae cannot read ({e})") from None
+    changes = resume_changes(saved, cfg, mid_epoch=state.get("partial") is not None)
+    state["changes"] = changes
+    return state
+
+
+def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
     device = next(vae.parameters()).device
     start, partial = 0, None
     num_data, batch_size = data.num_train, cfg["data"]["batch_size"]
     steps = data.num_batches(batch_size)
-    epochs = cfg["train"]["epochs"]
     t = cfg["train"]
+    epochs = t["epochs"]
     warmup = SCHEDULES.build(t["kl_warmup"], steps_per_epoch=steps, total_steps=steps * epochs)
     dual = DualAscent(t["target_rate"], t["beta_lr"], beta=t["beta"]) if t["target_rate"] > 0 else None
+    history = []
     if state is not None:
-        restore_module(vae, state["model"], str(out / "checkpoint.pt"))
-        optimizer.load_state_dict(state["optimizer"])
+        restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
+        _restore_optimizer(optimizer, state["optimizer"])
         torch.set_rng_state(state["rng"])
         start, partial = state["epoch"], state.get("partial")
         if dual is not None and state.get("dual_beta") is not None:
             dual.beta = state["dual_beta"]
-    else:
-        (out / "config.toml").write_text(dump_toml(cfg))
+        saved_history = state.get("history")
+        if not isinstance(saved_history, list):  # a checkpoint from before the history was kept
+            saved_history = read_metrics(folder.file(METRICS))[0]
+        history = [r for r in saved_history if isinstance(r, dict) and r.get("epoch", 0) <= start]
+        message = folder.reconcile(history, start)
+        if message:
+            log(message)
+        step = partial["step"] if partial is not None else 0
+        log(f"resuming {folder} at epoch {start + 1}, step {step} of {steps} (training to epoch {epochs})")
+        for key, old, new in state["changes"]:
+            log(f"  {key}: {old!r} -> {new!r}")
+    folder.write_text(CONFIG, dump_toml(cfg))
+    folder.write_status("running", epoch=start, epochs=epochs)
     pyro.clear_param_store()  # the param store must hold this VAE's parameters only
-    history = []
+    monitor = DivergenceMonitor()
 
     def checkpoint(epoch, partial=None):
-        save_checkpoint(out / "checkpoint.pt", config=cfg, epoch=epoch, partial=partial, model=vae.state_dict(),
+        save_checkpoint(folder.file(CHECKPOINT), config=cfg, epoch=epoch, partial=partial, model=vae.state_dict(),
                         optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
-                        dual_beta=None if dual is None else dual.beta)
+                        dual_beta=None if dual is None else dual.beta, history=history,
+                        data_shape=list(data.data_shape))
 
     if start >= epochs:
-        log(f"{out}: already trained {start} of {epochs} epochs; raise train.epochs to continue")
-    with _Interrupts() as interrupts:
-        for epoch in range(start + 1, epochs + 1):
-            g = _epoch_generator(cfg["seed"], epoch, device)
-            first, total, seconds, g_state, beta_sum = 0, 0.0, 0.0, None, 0.0
-            if partial is not None and partial["epoch"] == epoch:  # resume inside this epoch
-                first, total, seconds, g_state = partial["step"], partial["total"], partial["seconds"], partial["generator"]
-                beta_sum = partial["beta_sum"]
-            t0 = time.perf_counter()
-            bar = tqdm(data.batches(batch_size, g, first, g_state), total=steps, initial=first,
-                       desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False, mininterval=0.5, unit="batch")
-            for step, x in enumerate(bar, start=first):
-                global_step = (epoch - 1) * steps + step
-                vae.beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
-                beta_sum += vae.beta
-                loss = svi_step(vae, elbo, optimizer, x, num_data, validate=epoch == 1 and step == 0)
-                if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss} at epoch {epoch}, step {step + 1}; the last good checkpoint "
-                        f"({out / 'checkpoint.pt'}) is kept. Usual causes: a learning rate too high "
-                        "(train.optimizer.lr), a likelihood scale too small, or unbinarised data under a "
-                        "bernoulli likelihood"
-                    )
-                total += loss
-                if dual is not None and global_step % dual.update_every == 0:
-                    with torch.no_grad():
-                        dual.update(rate(vae, x).mean().item())
-                if interrupts.signal:
-                    seconds += time.perf_counter() - t0
-                    checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "total": total, "beta_sum": beta_sum,
-                                           "seconds": seconds, "generator": g.get_state()})
-                    raise TrainingInterrupted(
-                        f"{interrupts.signal} at epoch {epoch}, step {step + 1} of {steps}: saved a checkpoint "
-                        f"at this step. Continue with: pyro-vae train --resume {out}"
-                    )
-                if step % 50 == 0:
-                    bar.set_postfix(loss=f"{loss / num_data:.2f}")
-            seconds += time.perf_counter() - t0
-            record = {
-                "epoch": epoch,
-                "train_loss": total / steps / num_data,
-                "test_elbo": test_elbo(vae, data.test),
-                "beta": beta_sum / steps,
-                "seconds": seconds,
-            }
-            history.append(record)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            checkpoint(epoch)
-            log(f"epoch {epoch:3d}  train loss {record['train_loss']:9.3f}  test ELBO {record['test_elbo']:9.3f}  "
-                f"({seconds:.1f} s, {steps * batch_size / seconds:,.0f} images/s)")
-    if save_grid(vae.sample(64), out / "samples.png", nrow=8):
-        log(f"wrote {out / 'samples.png'}")
+        log(f"{folder}: already trained {start} of {epochs} epochs; raise train.epochs to continue")
+    try:
+        with _Interrupts() as interrupts:
+            for epoch in range(start + 1, epochs + 1):
+                g = _epoch_generator(cfg["seed"], epoch, device)
+                first, total, seconds, g_state, beta_sum = 0, 0.0, 0.0, None, 0.0
+                if partial is not None and partial["epoch"] == epoch:  # resume inside this epoch
+                    first, total, seconds, g_state = partial["step"], partial["total"], partial["seconds"], partial["generator"]
+                    beta_sum = partial["beta_sum"]
+                t0 = time.perf_counter()
+                bar = tqdm(data.batches(batch_size, g, first, g_state), total=steps, initial=first,
+                           desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False, mininterval=0.5, unit="batch")
+                for step, x in enumerate(bar, start=first):
+                    global_step = (epoch - 1) * steps + step
+                    vae.beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
+                    beta_sum += vae.beta
+                    loss = svi_step(vae, elbo, optimizer, x, num_data, validate=epoch == 1 and step == 0)
+                    if not math.isfinite(loss):
+                        raise TrainingError(_nan_message(loss, epoch, step + 1, folder, folder.file(CHECKPOINT).exists(),
+                                                         optimizer.param_groups[0]["lr"]))
+                    total += loss
+                    monitor.update(loss / num_data, f" at epoch {epoch}, step {step + 1}")
+                    if dual is not None and global_step % dual.update_every == 0:
+                        with torch.no_grad():
+                            dual.update(rate(vae, x).mean().item())
+                    if interrupts.signal:
+                        seconds += time.perf_counter() - t0
+                        checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "total": total, "beta_sum": beta_sum,
+                                               "seconds": seconds, "generator": g.get_state()})
+                        raise TrainingInterrupted(
+                            f"{interrupts.signal} at epoch {epoch}, step {step + 1} of {steps}: saved a checkpoint "
+                            f"at this step. Continue with: pyro-vae train --resume {folder}"
+                        )
+                    if step % 50 == 0:
+                        bar.set_postfix(loss=f"{loss / num_data:.2f}")
+                seconds += time.perf_counter() - t0
+                history.append({
+                    "epoch": epoch,
+                    "train_loss": total / steps / num_data,
+                    "test_elbo": test_elbo(vae, data.test),
+                    "beta": beta_sum / steps,
+                    "seconds": seconds,
+                })
+                # the checkpoint first: it is the source of truth; metrics.jsonl is reconciled to it on resume
+                checkpoint(epoch)
+                folder.write_metrics(history)
+                folder.write_status("running", epoch=epoch, epochs=epochs)
+                r = history[-1]
+                log(f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}  "
+                    f"({seconds:.1f} s, {steps * batch_size / seconds:,.0f} images/s)")
+        if save_grid(vae.sample(64), folder.file(SAMPLES), nrow=8):
+            log(f"wrote {folder.file(SAMPLES)}")
+    except TrainingInterrupted as e:
+        _final_status(folder, "interrupted", str(e))
+        raise
+    except KeyboardInterrupt:
+        _final_status(folder, "interrupted", "stopped by a second signal without a checkpoint at that step; "
+                      f"resume from the last epoch's with pyro-vae train --resume {folder}")
+        raise
+    except Exception as e:
+        _final_status(folder, "failed", str(e) if isinstance(e, PyroVAEError) else f"{type(e).__name__}: {e}")
+        raise
+    _final_status(folder, "finished", f"trained {epochs} epochs")
     return vae, history
+
+
+def _final_status(folder, state, message):
+    """Record how the run ended; never let that hide the error that ended it."""
+    try:
+        folder.write_status(state, message=message, epoch=_checkpoint_epoch(folder))
+    except Exception:
+        pass
+
+
+def _checkpoint_epoch(folder):
+    from .checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(folder.file(CHECKPOINT))["epoch"]
+    except Exception:
+        return 0
 
 
 def load_run(run_dir, data=None):
     """Rebuild a trained VAE and its data from a run folder: returns (cfg, vae, data)."""
-    state = load_checkpoint(Path(run_dir) / "checkpoint.pt")
-    cfg = state["config"]
-    from .config import validate
-
-    cfg = validate(cfg)
+    folder = RunFolder(run_dir)
+    state = folder.load_checkpoint()
+    cfg = _saved_config(folder, state)
     data, vae, _, _ = prepare(cfg, data)
-    restore_module(vae, state["model"], str(Path(run_dir) / "checkpoint.pt"))
+    restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
     return cfg, vae, data
+
+
+def load_model(run_dir):
+    """Rebuild a trained VAE from its checkpoint alone, without loading its data (for sampling):
+    returns (cfg, vae). Checkpoints older than ``data_shape`` fall back to ``load_run``."""
+    folder = RunFolder(run_dir)
+    state = folder.load_checkpoint()
+    cfg = _saved_config(folder, state)
+    shape = state.get("data_shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
+        cfg, vae, _ = load_run(run_dir)
+        return cfg, vae
+    pyro.set_rng_seed(cfg["seed"])
+    vae = build_vae(cfg, tuple(shape))
+    restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
+    return cfg, vae
+
+
+def _saved_config(folder, state):
+    try:
+        return validate(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{folder.file(CHECKPOINT)} holds a config this pyro-vae cannot read ({e})") from None

@@ -11,7 +11,7 @@ def test_train_evaluate_sample(tmp_path, capsys):
     assert main(["train", *ARGS, "--set", "train.epochs=2", "--out", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "epoch   2" in out and "test ELBO" in out
-    assert {p.name for p in run.iterdir()} == {"config.toml", "metrics.jsonl", "checkpoint.pt", "samples.png"}
+    assert {p.name for p in run.iterdir()} == {"config.toml", "metrics.jsonl", "checkpoint.pt", "samples.png", "status.json", ".lock"}
 
     assert main(["evaluate", str(run), "--iwae-samples", "16", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
