@@ -1,21 +1,36 @@
-"""The ``pyro-vae`` command line: train, evaluate, sample."""
+"""The ``pyro-vae`` command line: train, evaluate, sample, compare, sweep, plot.
+
+Every failure the user can cause ends in one line, ``pyro-vae CMD: error: ...``, and exit
+status 2 (argument errors included); warnings are one line each, ``pyro-vae CMD: warning: ...``.
+"""
 
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
-from .errors import PyroVAEError, TrainingInterrupted
+from .errors import PyroVAEError, PyroVAEWarning, TrainingInterrupted, UsageError
 
 
 def _train(args):
-    from .checkpoint import load_checkpoint
     from .config import apply_overrides, load_config, validate
+    from .run import RunFolder
     from .train import default_out, train
 
     if args.resume:
-        cfg = load_checkpoint(Path(args.resume) / "checkpoint.pt")["config"]
-        cfg = validate(apply_overrides(validate(cfg), args.set))
+        given = [flag for flag, value in (("--out", args.out), ("--config", args.config),
+                                          ("--overwrite", args.overwrite)) if value]
+        if given:
+            raise UsageError(f"--resume continues the run in {args.resume} with its own config and folder, so "
+                             f"{' and '.join(given)} cannot go with it: change settings with --set, or start a new "
+                             "run without --resume")
+        saved = RunFolder(args.resume).load_checkpoint()["config"]
+        try:
+            saved = validate(saved)
+        except PyroVAEError as e:
+            raise UsageError(f"the checkpoint in {args.resume} holds a config this pyro-vae cannot read ({e})") from None
+        cfg = validate(apply_overrides(saved, args.set))
         train(cfg, args.resume, resume=True, progress=not args.quiet)
         return
     cfg = load_config(args.config, args.set)
@@ -41,19 +56,25 @@ def _evaluate(args):
         if key in result:
             v = result[key]
             print(f"{label:28s} {v:10.3f}" if isinstance(v, float) else f"{label:28s} {v:10d}")
+    if "kl_per_dim" in result:
+        per_dim = sorted(enumerate(result["kl_per_dim"], start=1), key=lambda jv: -jv[1])
+        print("KL per latent dimension, largest first (z_j: nats):")
+        for i in range(0, len(per_dim), 8):
+            print("  " + "  ".join(f"z_{j}: {v:.3f}" for j, v in per_dim[i:i + 8]))
     print("(nats per data point)")
 
 
 def _sample(args):
     import torch
 
-    from .plots import save_grid
-    from .train import load_run
+    from .plots import check_image_path, save_grid
+    from .train import load_model
 
-    cfg, vae, _ = load_run(args.run)
+    out = check_image_path(args.out or str(Path(args.run) / "samples.png"))
+    cfg, vae = load_model(args.run)
     torch.manual_seed(args.seed)
-    out = args.out or str(Path(args.run) / "samples.png")
-    if not save_grid(vae.sample(args.n), out):
+    what = "E[x|z]" if args.mean else "x ~ p(x|z)"
+    if not save_grid(vae.sample(args.n, mean=args.mean), out, title=f"{args.n} draws {what}, z ~ p(z)"):
         raise PyroVAEError(f"data of shape {vae.data_shape} are not images; nothing to draw")
     print(f"wrote {out}")
 
@@ -88,18 +109,44 @@ def _sweep(args):
 
 
 def _plot(args):
-    import json as _json
-
     from .evaluate import evaluate
     from .plots import plot_run
+    from .run import METRICS, read_metrics
     from .train import load_run
 
     cfg, vae, data = load_run(args.run)
-    history = [_json.loads(line) for line in (Path(args.run) / "metrics.jsonl").read_text().splitlines()]
+    history, damaged = read_metrics(Path(args.run) / METRICS)
+    if damaged:
+        warnings.warn(PyroVAEWarning(f"skipped {len(damaged)} damaged line(s) of {Path(args.run) / METRICS} "
+                                     f"(line {', '.join(map(str, damaged[:5]))}{', ...' if len(damaged) > 5 else ''})"))
+    history = [h for h in history if all(isinstance(h.get(k), (int, float)) for k in ("train_loss", "test_elbo"))]
+    if not history:
+        raise PyroVAEError(f"{Path(args.run) / METRICS} holds no finished epoch to plot")
     r = evaluate(vae, data.test[:2000], iwae_samples=0)
     out = Path(args.out or Path(args.run) / "figures")
     for name in plot_run(vae, data, history, out, r.get("kl_per_dim")):
         print(f"wrote {out / name}")
+
+
+def _int_in(low, high=None, hint=""):
+    """An argparse type: an integer in [low, high]."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"from {low} to {high:,}"
+            raise argparse.ArgumentTypeError(f"must be an integer {span}, got {value}{hint}")
+        return value
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument raises UsageError (one line, exit 2) instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _run_args(parser, out_help, set_metavar="KEY=VALUE", set_help="override a config key (repeatable)",
@@ -113,7 +160,7 @@ def _run_args(parser, out_help, set_metavar="KEY=VALUE", set_help="override a co
 
 
 def make_parser():
-    p = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders the Pyro way.")
+    p = _Parser(prog="pyro-vae", description="Variational autoencoders the Pyro way.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a VAE and write a run folder")
@@ -125,27 +172,31 @@ def make_parser():
 
     e = sub.add_parser("evaluate", help="test ELBO, log p(x), rate, distortion, active units")
     e.add_argument("run", help="a run folder")
-    e.add_argument("--iwae-samples", type=int, help="importance samples K for log p(x) (default: eval.iwae_samples)")
+    e.add_argument("--iwae-samples", type=_int_in(0), metavar="K",
+                   help="importance samples K for log p(x); 0 skips it (default: eval.iwae_samples)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="draw x ~ p(z) p(x|z) and save an image grid")
     s.add_argument("run", help="a run folder")
-    s.add_argument("--n", type=int, default=64, help="number of samples")
-    s.add_argument("--out", help="PNG file (default: RUN/samples.png)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n", type=_int_in(1, MAX_SAMPLES), default=64, help="number of samples (default 64)")
+    s.add_argument("--out", help="image file, .png/.jpg/.pdf/... (default: RUN/samples.png); its folder is created")
+    s.add_argument("--mean", action="store_true", help="draw the means E[x|z] instead of samples x ~ p(x|z)")
+    s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="random seed (default 0)")
     s.set_defaults(func=_sample)
     c = sub.add_parser("compare", help="train one model per ELBO estimator and compare them")
     _run_args(c, "the study folder (one run folder per estimator inside)")
     c.add_argument("--estimators", required=True,
                    help="comma-separated kinds (trace,meanfield,iwae,dreg,stl,...), the variants score_function "
                         "and score_function_baseline, or label={kind='renyi', alpha=0.5, num_particles=5}")
-    c.add_argument("--snr-samples", type=int, default=20, help="gradient estimates for the variance/SNR columns")
+    c.add_argument("--snr-samples", type=_int_in(2, 10_000), default=20,
+                   help="gradient estimates for the variance/SNR columns (at least 2; default 20)")
     c.set_defaults(func=_compare)
     w = sub.add_parser("sweep", help="one run per value of swept config keys, then sweep.csv and a rate-distortion figure")
     _run_args(w, "the sweep folder (default runs/sweep)", set_metavar="KEY=V1,V2,...",
               set_help="a key with several comma-separated values is swept (the product of all swept keys)")
-    w.add_argument("--iwae-samples", type=int, default=0, help="also estimate log p(x) with K samples")
+    w.add_argument("--iwae-samples", type=_int_in(0), default=0, metavar="K",
+                   help="also estimate log p(x) with K samples (default 0: skip)")
     w.set_defaults(func=_sweep)
 
     f = sub.add_parser("plot", help="figures of a finished run: curves, reconstructions, samples, traversals")
@@ -155,20 +206,41 @@ def make_parser():
     return p
 
 
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
 def main(argv=None):
-    args = make_parser().parse_args(argv)
+    command = "pyro-vae"
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            def show(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, PyroVAEWarning):
+                    print(f"{command}: warning: {_one_line(message)}", file=sys.stderr)
+                else:
+                    _default_show(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            args = make_parser().parse_args(argv)
+            command = f"pyro-vae {args.command}"
+            args.func(args)
     except TrainingInterrupted as e:
-        print(f"pyro-vae {args.command}: interrupted: {e}", file=sys.stderr)
+        print(f"{command}: interrupted: {_one_line(e)}", file=sys.stderr)
         return 130
     except PyroVAEError as e:
-        print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else 0
     return 0
+
+
+_default_show = warnings.showwarning
+#: the largest sample grid: 100 x 100 images
+MAX_SAMPLES = 10_000
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Every key has a default (``DEFAULTS``). An unknown section, key or ``kind`` is a
 
 import copy
 import math
+import os
 import tomllib
 
 import torch
@@ -69,6 +70,7 @@ def _registries():
 
 #: value checks beyond the type: (predicate, what the value must be)
 _BOUNDS = {
+    "seed": (lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1"),
     "data.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "model.latent_dim": (lambda v: v >= 1, "an integer >= 1"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
@@ -159,6 +161,9 @@ def apply_overrides(cfg, overrides):
     to the new kind's defaults (before the other overrides apply), so kinds never inherit stray keys."""
     cfg = copy.deepcopy(cfg)
     parsed = []
+    if isinstance(overrides, (str, bytes)) or not all(isinstance(item, str) for item in overrides):
+        raise ConfigError(f"overrides must be a list of 'key=value' strings, got {overrides!r} "
+                          "(e.g. [\"train.epochs=1\"])")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set needs key=value, got {item!r} (e.g. --set train.epochs=1)")
@@ -181,14 +186,23 @@ def apply_overrides(cfg, overrides):
 def load_config(path=None, overrides=()):
     """Read a TOML file (or start from the defaults), apply overrides, validate."""
     cfg = {}
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"the config path must be a file name, got {type(path).__name__}")
     if path:
+        path = os.fspath(path)
         try:
             with open(path, "rb") as f:
                 cfg = tomllib.load(f)
         except FileNotFoundError:
-            raise ConfigError(f"config file {path!r} does not exist") from None
+            raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a folder: give a .toml file") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text; TOML files are UTF-8") from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     # component tables given in the file replace the default table; --set edits within it
     return validate(apply_overrides(validate(cfg), overrides))
 

@@ -8,6 +8,7 @@ with a fixed seed, so every run and every estimator is evaluated on the same bin
 """
 
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from typing import Optional
@@ -15,7 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import DataError, PyroVAEWarning
 from .registry import Registry
 
 DATASETS = Registry("data.dataset")
@@ -116,22 +117,31 @@ def _torchvision(cls_name):
         for train in (True, False):
             try:
                 ds = cls(root, train=train, download=False)
-            except RuntimeError:
+            except RuntimeError as e:
+                if "not found" not in str(e).lower():  # the files are there but cannot be read
+                    raise DataError(_corrupt(cls_name, root, e)) from None
                 if not download:
                     raise DataError(_missing(cls_name, root)) from None
                 try:
                     ds = cls(root, train=train, download=True)
                 except Exception as e:  # no network, a proxy, a full disk...
                     raise DataError(_missing(cls_name, root) + f" (the download failed: {str(e).splitlines()[0]})") from None
+            except (OSError, ValueError) as e:
+                raise DataError(_corrupt(cls_name, root, e)) from None
             splits += [ds.data.unsqueeze(1).float().div_(255), ds.targets.clone()]
         return splits
 
     return load
 
 
+def _corrupt(cls_name, root, e):
+    return (f"the {cls_name} files under {os.path.join(os.path.abspath(root), cls_name, 'raw')} are truncated or "
+            f"corrupt ({str(e).splitlines()[0][:100]}): delete them and download again, or copy intact IDX files there")
+
+
 def _missing(cls_name, root):
     return (
-        f"{cls_name} was not found under {os.path.abspath(root)!r} and could not be downloaded. "
+        f"{cls_name} was not found under {os.path.abspath(root)} and could not be downloaded. "
         f"Point pyro-vae at a folder holding {cls_name}/raw/ with the IDX files: set the environment "
         f"variable {ENV_ROOT}=/path/to/data, or pass --set data.root=/path/to/data"
     )
@@ -156,7 +166,31 @@ def _as_images(a, what):
         raise DataError(f"array {what!r} has shape {tuple(t.shape)}: each data point is empty")
     if t.dim() == 3:  # (N, H, W) grey images
         t = t.unsqueeze(1)
+    if t.dim() == 4 and t.shape[-1] in CHANNELS and t.shape[1] not in CHANNELS:
+        # (N, H, W, C), the layout of numpy, PIL and torchvision's CIFAR: torch wants (N, C, H, W)
+        warnings.warn(PyroVAEWarning(
+            f"array {what!r} of shape {tuple(t.shape)} reads as channel-last images (N, H, W, C) with C = "
+            f"{t.shape[-1]}: transposed to (N, C, H, W) = {tuple(t.permute(0, 3, 1, 2).shape)}"), stacklevel=3)
+        t = t.permute(0, 3, 1, 2).contiguous()
     return t
+
+
+def _labels(a, what, n, path):
+    """Class labels: a 1-D integer array with one entry per data point."""
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        if not (np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a))):
+            raise DataError(f"array {what!r} in {path} holds class labels, which must be integers; got dtype {a.dtype}")
+    if a.ndim != 1 or a.shape[0] != n:
+        raise DataError(f"array {what!r} in {path} has shape {a.shape}: give one label per data point, shape ({n},)")
+    if np.any(np.abs(a) > 2**62):
+        raise DataError(f"array {what!r} in {path} holds labels too large for an integer")
+    return torch.from_numpy(a.astype(np.int64))
+
+
+#: the members of a user's .npz that are read
+NPZ_MEMBERS = ("x", "y", "x_test", "y_test")
+#: channel counts of images: grey, RGB, RGBA
+CHANNELS = (1, 3, 4)
 
 
 @DATASETS.register("npz")
@@ -165,33 +199,44 @@ def load_npz(root, path, download):
     optional ``x_test``/``y_test``, otherwise a fixed 10% of ``x`` is held out for testing."""
     if not path:
         raise DataError("data.dataset = \"npz\" needs data.path, the .npz file: --set data.path=FILE.npz")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f"data.path {path} is a folder: give the .npz file")
     if os.path.exists(path) and not zipfile.is_zipfile(path):
-        raise DataError(f"{path!r} is not a readable .npz file (not a zip archive); save arrays with np.savez")
+        raise DataError(f"{path} is not a readable .npz file (not a zip archive); save arrays with np.savez")
+    arrays = {}
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            for k in NPZ_MEMBERS:  # only the arrays we use: other members are never read
+                if k in f.files:
+                    arrays[k] = f[k]
+                    if not isinstance(arrays[k], np.ndarray):  # a member that is not a .npy file
+                        raise DataError(f"member {k!r} of {path} is not a .npy array; save arrays with np.savez")
+            names = f.files
     except FileNotFoundError:
-        raise DataError(f"data.path {path!r} does not exist") from None
+        raise DataError(f"data.path {path} does not exist") from None
+    except DataError:
+        raise
     except ValueError as e:  # object arrays need pickle, which we refuse
-        raise DataError(f"cannot read {path!r} without pickle ({e}); save plain numeric arrays with np.savez") from None
+        raise DataError(f"cannot read {path} without pickle ({e}); save plain numeric arrays with np.savez") from None
     except Exception as e:
-        raise DataError(f"{path!r} is not a readable .npz file ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
     if "x" not in arrays:
-        raise DataError(f"{path!r} has no array named 'x' (it has: {', '.join(arrays) or 'none'}); save it with np.savez(path, x=...)")
+        raise DataError(f"{path} has no array named 'x' (it has: {', '.join(names) or 'none'}); save it with np.savez(path, x=...)")
     x = _as_images(arrays["x"], "x")
-    y = torch.from_numpy(arrays["y"]).long() if "y" in arrays else None
-    if y is not None and y.shape[0] != x.shape[0]:
-        raise DataError(f"'y' has {y.shape[0]} entries but 'x' has {x.shape[0]} rows")
+    y = _labels(arrays["y"], "y", x.shape[0], path) if "y" in arrays else None
+    if "y_test" in arrays and "x_test" not in arrays:
+        raise DataError(f"{path} has 'y_test' but no 'x_test': save both, or neither")
     if "x_test" in arrays:
         xt = _as_images(arrays["x_test"], "x_test")
         if xt.shape[1:] != x.shape[1:]:
             raise DataError(f"'x_test' points have shape {tuple(xt.shape[1:])} but 'x' points {tuple(x.shape[1:])}")
-        yt = torch.from_numpy(arrays["y_test"]).long() if "y_test" in arrays else None
+        yt = _labels(arrays["y_test"], "y_test", xt.shape[0], path) if "y_test" in arrays else None
         return x, y, xt, yt
     if x.shape[0] == 0:
-        raise DataError(f"array 'x' in {path!r} is empty (0 data points)")
+        raise DataError(f"array 'x' in {path} is empty (0 data points)")
     if x.shape[0] < 2:
-        raise DataError(f"{path!r} holds {x.shape[0]} data point(s); need at least 2 to hold out a test set")
+        raise DataError(f"{path} holds {x.shape[0]} data point(s); need at least 2 to hold out a test set")
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
     n_test = max(1, x.shape[0] // 10)
     test, train = perm[:n_test], perm[n_test:]

@@ -15,7 +15,9 @@ import torch
 from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
+from .errors import UsageError
 from .model import posterior_mean
+from .work import check_logpx_work
 
 #: how many numbers (decoder outputs, prior terms) one chunk of log p(x) work may hold: 2^22
 #: float32 = 16 MB per tensor, so a chunk's tensors stay in the CPU's last-level cache. Measured
@@ -74,6 +76,13 @@ def iwae_log_px(vae, x, num_samples):
 @torch.no_grad()
 def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress=False):
     """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0), rate, distortion, active units."""
+    vae.check_shape(x)
+    for name, value, low in (("iwae_samples", iwae_samples, 0), ("batch_size", batch_size, 1),
+                             ("elbo_samples", elbo_samples, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+    if iwae_samples:
+        check_logpx_work(vae, x.shape[0], iwae_samples)
     sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0, "log_px": 0.0}
     means, per_dim = [], []
     for xb in tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False):

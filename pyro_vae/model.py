@@ -23,6 +23,11 @@ def posterior_mean(q, num_samples=64):
         return q.sample((num_samples,)).mean(0)
 
 
+def _check_count(n, what):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DataError(f"{what} must be a positive integer, got {n!r}")
+
+
 class VAE(nn.Module):
     """Holds encoder, decoder, prior, likelihood and posterior; ``model``/``guide`` are Pyro programs.
 
@@ -61,6 +66,10 @@ class VAE(nn.Module):
         pyro.module(self.name, self)
         if x is not None:
             self.check_shape(x)
+        else:
+            _check_count(num_samples, "num_samples")
+        if num_data is not None:
+            _check_count(num_data, "num_data")
         n = num_samples if x is None else x.shape[0]
         with self._plate(n, num_data, None if x is None else x.device):
             with poutine.scale(scale=self.beta):
@@ -79,6 +88,14 @@ class VAE(nn.Module):
 
     # -- direct access, for evaluation and figures -----------------------------------------
     def check_shape(self, x):
+        """Refuse what is not a batch of data points of this model's shape."""
+        if not torch.is_tensor(x):
+            raise DataError(f"x must be a torch.Tensor of shape (batch, {', '.join(map(str, self.data_shape))}), "
+                            f"got {type(x).__name__}: convert it with torch.as_tensor(x, dtype=torch.float32)")
+        if x.dim() == 0 or x.shape[0] == 0:
+            raise DataError(f"x holds no data points (shape {tuple(x.shape)}): give a batch of at least one")
+        if not x.is_floating_point():
+            raise DataError(f"x has dtype {x.dtype}; the model takes floating-point data: use x.float()")
         if x.shape[1:] != self.data_shape:
             raise DataError(
                 f"data of shape {tuple(x.shape[1:])} per point do not fit this model, which was "
@@ -96,10 +113,12 @@ class VAE(nn.Module):
         return self.likelihood(self.decoder(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
 
     @torch.no_grad()
-    def sample(self, n):
-        """Means E[x|z] for n draws z ~ p(z): shape (n, *data_shape)."""
+    def sample(self, n, mean=True):
+        """n draws z ~ p(z), then E[x|z] (``mean=True``) or a draw x ~ p(x|z): shape (n, *data_shape)."""
+        _check_count(n, "n")
         z = self.prior(n).sample()
-        return self.likelihood.mean(self.decoder(z))
+        out = self.decoder(z)
+        return self.likelihood.mean(out) if mean else self.likelihood(out).sample()
 
     @torch.no_grad()
     def reconstruct(self, x):

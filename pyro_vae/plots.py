@@ -1,20 +1,77 @@
-"""Figures: image grids through torchvision."""
+"""Figures: image grids through torchvision (titled and labelled with matplotlib), curves with matplotlib."""
 
 import math
+import os
 
 import torchvision
 
+from .errors import UsageError
+
+#: file types both PIL and matplotlib write
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".tif", ".tiff", ".webp")
+#: small images are upscaled (nearest neighbour) to at least this many pixels a side
+MIN_IMAGE_SIDE = 64
+
 
 def is_image_shape(data_shape):
-    return len(data_shape) == 3 and data_shape[0] in (1, 3)
+    return len(data_shape) == 3 and data_shape[0] in (1, 3, 4)
 
 
-def save_grid(images, path, nrow=None):
-    """Save (n, C, H, W) images in [0, 1] as one PNG grid; returns False for non-image data."""
+def check_image_path(path):
+    """Refuse a file name whose type cannot hold an image grid; create its folder."""
+    path = os.fspath(path)
+    if not path.lower().endswith(IMAGE_SUFFIXES):
+        raise UsageError(f"cannot write an image grid to {path}: give a file ending in {', '.join(IMAGE_SUFFIXES)}")
+    folder = os.path.dirname(path)
+    if folder:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create the folder {folder} for {path}: {e.strerror}") from None
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a folder: give a file name, e.g. {os.path.join(path, 'samples.png')}")
+    return path
+
+
+def save_grid(images, path, nrow=None, title=None, row_labels=None):
+    """Save (n, C, H, W) images in [0, 1] as one grid of ``nrow`` per row; returns False for non-image
+    data. Images smaller than ``MIN_IMAGE_SIDE`` are upscaled; ``title`` and ``row_labels`` (one
+    per row, repeating) are drawn with matplotlib."""
     if not is_image_shape(tuple(images.shape[1:])):
         return False
+    path = check_image_path(path)
+    images = images.detach().cpu().float().clamp(0, 1)[:, :3]  # RGBA: the colours
     nrow = nrow or int(math.ceil(math.sqrt(images.shape[0])))
-    torchvision.utils.save_image(images.detach().cpu().clamp(0, 1), path, nrow=nrow, padding=2, pad_value=1.0)
+    scale = max(1, math.ceil(MIN_IMAGE_SIDE / max(images.shape[-2:])))
+    if scale > 1:
+        images = images.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    pad = 2 * scale
+    grid = torchvision.utils.make_grid(images, nrow=nrow, padding=pad, pad_value=1.0)
+    if title is None and row_labels is None:
+        torchvision.utils.save_image(grid, path)
+        return True
+    plt = _plt()
+    dpi, (h, w) = 100, grid.shape[-2:]
+    left = 1.3 if row_labels else 0.1
+    fig = plt.figure(figsize=(w / dpi + left + 0.1, h / dpi + (0.5 if title else 0.1)), dpi=dpi)
+    ax = fig.add_axes([left / fig.get_figwidth(), 0.05 / fig.get_figheight(), w / dpi / fig.get_figwidth(),
+                       h / dpi / fig.get_figheight()])
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    if row_labels:
+        rows = math.ceil(images.shape[0] / nrow)
+        side = images.shape[-2] + pad
+        ax.set_yticks([pad + side * r + images.shape[-2] / 2 for r in range(rows)],
+                      [row_labels[r % len(row_labels)] for r in range(rows)], fontsize=9)
+        ax.tick_params(length=0)
+    else:
+        ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10, y=1 - 0.1 / fig.get_figheight(), va="top")
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
     return True
 
 
@@ -133,10 +190,11 @@ def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
     x = data.test[: n * n // 2]
     with torch.no_grad():
         recon = vae.reconstruct(x)
-        pairs = torch.stack([x, recon], 1).reshape(-1, *vae.data_shape)  # input, reconstruction, input, ...
-        save_grid(pairs, out / "reconstructions.png", nrow=n)
+        rows = torch.stack([x.reshape(-1, n, *vae.data_shape), recon.reshape(-1, n, *vae.data_shape)], 1)
+        save_grid(rows.reshape(-1, *vae.data_shape), out / "reconstructions.png", nrow=n,  # a row of inputs, then theirs
+                  title="test inputs and their reconstructions E[x | z = E_q[z|x]]", row_labels=["input", "reconstruction"])
         torch.manual_seed(0)
-        save_grid(vae.sample(n * n), out / "prior_samples.png", nrow=n)
+        save_grid(vae.sample(n * n), out / "prior_samples.png", nrow=n, title="E[x|z], z ~ p(z)")
         written += ["reconstructions.png", "prior_samples.png"]
         # traversals: one row per latent dimension, sorted by KL, the others at the first test point's mean
         z0 = posterior_mean(vae.q(data.test[:1]))[0]
@@ -145,7 +203,9 @@ def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
         z = z0.repeat(len(order), len(values), 1)
         for row, j in enumerate(order):
             z[row, :, j] = values
-        save_grid(vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape), out / "traversals.png", nrow=len(values))
+        save_grid(vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape), out / "traversals.png",
+                  nrow=len(values), title="latent traversals, z_j from -3 to 3 (dimensions by KL)",
+                  row_labels=[f"z_{j + 1}" for j in order])
         written.append("traversals.png")
         if vae.latent_dim == 2:
             written += _latent_2d(vae, data, out)
@@ -162,9 +222,14 @@ def _latent_2d(vae, data, out):
     mu = torch.cat([posterior_mean(vae.q(b)) for b in x.split(500)]).cpu()
     fig, ax = plt.subplots(figsize=(6, 5))
     labels = data.test_labels[:5000].cpu() if data.test_labels is not None else None
-    sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, s=3, cmap="tab10")
-    if labels is not None:
-        fig.colorbar(sc, ax=ax, label="label")
+    if labels is None:
+        ax.scatter(mu[:, 0], mu[:, 1], s=3)
+    else:  # classes are categories: one colour and one legend entry each, not a colour scale
+        cmap = plt.get_cmap("tab10" if labels.unique().numel() <= 10 else "tab20")
+        for i, c in enumerate(labels.unique().tolist()):
+            keep = labels == c
+            ax.scatter(mu[keep, 0], mu[keep, 1], s=3, color=cmap(i % cmap.N), label=str(c))
+        ax.legend(title="label", markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_xlabel("E_q[z_1]")
     ax.set_ylabel("E_q[z_2]")
     ax.set_title("posterior means of test points")
@@ -175,5 +240,6 @@ def _latent_2d(vae, data, out):
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 15))
     z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2).to(mu.dtype)
     z = z.to(next(vae.parameters()).device)
-    save_grid(vae.likelihood.mean(vae.decoder(z)), out / "manifold.png", nrow=15)
+    save_grid(vae.likelihood.mean(vae.decoder(z)), out / "manifold.png", nrow=15,
+              title="decoded E[x|z] over a grid of z at N(0, 1) quantiles")
     return ["latent_scatter.png", "manifold.png"]

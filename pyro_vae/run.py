@@ -221,12 +221,14 @@ class RunFolder:
         """The run's checkpoint, or a CheckpointError that says what the folder holds instead."""
         from .checkpoint import RUN_KEYS, load_checkpoint
 
+        if not self.path.is_dir():
+            raise CheckpointError(f"there is no run folder at {self.path}: train one with pyro-vae train --out {self.path}")
         if not self.file(CHECKPOINT).exists():
             status = self.read_status()
-            said = f" (its status: {status['state']}: {status.get('message', '')})" if status else ""
+            said = f" (status: {status['state']}: {status.get('message', '')})" if status else ""
             raise CheckpointError(
-                f"{self.path} holds no checkpoint{said}, so there is nothing to resume: "
-                f"start the run again with pyro-vae train --out {self.path}")
+                f"{self.path} holds no checkpoint: no epoch has finished there{said}. "
+                f"Train into it with pyro-vae train --out {self.path}")
         return load_checkpoint(self.file(CHECKPOINT), require=tuple(RUN_KEYS))
 
 
