@@ -30,5 +30,5 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pyro-vae train: error: train.elbo: unknown kind 'nope'") and "valid kinds" in err
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "no run folder at" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
