@@ -11,12 +11,14 @@ from pathlib import Path
 import pyro
 import torch
 
-from .config import build_elbo, parse_value, resolve_device, split_top_level, validate
+from .config import build_elbo, build_vae, parse_value, resolve_device, split_top_level, validate
 from .diagnostics import gradient_snr
 from .errors import ConfigError
 from .estimators import ESTIMATORS
 from .evaluate import evaluate
+from .files import check_folder_target, make_folder
 from .train import load_config_data, train
+from .work import check_logpx_work
 
 #: named variants beyond the estimator kinds: score-function gradients need a non-reparameterised posterior
 VARIANTS = {
@@ -67,7 +69,10 @@ def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, d
     """Run the study; write ``out``/compare.csv, compare.md, compare.json and figures. Returns the rows."""
     out = Path(out)
     runs = {label: _apply(cfg, o) for label, o in parse_estimators(estimators).items()}  # all checked up front
+    check_folder_target(out)
     data = (data if data is not None else load_config_data(cfg)).to(resolve_device(cfg["device"]))  # loaded once
+    for c in runs.values():  # work that cannot finish is refused before the first estimator trains
+        check_logpx_work(build_vae(c, data.data_shape), data.test.shape[0], c["eval"]["iwae_samples"], "eval.iwae_samples")
     rows, histories = [], {}
     for label, c in runs.items():
         log(f"== {label}: {json.dumps(c['train']['elbo'])}")
@@ -98,7 +103,7 @@ def _fmt(v):
 
 
 def write_report(rows, histories, out, cfg):
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     with open(out / "compare.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()

@@ -6,6 +6,7 @@ import os
 import torchvision
 
 from .errors import UsageError
+from .files import make_folder
 
 #: file types both PIL and matplotlib write
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".tif", ".tiff", ".webp")
@@ -20,6 +21,8 @@ def is_image_shape(data_shape):
 def check_image_path(path):
     """Refuse a file name whose type cannot hold an image grid; create its folder."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a folder: give a file name, e.g. {os.path.join(path, 'samples.png')}")
     if not path.lower().endswith(IMAGE_SUFFIXES):
         raise UsageError(f"cannot write an image grid to {path}: give a file ending in {', '.join(IMAGE_SUFFIXES)}")
     folder = os.path.dirname(path)
@@ -28,8 +31,6 @@ def check_image_path(path):
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create the folder {folder} for {path}: {e.strerror}") from None
-    if os.path.isdir(path):
-        raise UsageError(f"{path} is a folder: give a file name, e.g. {os.path.join(path, 'samples.png')}")
     return path
 
 
@@ -181,7 +182,7 @@ def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
 
     from .model import posterior_mean
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "choose another --out")
     written = []
     learning_curves(history, out / "learning_curves.png")
     written.append("learning_curves.png")

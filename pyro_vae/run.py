@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError, RunExistsError, RunFolderError, RunLockedError
-from .files import atomic_write_text, leftover_temps
+from .files import atomic_write_text, check_folder_target, leftover_temps, os_error
 
 CHECKPOINT, METRICS, CONFIG, STATUS, LOCK, SAMPLES = (
     "checkpoint.pt", "metrics.jsonl", "config.toml", "status.json", ".lock", "samples.png")
@@ -54,13 +54,6 @@ def read_metrics(path):
     return records, damaged
 
 
-def _os_error(path, e, what="write into"):
-    reason = {13: "permission denied", 30: "the file system is read-only", 28: "the disk is full",
-              20: "a file is in the way (a path component is not a folder)",
-              21: "it is a folder"}.get(e.errno, e.strerror or str(e))
-    return RunFolderError(f"cannot {what} {path}: {reason}; choose another --out")
-
-
 class RunFolder:
     """A run folder on disk. ``acquire()`` before writing, ``release()`` after (or use ``with``)."""
 
@@ -77,15 +70,8 @@ class RunFolder:
 
     # -- the lock ------------------------------------------------------------------------------
     def check_target(self):
-        """Refuse, before any work, an --out that cannot be a run folder (a file in the way)."""
-        for p in (self.path, *self.path.parents):
-            if p.exists():
-                if not p.is_dir():
-                    raise RunFolderError(f"{p} is a file, not a folder, so {self.path} cannot be a run folder: "
-                                         "choose another --out")
-                if not os.access(p, os.W_OK | os.X_OK):
-                    raise _os_error(p, PermissionError(13, "permission denied"))
-                return
+        """Refuse, before any work, an --out that cannot be a run folder (a file in the way, no permission)."""
+        check_folder_target(self.path)
 
     def acquire(self, create=True):
         """Take the folder's exclusive lock (creating the folder if ``create``) or raise RunLockedError."""
@@ -101,7 +87,7 @@ class RunFolder:
             self._created = False
             return self.acquire(create)
         except OSError as e:
-            raise _os_error(self.path, e) from None
+            raise os_error(self.path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -180,7 +166,7 @@ class RunFolder:
         try:
             atomic_write_text(self.file(name), text)
         except OSError as e:
-            raise _os_error(self.file(name), e) from None
+            raise os_error(self.file(name), e) from None
 
     def write_metrics(self, history):
         self.write_text(METRICS, "".join(json.dumps(r) + "\n" for r in history))

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import torch
 
-from .config import load_config, split_top_level
+from .config import build_vae, load_config, split_top_level
 from .errors import ConfigError
 from .evaluate import evaluate
+from .files import check_folder_target, make_folder
 from .train import load_config_data, train
+from .work import check_logpx_work
 
 
 def parse_sweep(overrides):
@@ -44,8 +46,12 @@ def sweep(config_path, overrides, out, *, iwae_samples=0, progress=True, log=pri
     out = Path(out)
     combos = [dict(zip(swept, values)) for values in itertools.product(*swept.values())]
     configs = [load_config(config_path, fixed + [f"{k}={v}" for k, v in c.items()]) for c in combos]  # all checked first
+    check_folder_target(out)
     if data is None and not any(k.startswith("data.") for k in swept):
         data = load_config_data(configs[0])
+    if iwae_samples and data is not None:  # work that cannot finish is refused before the first run trains
+        for cfg in configs:
+            check_logpx_work(build_vae(cfg, data.data_shape), data.test.shape[0], iwae_samples)
     rows = []
     for combo, cfg in zip(combos, configs):
         label = ",".join(f"{k}={v}" for k, v in combo.items())
@@ -58,7 +64,7 @@ def sweep(config_path, overrides, out, *, iwae_samples=0, progress=True, log=pri
         rows.append({"run": label, **combo, "test_elbo": r["elbo"], "rate": r["rate"],
                      "distortion": r["distortion"], "active_units": r["active_units"],
                      **({"log_px": r["log_px"]} if iwae_samples else {}), "folder": folder.name})
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     with open(out / "sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
