@@ -3,8 +3,8 @@
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DEFAULTS, build_elbo, build_optimizer, build_vae, load_config, validate
 from .data import DATASETS, Data, load_data
-from .errors import (CheckpointError, ConfigError, DataError, PyroVAEError, RunExistsError, TrainingError,
-                     TrainingInterrupted)
+from .errors import (CheckpointError, ConfigError, DataError, PyroVAEError, PyroVAEWarning, RunExistsError,
+                     RunFolderError, RunLockedError, TrainingError, TrainingInterrupted, UsageError)
 from .estimators import ESTIMATORS
 from .evaluate import evaluate, iwae_log_px, test_elbo
 from .likelihoods import LIKELIHOODS
@@ -13,14 +13,15 @@ from .networks import DECODERS, ENCODERS
 from .optim import OPTIMIZERS
 from .posteriors import POSTERIORS
 from .priors import PRIORS
-from .train import load_run, train
+from .run import RunFolder
+from .train import load_model, load_run, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "VAE", "train", "load_run", "evaluate", "iwae_log_px", "test_elbo", "load_config", "validate",
+    "VAE", "train", "load_run", "load_model", "RunFolder", "evaluate", "iwae_log_px", "test_elbo", "load_config", "validate",
     "build_vae", "build_elbo", "build_optimizer", "load_data", "Data", "save_checkpoint", "load_checkpoint",
     "DEFAULTS", "PRIORS", "LIKELIHOODS", "POSTERIORS", "ENCODERS", "DECODERS", "ESTIMATORS", "OPTIMIZERS",
     "DATASETS", "PyroVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "RunExistsError",
-    "TrainingInterrupted",
+    "TrainingInterrupted", "RunFolderError", "RunLockedError", "UsageError", "PyroVAEWarning",
 ]
