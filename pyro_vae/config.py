@@ -11,6 +11,7 @@ import tomllib
 
 import torch
 
+from .checks import number
 from .errors import ConfigError
 
 DEFAULTS = {
@@ -68,19 +69,20 @@ def _registries():
     }
 
 
-#: value checks beyond the type: (predicate, what the value must be)
+#: value checks beyond the type: ``checks.number`` arguments
 _BOUNDS = {
-    "seed": (lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1"),
-    "data.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "model.latent_dim": (lambda v: v >= 1, "an integer >= 1"),
-    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.beta": (lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"),
-    "train.target_rate": (lambda v: v >= 0 and math.isfinite(v), "a number of nats >= 0 (0: off)"),
-    "train.beta_lr": (lambda v: v > 0 and math.isfinite(v), "a positive number"),
-    "eval.iwae_samples": (lambda v: v >= 1, "an integer >= 1"),
-    "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "data.binarize": (lambda v: v in ("none", "dynamic", "static"), "one of none, dynamic, static"),
+    "seed": dict(integer=True, low=0, high=2**32 - 1),
+    "data.batch_size": dict(integer=True, low=1),
+    "model.latent_dim": dict(integer=True, low=1),
+    "train.epochs": dict(integer=True, low=1),
+    "train.beta": dict(low=0),
+    "train.target_rate": dict(low=0, hint=" (nats; 0: off)"),
+    "train.beta_lr": dict(low=0, strict=True),
+    "eval.iwae_samples": dict(integer=True, low=1),
+    "eval.batch_size": dict(integer=True, low=1),
 }
+#: keys with a fixed set of values
+_CHOICES = {"data.binarize": ("none", "dynamic", "static")}
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
 
@@ -117,8 +119,10 @@ def validate(cfg):
                 merge(dst[key], value, dotted + ".")
             else:
                 dst[key] = _check_type(dotted, value, dst[key])
-                if dotted in _BOUNDS and not _BOUNDS[dotted][0](dst[key]):
-                    raise ConfigError(f"{dotted} must be {_BOUNDS[dotted][1]}, got {value!r}")
+                if dotted in _BOUNDS:
+                    number(dotted, dst[key], **_BOUNDS[dotted])
+                if dotted in _CHOICES and dst[key] not in _CHOICES[dotted]:
+                    raise ConfigError(f"{dotted} must be one of {', '.join(_CHOICES[dotted])}, got {value!r}")
 
     merge(out, cfg, "")
     registries["train.elbo"][0].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...

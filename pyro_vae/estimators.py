@@ -9,6 +9,7 @@ import torch
 from pyro import infer
 
 from .compiled import JitTraceELBO, JitTraceMeanFieldELBO
+from .checks import positive
 from .errors import ConfigError
 from .objectives import DReG, RenyiBound, STL, detach_params
 from .registry import Registry
@@ -22,8 +23,7 @@ OURS = {"renyi", "iwae", "stl", "dreg"}
 
 
 def _check_particles(name, num_particles):
-    if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
-        raise ConfigError(f"train.elbo.num_particles must be an integer >= 1, got {num_particles!r}")
+    positive("train.elbo.num_particles", num_particles, integer=True)
     if name in NEEDS_PARTICLES and num_particles < 2:
         raise ConfigError(
             f"the {name!r} estimator needs num_particles >= 2 (with K = 1 it is the plain ELBO): "

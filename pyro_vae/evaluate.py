@@ -15,6 +15,7 @@ import torch
 from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
+from .checks import number
 from .errors import UsageError
 from .model import posterior_mean
 from .work import check_logpx_work
@@ -79,8 +80,7 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
     vae.check_shape(x)
     for name, value, low in (("iwae_samples", iwae_samples, 0), ("batch_size", batch_size, 1),
                              ("elbo_samples", elbo_samples, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+        number(name, value, integer=True, low=low, error=UsageError)
     if iwae_samples:
         check_logpx_work(vae, x.shape[0], iwae_samples)
     sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0, "log_px": 0.0}

@@ -5,7 +5,6 @@ Each likelihood says how many decoder outputs it needs per data element
 checks that data lie in its support before training starts (``check_data``).
 """
 
-import math
 
 import pyro.distributions as dist
 import torch
@@ -13,6 +12,7 @@ from pyro.distributions import constraints
 from torch import nn
 from torch.nn.functional import logsigmoid, softplus
 
+from .checks import number, positive
 from .errors import ConfigError, DataError
 from .registry import Registry
 
@@ -113,12 +113,11 @@ class _ScaledLikelihood(Likelihood):
 
     def __init__(self, data_shape, scale=1.0, min_scale=1e-3):
         super().__init__(data_shape)
-        self.min_scale = float(min_scale)
+        self.min_scale = number("model.likelihood.min_scale", min_scale, low=0)
         self.mode = scale if isinstance(scale, str) else "fixed"
         if self.mode == "fixed":
-            if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0:
-                raise ConfigError(f"model.likelihood.scale must be a positive number, \"learned\" or \"decoder\", got {scale!r}")
-            self.register_buffer("fixed_scale", torch.tensor(float(scale)))
+            scale = positive("model.likelihood.scale", scale, hint=' (or "learned", or "decoder")')
+            self.register_buffer("fixed_scale", torch.tensor(scale))
         elif self.mode == "learned":
             self.raw_scale = nn.Parameter(torch.zeros(self.data_shape))
         elif self.mode == "decoder":
@@ -200,7 +199,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
     def __init__(self, data_shape, min_scale=1e-3):
         super().__init__(data_shape)
-        self.min_scale = float(min_scale)
+        self.min_scale = number("model.likelihood.min_scale", min_scale, low=0)
 
     def forward(self, out):
         loc, raw = self.split(out)

@@ -12,6 +12,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from .checks import positive
 from .errors import DataError
 
 
@@ -24,8 +25,7 @@ def posterior_mean(q, num_samples=64):
 
 
 def _check_count(n, what):
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise DataError(f"{what} must be a positive integer, got {n!r}")
+    positive(what, n, integer=True, error=DataError)
 
 
 class VAE(nn.Module):

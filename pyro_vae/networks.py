@@ -13,6 +13,7 @@ import pyro.distributions.transforms as T
 import torch
 from torch import nn
 
+from .checks import positive
 from .registry import Registry
 
 ENCODERS = Registry("model.encoder")
@@ -34,9 +35,9 @@ def _check_hidden(hidden):
 
     if isinstance(hidden, int):
         hidden = [hidden]
-    if not all(isinstance(h, int) and h > 0 for h in hidden):
-        raise ConfigError(f"'hidden' must be a list of positive integers, got {hidden!r}")
-    return list(hidden)
+    if not isinstance(hidden, (list, tuple)):
+        raise ConfigError(f"'hidden' must be a list of positive integers ([] for none), got {hidden!r}")
+    return [positive("each 'hidden' size", h, integer=True) for h in hidden]
 
 
 def mlp(sizes, activation, final_activation):
@@ -140,8 +141,7 @@ class AutoregressiveFlow(nn.Module):
         super().__init__()
         if latent_dim < 2:
             raise ConfigError("a flow needs latent_dim >= 2 (an autoregressive flow on one dimension is affine)")
-        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-            raise ConfigError(f"flow layers must be an integer >= 1, got {layers!r}")
+        positive("flow layers", layers, integer=True)
         hidden = [hidden or 3 * latent_dim + 1]
         self.flows = nn.ModuleList(T.affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(layers))
         self.register_buffer("flip", torch.arange(latent_dim - 1, -1, -1))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from .checks import number
 from .errors import ConfigError
 from .networks import AutoregressiveFlow
 from .registry import Registry
@@ -45,7 +46,7 @@ class DiagonalNormal(nn.Module):
     def __init__(self, in_features, latent_dim, min_scale=1e-6, reparameterized=True, baseline="none"):
         super().__init__()
         self.latent_dim = latent_dim
-        self.min_scale = float(min_scale)
+        self.min_scale = number("model.posterior.min_scale", min_scale, low=0)
         self.linear = nn.Linear(in_features, 2 * latent_dim)
         self.family = dist.Normal if reparameterized else ScoreFunctionNormal
         self.infer = _infer(reparameterized, baseline)
@@ -63,7 +64,7 @@ class FullNormal(nn.Module):
     def __init__(self, in_features, latent_dim, min_scale=1e-6, reparameterized=True, baseline="none"):
         super().__init__()
         self.latent_dim = latent_dim
-        self.min_scale = float(min_scale)
+        self.min_scale = number("model.posterior.min_scale", min_scale, low=0)
         self.family = dist.MultivariateNormal if reparameterized else ScoreFunctionMultivariateNormal
         self.infer = _infer(reparameterized, baseline)
         self.linear = nn.Linear(in_features, 2 * latent_dim + latent_dim * (latent_dim - 1) // 2)

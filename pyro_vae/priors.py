@@ -12,18 +12,12 @@ from pyro.distributions import constraints
 from torch import nn
 from torch.nn.functional import log_softmax, softplus
 
-from .errors import ConfigError
+from .checks import positive
 from .networks import AutoregressiveFlow
 from .posteriors import DiagonalNormal
 from .registry import Registry
 
 PRIORS = Registry("model.prior")
-
-
-def _positive(name, value, kind=float):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0 or int(value) != value and kind is int:
-        raise ConfigError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
-    return kind(value)
 
 
 class Prior(nn.Module):
@@ -77,7 +71,7 @@ class StudentT(Prior):
 
     def __init__(self, latent_dim, df=3.0):
         super().__init__(latent_dim)
-        self.register_buffer("df", torch.tensor(_positive("model.prior.df", df)))
+        self.register_buffer("df", torch.tensor(positive("model.prior.df", df)))
 
     def forward(self, n):
         zero = torch.zeros((), device=self.df.device)
@@ -90,7 +84,7 @@ class Laplace(Prior):
 
     def __init__(self, latent_dim, scale=1.0):
         super().__init__(latent_dim)
-        self.register_buffer("scale", torch.tensor(_positive("model.prior.scale", scale)))
+        self.register_buffer("scale", torch.tensor(positive("model.prior.scale", scale)))
 
     def forward(self, n):
         return self._iid(dist.Laplace(torch.zeros_like(self.scale), self.scale, validate_args=False), n)
@@ -135,7 +129,7 @@ class Mixture(Prior):
 
     def __init__(self, latent_dim, components=10):
         super().__init__(latent_dim)
-        k = _positive("model.prior.components", components, int)
+        k = positive("model.prior.components", components, integer=True)
         self.logits = nn.Parameter(torch.zeros(k))
         self.locs = nn.Parameter(torch.randn(k, latent_dim))
         self.raw_scales = nn.Parameter(torch.full((k, latent_dim), 0.5413))
@@ -157,7 +151,7 @@ class VampPrior(Prior):
 
     def __init__(self, latent_dim, pseudo_inputs=500):
         super().__init__(latent_dim)
-        self.num_pseudo = _positive("model.prior.pseudo_inputs", pseudo_inputs, int)
+        self.num_pseudo = positive("model.prior.pseudo_inputs", pseudo_inputs, integer=True)
 
     @property
     def size_per_point(self):

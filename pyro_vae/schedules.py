@@ -13,7 +13,7 @@ with the rate measured on the training batch every ``update_every`` steps.
 
 import math
 
-from .errors import ConfigError
+from .checks import number, positive
 from .registry import Registry
 
 SCHEDULES = Registry("train.kl_warmup")
@@ -31,8 +31,7 @@ class Constant:
 @SCHEDULES.register("linear")
 class LinearWarmup:
     def __init__(self, steps_per_epoch, total_steps, epochs=10):
-        if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or epochs <= 0:
-            raise ConfigError(f"train.kl_warmup.epochs must be a positive number, got {epochs!r}")
+        epochs = positive("train.kl_warmup.epochs", epochs)
         self.steps = max(1, round(epochs * steps_per_epoch))
 
     def __call__(self, step):
@@ -42,12 +41,9 @@ class LinearWarmup:
 @SCHEDULES.register("cyclical")
 class CyclicalWarmup:
     def __init__(self, steps_per_epoch, total_steps, cycles=4, ratio=0.5):
-        if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 1:
-            raise ConfigError(f"train.kl_warmup.cycles must be an integer >= 1, got {cycles!r}")
-        if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise ConfigError(f"train.kl_warmup.ratio must be in (0, 1], got {ratio!r}")
+        cycles = positive("train.kl_warmup.cycles", cycles, integer=True)
+        self.ratio = number("train.kl_warmup.ratio", ratio, low=0, high=1, strict=True)
         self.period = total_steps / cycles
-        self.ratio = float(ratio)
 
     def __call__(self, step):
         tau = (step % self.period) / self.period
@@ -58,9 +54,8 @@ class DualAscent:
     """beta <- clip(beta * exp(lr * (rate - target)), 1e-3, 1e3)."""
 
     def __init__(self, target, lr=0.01, update_every=10, beta=1.0):
-        if not (isinstance(target, (int, float)) and target > 0 and math.isfinite(target)):
-            raise ConfigError(f"train.target_rate must be a positive number of nats, got {target!r}")
-        self.target, self.lr, self.update_every, self.beta = float(target), float(lr), int(update_every), float(beta)
+        self.target = positive("train.target_rate", target, hint=" (nats)")
+        self.lr, self.update_every, self.beta = positive("train.beta_lr", lr), int(update_every), float(beta)
 
     def update(self, rate):
         """One dual step, in log space so that no rate can overflow it."""

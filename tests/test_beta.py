@@ -28,7 +28,7 @@ def test_cyclical_warmup_values_per_step():
     s = SCHEDULES.build({"kind": "cyclical", "cycles": 2, "ratio": 0.5}, steps_per_epoch=5, total_steps=20)
     assert [s(t) for t in range(20)] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1, 1, 1, 1, 1] * 2)
     assert SCHEDULES.build({"kind": "none"}, steps_per_epoch=5, total_steps=20)(7) == 1.0
-    with pytest.raises(ConfigError, match="ratio must be in"):
+    with pytest.raises(ConfigError, match=r"ratio must be a number in \(0, 1\]"):
         SCHEDULES.build({"kind": "cyclical", "ratio": 0}, steps_per_epoch=5, total_steps=20)
 
 

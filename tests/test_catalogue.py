@@ -158,7 +158,7 @@ def test_single_component_mixture_is_a_normal(grey):
 
 
 @pytest.mark.parametrize("override, pattern", [
-    ("model.prior={kind='mixture', components=0}", "components must be a positive integer"),
+    ("model.prior={kind='mixture', components=0}", "components must be an integer >= 1"),
     ("model.prior={kind='student_t', df=-1.0}", "df must be a positive number"),
     ("model.likelihood={kind='gaussian', scale='big'}", "positive number, \"learned\" or \"decoder\""),
     ("model.likelihood={kind='gaussian', sigma=1.0}", "valid parameters: scale, min_scale"),

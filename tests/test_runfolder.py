@@ -2,7 +2,6 @@
 failed starts and failed runs, and the status the folder reports after each."""
 
 import json
-import os
 import random
 import signal
 import subprocess

@@ -1,0 +1,34 @@
+"""Checks of user-given numbers: one helper for the package, so every message has one form,
+"NAME must be WHAT, got VALUE", with a hint of what to do. Booleans, NaN and infinities are
+never numbers here."""
+
+import math
+
+from .errors import ConfigError
+
+
+def _describe(integer, low, high, strict):
+    kind = "an integer" if integer else "a number"
+    if low == 0 and strict and high is None:
+        return f"a positive {'integer' if integer else 'number'}"
+    if low is not None and high is not None:
+        return f"{kind} from {low:,} to {high:,}" if integer else f"{kind} in {'(' if strict else '['}{low}, {high}]"
+    if low is not None:
+        return f"{kind} {'>' if strict else '>='} {low}"
+    return f"a finite {kind[2:] if integer else 'number'}"
+
+
+def number(name, value, *, integer=False, low=None, high=None, strict=False, hint="", error=ConfigError):
+    """``value`` if it is a finite number (an int if ``integer``) with ``low <= value`` (``low < value``
+    if ``strict``) and ``value <= high``; otherwise ``error`` naming ``name`` and what it must be."""
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (low is None or (value > low if strict else value >= low))
+    ok = ok and (high is None or value <= high)
+    if not ok:
+        raise error(f"{name} must be {_describe(integer, low, high, strict)}, got {value!r}{hint}")
+    return int(value) if integer else float(value)
+
+
+def positive(name, value, *, integer=False, hint="", error=ConfigError):
+    """A positive number (an integer >= 1 if ``integer``)."""
+    return number(name, value, integer=integer, low=1 if integer else 0, strict=not integer, hint=hint, error=error)
