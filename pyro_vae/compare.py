@@ -3,7 +3,6 @@ same number of gradient steps; then test ELBO, log p(x), gap, rate, distortion, 
 and gradient variance/SNR for the encoder and the decoder at the trained parameters.
 """
 
-import copy
 import csv
 import json
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from .config import build_elbo, build_vae, parse_value, resolve_device, split_top_level, validate
+from .config import apply_overrides, build_elbo, build_vae, parse_value, resolve_device, split_top_level, validate
 from .diagnostics import gradient_snr
 from .errors import ConfigError
 from .estimators import ESTIMATORS
@@ -54,21 +53,10 @@ def parse_estimators(text):
     return out
 
 
-def _apply(cfg, overrides):
-    cfg = copy.deepcopy(cfg)
-    for key, value in overrides.items():
-        *path, last = key.split(".")
-        node = cfg
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return validate(cfg)
-
-
 def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, data=None, overwrite=False):
     """Run the study; write ``out``/compare.csv, compare.md, compare.json and figures. Returns the rows."""
     out = Path(out)
-    runs = {label: _apply(cfg, o) for label, o in parse_estimators(estimators).items()}  # all checked up front
+    runs = {label: validate(apply_overrides(cfg, o)) for label, o in parse_estimators(estimators).items()}  # all checked up front
     check_folder_target(out)
     data = (data if data is not None else load_config_data(cfg)).to(resolve_device(cfg["device"]))  # loaded once
     for c in runs.values():  # work that cannot finish is refused before the first estimator trains

@@ -8,6 +8,9 @@ import copy
 import math
 import os
 import tomllib
+from collections.abc import Mapping
+
+import tomli_w
 
 import torch
 
@@ -161,18 +164,22 @@ def split_top_level(text, sep=","):
 
 
 def apply_overrides(cfg, overrides):
-    """Apply ``key.sub=value`` strings. Setting a component's ``kind`` resets its other parameters
-    to the new kind's defaults (before the other overrides apply), so kinds never inherit stray keys."""
+    """Apply overrides, ``key.sub=value`` strings (values read as TOML) or a mapping
+    {"key.sub": value}. Setting a component's ``kind`` resets its other parameters to the new
+    kind's defaults (before the other overrides apply), so kinds never inherit stray keys."""
     cfg = copy.deepcopy(cfg)
-    parsed = []
-    if isinstance(overrides, (str, bytes)) or not all(isinstance(item, str) for item in overrides):
-        raise ConfigError(f"overrides must be a list of 'key=value' strings, got {overrides!r} "
-                          "(e.g. [\"train.epochs=1\"])")
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set needs key=value, got {item!r} (e.g. --set train.epochs=1)")
-        key, text = item.split("=", 1)
-        parsed.append((key.strip().split("."), parse_value(text.strip())))
+    if isinstance(overrides, Mapping):
+        parsed = [(str(key).split("."), value) for key, value in overrides.items()]
+    elif not isinstance(overrides, (list, tuple)) or not all(isinstance(item, str) for item in overrides):
+        raise ConfigError(f"overrides must be a list of 'key=value' strings (or a mapping of keys to values), "
+                          f"got {overrides!r} (e.g. [\"train.epochs=1\"])")
+    else:
+        parsed = []
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"--set needs key=value, got {item!r} (e.g. --set train.epochs=1)")
+            key, text = item.split("=", 1)
+            parsed.append((key.strip().split("."), parse_value(text.strip())))
     parsed.sort(key=lambda kv: kv[0][-1] != "kind")  # kinds first
     registries = _registries()
     for path, value in parsed:
@@ -211,27 +218,9 @@ def load_config(path=None, overrides=()):
     return validate(apply_overrides(validate(cfg), overrides))
 
 
-# -- writing TOML (stdlib reads it but does not write it) -----------------------------------------
-def _toml_value(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
 def dump_toml(cfg):
-    lines = [f"{k} = {_toml_value(v)}" for k, v in cfg.items() if not isinstance(v, dict)]
-    for section, table in cfg.items():
-        if isinstance(table, dict):
-            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
+    """The config as TOML text (``tomli_w``; the standard library reads TOML but does not write it)."""
+    return tomli_w.dumps(cfg)
 
 
 # -- building objects -------------------------------------------------------------------------

@@ -106,3 +106,14 @@ def test_one_number_check_refuses_booleans_nan_infinity_and_fractions(override, 
         cfg = load_config(overrides=[override, "data.dataset=synthetic"])
         build_vae(cfg, (1, 8, 8))
         build_optimizer(cfg, [torch.zeros(1, requires_grad=True)])
+
+
+def test_one_override_applier_takes_strings_or_a_mapping():
+    base = load_config()
+    as_strings = apply_overrides(base, ["model.prior.kind=mixture", "train.elbo={kind='iwae', num_particles=3}"])
+    as_mapping = apply_overrides(base, {"model.prior.kind": "mixture", "train.elbo": {"kind": "iwae", "num_particles": 3}})
+    assert validate(as_strings) == validate(as_mapping)
+    assert validate(as_mapping)["model"]["prior"] == {"kind": "mixture"}  # the kind reset its parameters
+    for bad in ("train.epochs=1", 3, [1]):
+        with pytest.raises(ConfigError, match="overrides must be a list"):
+            apply_overrides(base, bad)
