@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import pyro_vae
-from pyro_vae.train import _epoch_generator, prepare
+from pyro_vae.builder import prepare
+from pyro_vae.train import _epoch_generator
 
 
 class HandVAE(nn.Module):

@@ -16,7 +16,6 @@ Without ``--run`` the model is the default one, untrained: the cost does not dep
 """
 
 import argparse
-import math
 import resource
 import time
 
@@ -24,7 +23,8 @@ import torch
 
 import pyro_vae
 from pyro_vae.evaluate import iwae_log_px
-from pyro_vae.train import load_config_data, load_run, prepare
+from pyro_vae.builder import load_config_data, prepare
+from pyro_vae.run import load_run
 
 
 def matmul_gflops(m, k, n, seconds=2.0):

@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_vae import HandVAE  # noqa: E402
 
 import pyro_vae  # noqa: E402
-from pyro_vae.train import _epoch_generator, prepare, svi_step  # noqa: E402
+from pyro_vae.builder import prepare  # noqa: E402
+from pyro_vae.train import _epoch_generator, svi_step  # noqa: E402
 
 
 def batches(data, batch_size, seed):
@@ -92,7 +93,7 @@ def pyro_variant(name, data, overrides=()):
     num_data = data.num_train
 
     def step(x):
-        svi_step(vae, elbo, opt, x, num_data)
+        svi_step(vae.model, vae.guide, elbo, opt, x, num_data)
 
     return Variant(name, step, data, cfg["data"]["batch_size"], cfg["seed"])
 
@@ -135,7 +136,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = pyro_vae.load_config()
-    from pyro_vae.train import load_config_data
+    from pyro_vae.builder import load_config_data
 
     data = load_config_data(cfg)
     pyro.clear_param_store()

@@ -1,7 +1,8 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import DEFAULTS, build_elbo, build_optimizer, build_vae, load_config, validate
+from .builder import build_elbo, build_optimizer, build_vae, prepare
+from .config import DEFAULTS, load_config, validate
 from .data import DATASETS, Data, load_data
 from .errors import (CheckpointError, ConfigError, DataError, PyroVAEError, PyroVAEWarning, RunExistsError,
                      RunFolderError, RunLockedError, TrainingError, TrainingInterrupted, UsageError)
@@ -14,12 +15,13 @@ from .optim import OPTIMIZERS
 from .posteriors import POSTERIORS
 from .priors import PRIORS
 from .run import RunFolder
-from .train import load_model, load_run, train
+from .run import load_model, load_run
+from .train import svi_step, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "VAE", "train", "load_run", "load_model", "RunFolder", "evaluate", "iwae_log_px", "test_elbo", "load_config", "validate",
+    "VAE", "train", "svi_step", "prepare", "load_run", "load_model", "RunFolder", "evaluate", "iwae_log_px", "test_elbo", "load_config", "validate",
     "build_vae", "build_elbo", "build_optimizer", "load_data", "Data", "save_checkpoint", "load_checkpoint",
     "DEFAULTS", "PRIORS", "LIKELIHOODS", "POSTERIORS", "ENCODERS", "DECODERS", "ESTIMATORS", "OPTIMIZERS",
     "DATASETS", "PyroVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "RunExistsError",

@@ -16,7 +16,8 @@ from .errors import PyroVAEError, PyroVAEWarning, TrainingInterrupted, UsageErro
 def _train(args):
     from .config import apply_overrides, load_config, validate
     from .run import RunFolder
-    from .train import default_out, train
+    from .run import default_out
+    from .train import train
 
     if args.resume:
         given = [flag for flag, value in (("--out", args.out), ("--config", args.config),
@@ -42,7 +43,7 @@ def _train(args):
 
 def _evaluate(args):
     from .evaluate import evaluate
-    from .train import load_run
+    from .run import load_run
 
     cfg, vae, data = load_run(args.run)
     k = args.iwae_samples if args.iwae_samples is not None else cfg["eval"]["iwae_samples"]
@@ -68,7 +69,7 @@ def _sample(args):
     import torch
 
     from .plots import check_image_path, save_grid
-    from .train import load_model
+    from .run import load_model
 
     out = check_image_path(args.out or str(Path(args.run) / "samples.png"))
     cfg, vae = load_model(args.run)
@@ -82,7 +83,7 @@ def _sample(args):
 def _compare(args):
     from .compare import compare
     from .config import load_config
-    from .train import default_out
+    from .run import default_out
 
     cfg = load_config(args.config, args.set)
     out = args.out or default_out(cfg).replace(cfg["data"]["dataset"], "compare-" + cfg["data"]["dataset"], 1)
@@ -112,7 +113,7 @@ def _plot(args):
     from .evaluate import evaluate
     from .plots import plot_run
     from .run import METRICS, read_metrics
-    from .train import load_run
+    from .run import load_run
 
     cfg, vae, data = load_run(args.run)
     history, damaged = read_metrics(Path(args.run) / METRICS)

@@ -10,13 +10,14 @@ from pathlib import Path
 import pyro
 import torch
 
-from .config import apply_overrides, build_elbo, build_vae, parse_value, resolve_device, split_top_level, validate
+from .builder import build_elbo, build_vae, load_config_data, resolve_device
+from .config import apply_overrides, parse_value, split_top_level, validate
 from .diagnostics import gradient_snr
 from .errors import ConfigError
 from .estimators import ESTIMATORS
 from .evaluate import evaluate
 from .files import check_folder_target, make_folder
-from .train import load_config_data, train
+from .train import train
 from .work import check_logpx_work
 
 #: named variants beyond the estimator kinds: score-function gradients need a non-reparameterised posterior

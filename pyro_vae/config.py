@@ -5,14 +5,12 @@ Every key has a default (``DEFAULTS``). An unknown section, key or ``kind`` is a
 """
 
 import copy
-import math
 import os
 import tomllib
 from collections.abc import Mapping
 
 import tomli_w
 
-import torch
 
 from .checks import number
 from .errors import ConfigError
@@ -50,7 +48,7 @@ DEFAULTS = {
 }
 
 
-def _registries():
+def component_registries():
     """(dotted key -> (registry, context names the builder supplies))."""
     from .estimators import ESTIMATORS
     from .likelihoods import LIKELIHOODS
@@ -103,7 +101,7 @@ def _check_type(key, value, default):
 def validate(cfg):
     """Check keys, types, bounds and every component ``kind``; return a full config with defaults."""
     out = copy.deepcopy(DEFAULTS)
-    registries = _registries()
+    registries = component_registries()
     if not isinstance(cfg, dict):
         raise ConfigError(f"a config is a table of sections, got {cfg!r}")
 
@@ -181,7 +179,7 @@ def apply_overrides(cfg, overrides):
             key, text = item.split("=", 1)
             parsed.append((key.strip().split("."), parse_value(text.strip())))
     parsed.sort(key=lambda kv: kv[0][-1] != "kind")  # kinds first
-    registries = _registries()
+    registries = component_registries()
     for path, value in parsed:
         node = cfg
         for i, part in enumerate(path[:-1]):
@@ -221,35 +219,3 @@ def load_config(path=None, overrides=()):
 def dump_toml(cfg):
     """The config as TOML text (``tomli_w``; the standard library reads TOML but does not write it)."""
     return tomli_w.dumps(cfg)
-
-
-# -- building objects -------------------------------------------------------------------------
-def build_vae(cfg, data_shape):
-    """The VAE the config describes, for data points of shape ``data_shape``."""
-    from .model import VAE
-
-    reg = _registries()
-    m = cfg["model"]
-    latent_dim = m["latent_dim"]
-    likelihood = reg["model.likelihood"][0].build(m["likelihood"], data_shape=data_shape)
-    encoder = reg["model.encoder"][0].build(m["encoder"], data_shape=data_shape)
-    posterior = reg["model.posterior"][0].build(m["posterior"], in_features=encoder.out_features, latent_dim=latent_dim)
-    out_features = likelihood.params_per_element * math.prod(data_shape)
-    decoder = reg["model.decoder"][0].build(m["decoder"], latent_dim=latent_dim, out_features=out_features, data_shape=data_shape)
-    prior = reg["model.prior"][0].build(m["prior"], latent_dim=latent_dim)
-    vae = VAE(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, beta=cfg["train"]["beta"])
-    return vae.to(resolve_device(cfg["device"]))
-
-
-def build_elbo(cfg):
-    return _registries()["train.elbo"][0].build(cfg["train"]["elbo"])
-
-
-def build_optimizer(cfg, params):
-    return _registries()["train.optimizer"][0].build(cfg["train"]["optimizer"], params=params)
-
-
-def resolve_device(name):
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device = {name!r} but no CUDA device is available here: use device = \"cpu\"")
-    return torch.device(name)

@@ -10,7 +10,8 @@ likelihood with fixed scale; with a ``full_normal`` guide the exact posterior is
 import torch
 from torch.distributions import MultivariateNormal
 
-from .config import build_vae, load_config
+from .builder import build_vae
+from .config import load_config
 from .errors import ConfigError
 
 

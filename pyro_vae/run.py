@@ -20,8 +20,14 @@ import json
 import os
 import socket
 import time
+from datetime import datetime
 from pathlib import Path
 
+import pyro
+
+from .builder import build_vae, prepare
+from .checkpoint import restore_module
+from .config import validate
 from .errors import CheckpointError, ConfigError, RunExistsError, RunFolderError, RunLockedError
 from .files import atomic_write_text, check_folder_target, leftover_temps, os_error
 
@@ -279,3 +285,45 @@ def resume_changes(saved, cfg, mid_epoch):
                 else "start a new run with --out for that (a run keeps its architecture, data and seed)")
         raise ConfigError("cannot change on resume: " + "; ".join(refused) + f". {hint[0].upper()}{hint[1:]}")
     return [line for line in applied if line[0] != "train.out"]
+
+
+# -- reading a run back ---------------------------------------------------------------------
+def default_out(cfg):
+    """``train.out`` with NAME replaced by DATASET-DATE-TIME."""
+    out = cfg["train"]["out"]
+    if "NAME" in out:
+        out = out.replace("NAME", f"{cfg['data']['dataset']}-{datetime.now():%Y%m%d-%H%M%S}")
+    return out
+
+
+def load_run(run_dir, data=None):
+    """Rebuild a trained VAE and its data from a run folder: returns (cfg, vae, data)."""
+    folder = RunFolder(run_dir)
+    state = folder.load_checkpoint()
+    cfg = _saved_config(folder, state)
+    data, vae, _, _ = prepare(cfg, data)
+    restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
+    return cfg, vae, data
+
+
+def load_model(run_dir):
+    """Rebuild a trained VAE from its checkpoint alone, without loading its data (for sampling):
+    returns (cfg, vae). Checkpoints older than ``data_shape`` fall back to ``load_run``."""
+    folder = RunFolder(run_dir)
+    state = folder.load_checkpoint()
+    cfg = _saved_config(folder, state)
+    shape = state.get("data_shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
+        cfg, vae, _ = load_run(run_dir)
+        return cfg, vae
+    pyro.set_rng_seed(cfg["seed"])
+    vae = build_vae(cfg, tuple(shape))
+    restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
+    return cfg, vae
+
+
+def _saved_config(folder, state):
+    try:
+        return validate(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{folder.file(CHECKPOINT)} holds a config this pyro-vae cannot read ({e})") from None

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from .config import build_vae, load_config, split_top_level
+from .builder import build_vae, load_config_data
+from .config import load_config, split_top_level
 from .errors import ConfigError
 from .evaluate import evaluate
 from .files import check_folder_target, make_folder
-from .train import load_config_data, train
+from .train import train
 from .work import check_logpx_work
 
 

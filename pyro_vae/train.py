@@ -13,67 +13,30 @@ import os
 import signal
 import threading
 import time
-from datetime import datetime
 
 import pyro
 import torch
 from tqdm.auto import tqdm
 
+from .builder import build_beta_schedules, prepare
 from .checkpoint import restore_module, save_checkpoint
-from .config import build_elbo, build_optimizer, build_vae, dump_toml, resolve_device, validate
-from .data import TORCHVISION_DATASETS, load_data, resolve_root
-from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingError, TrainingInterrupted
-from .estimators import check_compatible
+from .config import dump_toml, validate
+from .data import TORCHVISION_DATASETS, resolve_root
+from .errors import CheckpointError, ConfigError, PyroVAEError, TrainingError, TrainingInterrupted
 from .evaluate import rate, test_elbo
 from .monitor import DivergenceMonitor
 from .plots import save_grid
-from .run import CHECKPOINT, CONFIG, METRICS, SAMPLES, RunFolder, read_metrics, resume_changes
-from .schedules import SCHEDULES, DualAscent
-from .work import check_step_memory
+from .run import CHECKPOINT, CONFIG, METRICS, SAMPLES, RunFolder, default_out, read_metrics, resume_changes
 
 
-def default_out(cfg):
-    out = cfg["train"]["out"]
-    if "NAME" in out:
-        out = out.replace("NAME", f"{cfg['data']['dataset']}-{datetime.now():%Y%m%d-%H%M%S}")
-    return out
-
-
-def load_config_data(cfg):
-    """The dataset ``cfg['data']`` describes, binarised as it says."""
-    d = cfg["data"]
-    return load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"])
-
-
-def prepare(cfg, data=None):
-    """Load data and build the VAE, estimator and optimiser; refuse bad combinations up front."""
-    pyro.set_rng_seed(cfg["seed"])
-    device = resolve_device(cfg["device"])
-    d = cfg["data"]
-    data = (data if data is not None else load_config_data(cfg)).to(device)
-    if d["batch_size"] > data.num_train:
-        raise DataError(
-            f"data.batch_size = {d['batch_size']} is larger than the training set ({data.num_train} points): "
-            f"lower it, e.g. --set data.batch_size={max(1, data.num_train // 4)}"
-        )
-    vae = build_vae(cfg, data.data_shape)
-    vae.likelihood.check_data(data.example_batch())
-    vae.likelihood.check_data(data.test)
-    if data.binarize == "none":
-        vae.likelihood.check_data(data.train)
-    elbo = build_elbo(cfg)
-    check_compatible(elbo, vae)
-    optimizer = build_optimizer(cfg, vae.parameters())
-    return data, vae, elbo, optimizer
-
-
-def svi_step(vae, elbo, optimizer, x, num_data, validate=False):
-    """One SVI step, ``pyro.infer.SVI.step``'s arithmetic: ``elbo.loss_and_grads(model, guide, x)``
-    fills the gradients, one optimiser step applies them. Pyro's validation runs only if asked
-    (the loop asks on its first step). Returns the loss; a non-finite loss is not applied."""
+def svi_step(model, guide, elbo, optimizer, *args, validate=False, **kwargs):
+    """One SVI step, ``pyro.infer.SVI.step``'s arithmetic: ``elbo.loss_and_grads(model, guide, *args,
+    **kwargs)`` fills the gradients, one ``torch.optim`` step applies them. Any model/guide pair and
+    any ``pyro.infer.ELBO`` work (the optimiser must hold their parameters). Pyro's validation runs
+    only if asked (the loop asks on its first step). Returns the loss; a non-finite loss is not applied."""
     optimizer.zero_grad(set_to_none=True)
     with pyro.validation_enabled(validate):
-        loss = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=num_data)
+        loss = elbo.loss_and_grads(model, guide, *args, **kwargs)
     if math.isfinite(loss):
         optimizer.step()
     return loss
@@ -112,20 +75,6 @@ def _run_config(cfg, out):
         cfg["data"]["root"] = os.path.abspath(resolve_root(cfg["data"]["root"]))
     cfg["train"]["out"] = str(out)
     return cfg
-
-
-def _prepare_checked(cfg, data):
-    """``prepare`` plus the checks that need the built model: a step that cannot fit in memory,
-    and an architecture too large to allocate, are ConfigErrors before any folder is written."""
-    try:
-        data, vae, elbo, optimizer = prepare(cfg, data)
-    except (RuntimeError, MemoryError) as e:
-        if "alloc" not in str(e).lower() and not isinstance(e, MemoryError):
-            raise
-        raise ConfigError(f"the model does not fit in memory ({str(e).splitlines()[0][:120]}): lower "
-                          "model.latent_dim or the hidden sizes") from None
-    check_step_memory(vae, cfg["data"]["batch_size"], getattr(elbo, "num_particles", 1))
-    return data, vae, elbo, optimizer
 
 
 def _restore_optimizer(optimizer, saved):
@@ -175,9 +124,9 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
     try:
         if resume:
             state = _resume_state(folder, cfg, log)
-            prepared = _prepare_checked(cfg, data)
+            prepared = prepare(cfg, data)
         else:
-            prepared = _prepare_checked(cfg, data)  # a failed start leaves no folder behind
+            prepared = prepare(cfg, data)  # a failed start leaves no folder behind
             folder.acquire()
             folder.start_new(overwrite)
             state = None
@@ -207,8 +156,7 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
     steps = data.num_batches(batch_size)
     t = cfg["train"]
     epochs = t["epochs"]
-    warmup = SCHEDULES.build(t["kl_warmup"], steps_per_epoch=steps, total_steps=steps * epochs)
-    dual = DualAscent(t["target_rate"], t["beta_lr"], beta=t["beta"]) if t["target_rate"] > 0 else None
+    warmup, dual = build_beta_schedules(cfg, steps)
     history = []
     if state is not None:
         restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
@@ -256,7 +204,7 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
                     global_step = (epoch - 1) * steps + step
                     vae.beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
                     beta_sum += vae.beta
-                    loss = svi_step(vae, elbo, optimizer, x, num_data, validate=epoch == 1 and step == 0)
+                    loss = svi_step(vae.model, vae.guide, elbo, optimizer, x, num_data, validate=epoch == 1 and step == 0)
                     if not math.isfinite(loss):
                         raise TrainingError(_nan_message(loss, epoch, step + 1, folder, folder.file(CHECKPOINT).exists(),
                                                          optimizer.param_groups[0]["lr"]))
@@ -321,36 +269,3 @@ def _checkpoint_epoch(folder):
         return load_checkpoint(folder.file(CHECKPOINT))["epoch"]
     except Exception:
         return 0
-
-
-def load_run(run_dir, data=None):
-    """Rebuild a trained VAE and its data from a run folder: returns (cfg, vae, data)."""
-    folder = RunFolder(run_dir)
-    state = folder.load_checkpoint()
-    cfg = _saved_config(folder, state)
-    data, vae, _, _ = prepare(cfg, data)
-    restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
-    return cfg, vae, data
-
-
-def load_model(run_dir):
-    """Rebuild a trained VAE from its checkpoint alone, without loading its data (for sampling):
-    returns (cfg, vae). Checkpoints older than ``data_shape`` fall back to ``load_run``."""
-    folder = RunFolder(run_dir)
-    state = folder.load_checkpoint()
-    cfg = _saved_config(folder, state)
-    shape = state.get("data_shape")
-    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
-        cfg, vae, _ = load_run(run_dir)
-        return cfg, vae
-    pyro.set_rng_seed(cfg["seed"])
-    vae = build_vae(cfg, tuple(shape))
-    restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
-    return cfg, vae
-
-
-def _saved_config(folder, state):
-    try:
-        return validate(state["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"{folder.file(CHECKPOINT)} holds a config this pyro-vae cannot read ({e})") from None

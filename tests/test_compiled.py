@@ -66,7 +66,7 @@ def test_one_graph_for_a_whole_run(synthetic):
     elbo, opt = build_elbo(cfg), build_optimizer(cfg, vae.parameters())
     assert cfg["train"]["elbo"]["kind"] == "jit_meanfield"  # the default is the compiled estimator
     g = torch.Generator().manual_seed(0)
-    losses = [svi_step(vae, elbo, opt, x, synthetic.num_train, validate=i == 0)
+    losses = [svi_step(vae.model, vae.guide, elbo, opt, x, synthetic.num_train, validate=i == 0)
               for i, x in enumerate(synthetic.batches(50, g))]
     assert len(losses) > 5 and all(torch.isfinite(torch.tensor(losses)))
     assert len(elbo._graphs) == 1

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pyro_vae import RunExistsError, TrainingError, evaluate, load_run, train
-from pyro_vae.train import prepare
+from pyro_vae.builder import prepare
 
 from .conftest import small_config
 

@@ -1,0 +1,90 @@
+"""From a validated config to objects: the VAE, the estimator, the optimiser, the beta schedules,
+and ``prepare``, which loads the data and refuses bad combinations before any training."""
+
+import math
+
+import pyro
+import torch
+
+from .config import component_registries
+from .data import load_data
+from .errors import ConfigError, DataError
+from .estimators import check_compatible
+from .schedules import SCHEDULES, DualAscent
+from .work import check_step_memory
+
+
+def build_vae(cfg, data_shape):
+    """The VAE the config describes, for data points of shape ``data_shape``."""
+    from .model import VAE
+
+    reg = component_registries()
+    m = cfg["model"]
+    latent_dim = m["latent_dim"]
+    likelihood = reg["model.likelihood"][0].build(m["likelihood"], data_shape=data_shape)
+    encoder = reg["model.encoder"][0].build(m["encoder"], data_shape=data_shape)
+    posterior = reg["model.posterior"][0].build(m["posterior"], in_features=encoder.out_features, latent_dim=latent_dim)
+    out_features = likelihood.params_per_element * math.prod(data_shape)
+    decoder = reg["model.decoder"][0].build(m["decoder"], latent_dim=latent_dim, out_features=out_features, data_shape=data_shape)
+    prior = reg["model.prior"][0].build(m["prior"], latent_dim=latent_dim)
+    vae = VAE(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, beta=cfg["train"]["beta"])
+    return vae.to(resolve_device(cfg["device"]))
+
+
+def build_elbo(cfg):
+    return component_registries()["train.elbo"][0].build(cfg["train"]["elbo"])
+
+
+def build_optimizer(cfg, params):
+    return component_registries()["train.optimizer"][0].build(cfg["train"]["optimizer"], params=params)
+
+
+def build_beta_schedules(cfg, steps_per_epoch):
+    """(warm-up, dual ascent or None): beta at a step is ``(dual.beta or train.beta) * warmup(step)``."""
+    t = cfg["train"]
+    warmup = SCHEDULES.build(t["kl_warmup"], steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * t["epochs"])
+    dual = DualAscent(t["target_rate"], t["beta_lr"], beta=t["beta"]) if t["target_rate"] > 0 else None
+    return warmup, dual
+
+
+def resolve_device(name):
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device = {name!r} but no CUDA device is available here: use device = \"cpu\"")
+    return torch.device(name)
+
+
+def load_config_data(cfg):
+    """The dataset ``cfg['data']`` describes, binarised as it says."""
+    d = cfg["data"]
+    return load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"])
+
+
+def prepare(cfg, data=None):
+    """Load data and build the VAE, estimator and optimiser; refuse bad combinations up front:
+    data outside the likelihood's support, an estimator the model cannot use, a training step
+    that cannot fit in memory, an architecture too large to allocate."""
+    pyro.set_rng_seed(cfg["seed"])
+    device = resolve_device(cfg["device"])
+    d = cfg["data"]
+    data = (data if data is not None else load_config_data(cfg)).to(device)
+    if d["batch_size"] > data.num_train:
+        raise DataError(
+            f"data.batch_size = {d['batch_size']} is larger than the training set ({data.num_train} points): "
+            f"lower it, e.g. --set data.batch_size={max(1, data.num_train // 4)}"
+        )
+    try:
+        vae = build_vae(cfg, data.data_shape)
+    except (RuntimeError, MemoryError) as e:
+        if "alloc" not in str(e).lower() and not isinstance(e, MemoryError):
+            raise
+        raise ConfigError(f"the model does not fit in memory ({str(e).splitlines()[0][:120]}): lower "
+                          "model.latent_dim or the hidden sizes") from None
+    vae.likelihood.check_data(data.example_batch())
+    vae.likelihood.check_data(data.test)
+    if data.binarize == "none":
+        vae.likelihood.check_data(data.train)
+    elbo = build_elbo(cfg)
+    check_compatible(elbo, vae)
+    check_step_memory(vae, d["batch_size"], getattr(elbo, "num_particles", 1))
+    optimizer = build_optimizer(cfg, vae.parameters())
+    return data, vae, elbo, optimizer
