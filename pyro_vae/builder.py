@@ -27,7 +27,7 @@ def build_vae(cfg, data_shape):
     out_features = likelihood.params_per_element * math.prod(data_shape)
     decoder = reg["model.decoder"][0].build(m["decoder"], latent_dim=latent_dim, out_features=out_features, data_shape=data_shape)
     prior = reg["model.prior"][0].build(m["prior"], latent_dim=latent_dim)
-    vae = VAE(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, beta=cfg["train"]["beta"])
+    vae = VAE(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim)
     return vae.to(resolve_device(cfg["device"]))
 
 
@@ -84,7 +84,7 @@ def prepare(cfg, data=None):
     if data.binarize == "none":
         vae.likelihood.check_data(data.train)
     elbo = build_elbo(cfg)
-    check_compatible(elbo, vae)
+    check_compatible(elbo, vae.model, vae.guide, data.example_batch(2), num_data=data.num_train)
     check_step_memory(vae, d["batch_size"], getattr(elbo, "num_particles", 1))
     optimizer = build_optimizer(cfg, vae.parameters())
     return data, vae, elbo, optimizer

@@ -3,58 +3,69 @@
 Every entry takes ``num_particles`` (K) and ``vectorize_particles`` (default: on when K > 1,
 so the K particles run as one batched pass) and returns a ``pyro.infer.ELBO``. Combinations
 Pyro would refuse, or silently degrade, are refused here with a message before training.
+
+**Capabilities, not names.** An estimator class says what it needs in class attributes, and
+``check_compatible`` reads them from any ``pyro.infer.ELBO`` (a user's subclass included):
+
+- ``min_particles``: the K below which it is not the estimator it claims (2 for IWAE, Renyi, DReG,
+  tail-adaptive; default 1);
+- ``requires_rsample``: every guide sample site must be reparameterised (default False);
+- ``needs_detached_q``: it evaluates log q at detached parameters, so the guide's distributions
+  must allow that (``objectives.detach_params``; default False);
+- ``allows_shared_params``: the model may use parameters the guide registered (default True;
+  False for DReG, whose phi/theta split is the guide's/the model's parameters).
+
+**Which way each bound points** (for a reparameterised guide, per data point, K particles):
+ELBO (trace, meanfield, stl, tracegraph) <= IWAE_K (iwae, dreg's loss) <= log p(x), IWAE_K rising
+with K; Renyi alpha in [0, 1) lies between the ELBO (alpha -> 1) and IWAE (alpha = 0), and
+alpha > 1 below the ELBO, all lower bounds; alpha < 0 gives an *upper* bound as K -> infinity and
+no bound for finite K, so it is refused here (Li & Turner 2016). Tail-adaptive (Wang et al. 2018) changes the gradient,
+not the objective; its loss is the ELBO of its particles.
 """
 
 import torch
 from pyro import infer
 
-from .compiled import JitTraceELBO, JitTraceMeanFieldELBO
-from .checks import positive
+from .checks import number, positive
 from .errors import ConfigError
-from .objectives import DReG, RenyiBound, STL, detach_params
+from .objectives import (DReG, JitTraceELBO, JitTraceMeanFieldELBO, RenyiBound, STL, TailAdaptiveELBO, detach_params,
+                         trace_params)
 from .registry import Registry
 
 ESTIMATORS = Registry("train.elbo")
 
-#: estimators whose objective differs from the ELBO only with several particles
-NEEDS_PARTICLES = {"renyi", "iwae", "tail_adaptive", "pyro_renyi", "dreg"}
-#: the project's own objectives (``objectives.py``): always vectorised, reparameterised guides only
-OURS = {"renyi", "iwae", "stl", "dreg"}
-
-
-def _check_particles(name, num_particles):
+def _check_particles(cls, name, num_particles):
     positive("train.elbo.num_particles", num_particles, integer=True)
-    if name in NEEDS_PARTICLES and num_particles < 2:
+    if num_particles < getattr(cls, "min_particles", 1):
         raise ConfigError(
-            f"the {name!r} estimator needs num_particles >= 2 (with K = 1 it is the plain ELBO): "
+            f"the {name!r} estimator needs num_particles >= {cls.min_particles} (with K = 1 it is the plain ELBO): "
             f"set train.elbo.num_particles, e.g. --set train.elbo.num_particles=5, or use kind = \"trace\""
         )
 
 
 def _check_alpha(alpha):
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha == 1:
-        raise ConfigError(
-            f"train.elbo.alpha must be a number other than 1, got {alpha!r} "
-            "(alpha = 1 is the ELBO itself: use kind = \"trace\")"
-        )
-    return float(alpha)
+    alpha = number("train.elbo.alpha", alpha, low=0)  # alpha < 0: no lower bound (see the module docstring)
+    if alpha == 1:
+        raise ConfigError("train.elbo.alpha must not be 1, the ELBO itself: use kind = \"trace\"")
+    return alpha
 
 
 def _ours(cls, name, num_particles, **kwargs):
-    _check_particles(name, num_particles)
-    elbo = cls(num_particles=num_particles, **kwargs)
-    elbo.name = name
-    return elbo
+    _check_particles(cls, name, num_particles)
+    return cls(num_particles=num_particles, **kwargs)
 
 
 def _make(cls, name, num_particles, vectorize_particles, **kwargs):
-    _check_particles(name, num_particles)
+    _check_particles(cls, name, num_particles)
     if vectorize_particles is None:
         vectorize_particles = num_particles > 1
-    elbo = cls(num_particles=num_particles, vectorize_particles=bool(vectorize_particles),
-               max_plate_nesting=1, **kwargs)
-    elbo.name = name
-    return elbo
+    return cls(num_particles=num_particles, vectorize_particles=bool(vectorize_particles), max_plate_nesting=1, **kwargs)
+
+
+class PyroRenyiELBO(infer.RenyiELBO):
+    """Pyro's RenyiELBO, unchanged but for the capability it needs."""
+
+    min_particles = 2
 
 
 def _pyro(cls, name, doc):
@@ -79,7 +90,8 @@ for _name, _cls, _doc in (
 
 @ESTIMATORS.register("renyi")
 def renyi(alpha=0.5, num_particles=5):
-    """The Renyi alpha bound per data point, (1/(1-alpha)) log mean_k w_k^(1-alpha) (ours: exact with minibatches)."""
+    """The Renyi alpha bound (Li & Turner 2016) per data point, (1/(1-alpha)) log mean_k w_k^(1-alpha),
+    a lower bound on log p(x) for alpha in [0, 1) (ours: exact with minibatches)."""
     return _ours(RenyiBound, "renyi", num_particles, alpha=_check_alpha(alpha))
 
 
@@ -93,7 +105,7 @@ def iwae(num_particles=5):
 def pyro_renyi(alpha=0.0, num_particles=5, vectorize_particles=None):
     """Pyro's RenyiELBO as it is: exact on full batches; with minibatches it scales log w by N/n
     inside the log-mean-exp (see objectives.py), so it is here for comparison only."""
-    return _make(infer.RenyiELBO, "pyro_renyi", num_particles, vectorize_particles, alpha=_check_alpha(alpha))
+    return _make(PyroRenyiELBO, "pyro_renyi", num_particles, vectorize_particles, alpha=_check_alpha(alpha))
 
 
 @ESTIMATORS.register("stl")
@@ -108,39 +120,39 @@ def dreg(num_particles=5):
     return _ours(DReG, "dreg", num_particles)
 
 
-class TailAdaptiveELBO(infer.TraceTailAdaptive_ELBO):
-    """Pyro's tail-adaptive gradient, with a loss value: the K-particle ELBO estimate of the same
-    draws (Pyro reports ``inf``, which would hide a diverging run)."""
-
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
-        _, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
-        log_w = sum(s["log_prob_sum"] for s in model_trace.nodes.values() if s["type"] == "sample")
-        log_w = log_w - sum(s["log_prob_sum"] for s in guide_trace.nodes.values() if s["type"] == "sample")
-        return -float(log_w.detach()) / self.num_particles, surrogate
-
-
 @ESTIMATORS.register("tail_adaptive")
 def tail_adaptive(num_particles=5, vectorize_particles=True, tail_adaptive_beta=-1.0):
-    """TraceTailAdaptive_ELBO: adaptive f-divergence gradients (whole-batch particle ranking, as
-    Pyro implements it); the loss value reported is the ELBO of the same particles."""
+    """TraceTailAdaptive_ELBO (Wang et al. 2018): adaptive f-divergence gradients (whole-batch particle
+    ranking, as Pyro implements it); the loss value reported is the ELBO of the same particles."""
     if vectorize_particles is False:
         raise ConfigError("the 'tail_adaptive' estimator needs vectorize_particles = true (Pyro implements no other)")
     return _make(TailAdaptiveELBO, "tail_adaptive", num_particles, True,
                  tail_adaptive_beta=float(tail_adaptive_beta))
 
 
-def check_compatible(elbo, vae):
-    """Refuse, before training, an estimator that cannot work with this VAE."""
-    p = next(vae.parameters())
-    q = vae.q(torch.zeros(1, *vae.data_shape, device=p.device, dtype=p.dtype))
-    if (elbo.name == "tail_adaptive" or elbo.name in OURS) and not q.has_rsample:
-        raise ConfigError(
-            f"the {elbo.name!r} estimator needs a reparameterised posterior (has_rsample); "
-            f"this {type(vae.posterior).__name__} is not: use kind = \"trace\" or \"tracegraph\""
-        )
-    if getattr(elbo, "needs_detached_q", False):
-        detach_params(q)  # refuses posteriors whose parameters live in modules (flows)
-    if elbo.name == "dreg" and vae.prior.uses_encoder:
-        raise ConfigError("the 'dreg' estimator needs a prior that does not share the encoder (not 'vamp'): "
-                          "use kind = \"iwae\"")
+def check_compatible(elbo, model, guide, *args, **kwargs):
+    """Refuse, before training, an estimator that cannot work with this model/guide pair: read the
+    estimator's capabilities (see the module docstring) against one trace of each program."""
+    from pyro import poutine
+    from pyro.poutine.util import site_is_subsample
 
+    name = type(elbo).__name__
+    with torch.no_grad(), poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    latents = [s for s in guide_trace.nodes.values()
+               if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    if getattr(elbo, "requires_rsample", False):
+        for s in latents:
+            if not s["fn"].has_rsample:
+                raise ConfigError(
+                    f"the {name} estimator needs a reparameterised guide, but site {s['name']!r} draws from "
+                    f"{type(s['fn']).__name__} without rsample: use kind = \"trace\" or \"tracegraph\"")
+    if getattr(elbo, "needs_detached_q", False):
+        for s in latents:
+            detach_params(s["fn"])  # refuses distributions whose parameters live in modules (flows)
+    if not getattr(elbo, "allows_shared_params", True):
+        guide_params = {id(p) for p in trace_params(guide_trace)}
+        if any(id(p) in guide_params for p in trace_params(model_trace)):
+            raise ConfigError(f"the {name} estimator needs a model that does not share parameters with the guide "
+                              "(the VampPrior shares the encoder): use kind = \"iwae\"")

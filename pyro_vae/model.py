@@ -1,18 +1,22 @@
 """The VAE: a Pyro ``model`` (decoder: p(z) p(x|z)) and ``guide`` (encoder: q(z|x)) pair.
 
 ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) = -(distortion + rate) <= log p(x).
-With ``beta != 1`` both log p(z) and log q(z|x) are scaled by beta (``poutine.scale`` on the
-``z`` site in both programs), so every estimator optimises -E_q log p(x|z) + beta * KL.
+``beta`` is an argument of both programs (not state of the VAE): log p(z) and log q(z|x) are
+scaled by it (a scale messenger on the ``z`` site in both), so every estimator optimises
+-E_q log p(x|z) + beta * KL. A float or a 0-dim tensor, so a compiled loss takes it as an input.
+Each program registers its own parts with ``pyro.module``: the model the decoder, likelihood and
+prior, the guide the encoder and posterior head; a prior built from the encoder (VampPrior)
+registers the encoder in the model too, so the sharing is visible in the traces.
 """
 
 import math
 
 import pyro
 import torch
-from pyro import poutine
+from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from .checks import positive
+from .checks import number, positive
 from .errors import DataError
 
 
@@ -22,6 +26,23 @@ def posterior_mean(q, num_samples=64):
         return q.mean
     except NotImplementedError:
         return q.sample((num_samples,)).mean(0)
+
+
+class KLWeight(Messenger):
+    """Multiply the log-density of the sample sites inside by ``beta`` >= 0: ``poutine.scale``,
+    but allowing 0 (beta = 0, or the first step of a cyclical warm-up, drops the KL term)."""
+
+    def __init__(self, beta):
+        super().__init__()
+        self.beta = beta
+
+    def _process_message(self, msg):
+        msg["scale"] = self.beta * msg["scale"]
+
+
+def _check_beta(beta):
+    if not torch.is_tensor(beta):
+        number("beta", beta, low=0, error=DataError)
 
 
 def _check_count(n, what):
@@ -37,17 +58,15 @@ class VAE(nn.Module):
         decoder: z (..., latent_dim) -> raw outputs (..., params_per_element * prod(data_shape))
         likelihood: raw outputs -> p(x|z), event shape data_shape
         prior: n -> p(z), batch shape (n,), event shape (latent_dim,)
-        beta: KL weight (1 = the ELBO)
-        name: the name under which ``pyro.module`` registers the parameters
+        name: the prefix under which ``pyro.module`` registers the parts ("vae.decoder", ...)
     """
 
-    def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, beta=1.0, name="vae"):
+    def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae"):
         super().__init__()
         self.encoder, self.posterior = encoder, posterior
         self.decoder, self.likelihood, self.prior = decoder, likelihood, prior
         self.data_shape = tuple(data_shape)
         self.latent_dim = int(latent_dim)
-        self.beta = float(beta)
         self.name = name
         prior.bind(self)
 
@@ -61,9 +80,14 @@ class VAE(nn.Module):
             return pyro.plate("data", n)
         return pyro.plate("data", size=num_data, subsample=torch.arange(n, device=device))
 
-    def model(self, x=None, num_data=None, num_samples=1):
-        """p(z) p(x|z). With ``x=None`` it generates ``num_samples`` data points."""
-        pyro.module(self.name, self)
+    def _register(self, *parts):
+        for part in parts:
+            pyro.module(f"{self.name}.{part}", getattr(self, part))
+
+    def model(self, x=None, num_data=None, num_samples=1, beta=1.0):
+        """p(z) p(x|z), the prior term weighted by ``beta``. With ``x=None`` it generates ``num_samples`` points."""
+        self._register("decoder", "likelihood", "prior", *(("encoder", "posterior") if self.prior.uses_encoder else ()))
+        _check_beta(beta)
         if x is not None:
             self.check_shape(x)
         else:
@@ -72,18 +96,19 @@ class VAE(nn.Module):
             _check_count(num_data, "num_data")
         n = num_samples if x is None else x.shape[0]
         with self._plate(n, num_data, None if x is None else x.device):
-            with poutine.scale(scale=self.beta):
+            with KLWeight(beta):
                 z = pyro.sample("z", self.prior(n))
             return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
-    def guide(self, x=None, num_data=None, num_samples=1):
-        """q(z|x), amortised by the encoder. Needs ``x``."""
+    def guide(self, x=None, num_data=None, num_samples=1, beta=1.0):
+        """q(z|x), amortised by the encoder, weighted by ``beta``. Needs ``x``."""
         if x is None:
             raise DataError("the guide q(z|x) needs data x")
         self.check_shape(x)
-        pyro.module(self.name, self)
+        _check_beta(beta)
+        self._register("encoder", "posterior")
         with self._plate(x.shape[0], num_data, x.device):
-            with poutine.scale(scale=self.beta):
+            with KLWeight(beta):
                 return pyro.sample("z", self.posterior(self.encoder(x)), infer=dict(getattr(self.posterior, "infer", {})))
 
     # -- direct access, for evaluation and figures -----------------------------------------

@@ -202,9 +202,10 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
                            desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False, mininterval=0.5, unit="batch")
                 for step, x in enumerate(bar, start=first):
                     global_step = (epoch - 1) * steps + step
-                    vae.beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
-                    beta_sum += vae.beta
-                    loss = svi_step(vae.model, vae.guide, elbo, optimizer, x, num_data, validate=epoch == 1 and step == 0)
+                    beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
+                    beta_sum += beta
+                    loss = svi_step(vae.model, vae.guide, elbo, optimizer, x, num_data=num_data, beta=beta,
+                                    validate=epoch == 1 and step == 0)
                     if not math.isfinite(loss):
                         raise TrainingError(_nan_message(loss, epoch, step + 1, folder, folder.file(CHECKPOINT).exists(),
                                                          optimizer.param_groups[0]["lr"]))

@@ -8,9 +8,9 @@ from pyro_vae import ESTIMATORS, DataError, build_vae
 from .conftest import small_config
 
 
-def traces(vae, x, num_data=None):
-    guide_tr = poutine.trace(vae.guide).get_trace(x, num_data=num_data)
-    model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x, num_data=num_data)
+def traces(vae, x, num_data=None, **kwargs):
+    guide_tr = poutine.trace(vae.guide).get_trace(x, num_data=num_data, **kwargs)
+    model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x, num_data=num_data, **kwargs)
     return model_tr, guide_tr
 
 
@@ -41,11 +41,25 @@ def test_model_generates_without_data(small_vae):
     assert small_vae.sample(5).shape == (5, 1, 8, 8)
 
 
-def test_beta_scales_z_in_both_programs(synthetic):
-    vae = build_vae(small_config("train.beta=0.25"), synthetic.data_shape)
-    model_tr, guide_tr = traces(vae, synthetic.example_batch(6))
-    assert model_tr.nodes["z"]["scale"] == 0.25 and guide_tr.nodes["z"]["scale"] == 0.25
+@pytest.mark.parametrize("beta", [0.25, 0.0, 3.0])
+def test_beta_scales_z_in_both_programs(synthetic, beta):
+    vae = build_vae(small_config(), synthetic.data_shape)
+    model_tr, guide_tr = traces(vae, synthetic.example_batch(6), beta=beta)
+    assert model_tr.nodes["z"]["scale"] == beta and guide_tr.nodes["z"]["scale"] == beta
     assert model_tr.nodes["x"]["scale"] == 1.0
+    with pytest.raises(DataError, match="beta must be a number >= 0"):
+        traces(vae, synthetic.example_batch(6), beta=-1.0)
+
+
+def test_each_program_registers_its_own_parts(synthetic):
+    vae = build_vae(small_config(), synthetic.data_shape)
+    model_tr, guide_tr = traces(vae, synthetic.example_batch(3))
+    registered = lambda tr: {n.split("$$$")[0] for n, s in tr.nodes.items() if s["type"] == "param"}  # noqa: E731
+    assert registered(guide_tr) == {"vae.encoder", "vae.posterior"}
+    assert registered(model_tr) == {"vae.decoder"}  # a standard normal prior and bernoulli have no parameters
+    vamp = build_vae(small_config("model.prior={kind='vamp', pseudo_inputs=5}"), synthetic.data_shape)
+    model_tr, _ = traces(vamp, synthetic.example_batch(3))
+    assert registered(model_tr) == {"vae.decoder", "vae.prior", "vae.encoder", "vae.posterior"}  # shared: explicit
 
 
 def test_log_weights_match_the_pyro_traces(small_vae, synthetic):
