@@ -113,3 +113,13 @@ def test_plot_command_writes_every_figure(tmp_path, capsys):
                      "latent_scatter.png", "manifold.png"}
     assert all((run / "figures" / n).stat().st_size > 500 for n in names)
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["beta"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["trace", "jit_meanfield", "iwae"])
+@pytest.mark.parametrize("schedule", ["train.beta=0.0", "train.kl_warmup={kind='cyclical', cycles=2}"])
+def test_a_kl_weight_of_zero_trains_with_every_estimator(tmp_path, synthetic, kind, schedule):
+    """beta = 0 (set, or the first step of a cyclical warm-up) drops the KL term; Pyro's poutine.scale
+    refuses a scale of 0, so the programs weight z with their own messenger."""
+    _, history = train(small_config(f"train.elbo.kind={kind}", schedule), tmp_path, data=synthetic,
+                       progress=False, log=lambda s: None)
+    assert math.isfinite(history[0]["train_loss"])
