@@ -88,14 +88,29 @@ def hand_variant(name, data, cfg, fused, compile=False):
     return Variant(name, step, data, cfg["data"]["batch_size"], cfg["seed"])
 
 
-def pyro_variant(name, data, overrides=()):
+def pyro_variant(name, data, overrides=(), compile=None):
+    """svi_step as ``pyro-vae train`` runs it; ``compile="networks"`` puts the encoder and decoder through
+    torch.compile, ``compile="step"`` the whole loss (Pyro's poutines included) with the optimiser step."""
     cfg = pyro_vae.load_config(overrides=list(overrides))
     _, vae, elbo, opt = prepare(cfg, data)
     vae.name = name  # one parameter namespace per variant in Pyro's global param store
     num_data = data.num_train
+    if compile == "networks":
+        vae.encoder, vae.decoder = torch.compile(vae.encoder), torch.compile(vae.decoder)
+
+    def loss(x, beta):
+        return elbo.differentiable_loss(vae.model, vae.guide, x, num_data=num_data, beta=beta)
+
+    compiled_loss = torch.compile(loss)
 
     def step(x):
-        svi_step(vae.model, vae.guide, elbo, opt, x, num_data=num_data, beta=1.0)  # as pyro-vae train calls it
+        if compile == "step":
+            opt.zero_grad(set_to_none=True)
+            with pyro.validation_enabled(False):
+                compiled_loss(x, torch.tensor(1.0)).backward()
+            opt.step()
+        else:
+            svi_step(vae.model, vae.guide, elbo, opt, x, num_data=num_data, beta=1.0)  # as pyro-vae train calls it
 
     return Variant(name, step, data, cfg["data"]["batch_size"], cfg["seed"])
 
@@ -168,13 +183,20 @@ def main(argv=None):
         kinds = {"trace": [], "jit_trace": [], "meanfield": [], "jit_meanfield": [],
                  "iwae (K=5)": ["train.elbo.kind=iwae", "train.elbo.num_particles=5"]}
         vs = [pyro_variant(k, data, o or [f"train.elbo.kind={k}"]) for k, o in kinds.items()]
+        if not args.no_compile:
+            vs += [pyro_variant("meanfield, torch.compile'd networks", data, ["train.elbo.kind=meanfield"], "networks"),
+                   pyro_variant("meanfield, torch.compile'd step", data, ["train.elbo.kind=meanfield"], "step")]
         measure(vs, args.steps)
         by = {v.name: v for v in vs}
         ms = {k: v.ms_per_step for k, v in by.items()}
         for k, v in by.items():
-            print(f"  {k:14s} {v.images_per_second:9,.0f} images/s  {ms[k]:6.2f} ms/step")
+            print(f"  {k:36s} {v.images_per_second:9,.0f} images/s  {ms[k]:6.2f} ms/step")
         for jit, plain in (("jit_trace", "trace"), ("jit_meanfield", "meanfield")):
             print(f"  => {jit} / {plain}: {by[jit].images_per_second / by[plain].images_per_second:.2f} (target >= 1.0)")
+        if not args.no_compile:
+            for k in ("meanfield, torch.compile'd networks", "meanfield, torch.compile'd step"):
+                print(f"  => {k} / meanfield: {by[k].images_per_second / by['meanfield'].images_per_second:.2f}; "
+                      f"jit_meanfield / it: {by['jit_meanfield'].images_per_second / by[k].images_per_second:.2f}")
         for single in ("jit_meanfield", "meanfield", "trace"):
             print(f"  => iwae K=5 step / {single} step: {ms['iwae (K=5)'] / ms[single]:.2f} (target <= 2.5)")
 
