@@ -8,12 +8,12 @@ from .errors import (CheckpointError, ConfigError, DataError, PyroVAEError, Pyro
                      RunFolderError, RunLockedError, TrainingError, TrainingInterrupted, UsageError)
 from .estimators import ESTIMATORS
 from .evaluate import evaluate, iwae_log_px, test_elbo
-from .likelihoods import LIKELIHOODS
+from .likelihoods import LIKELIHOODS, Likelihood
 from .model import VAE
 from .networks import DECODERS, ENCODERS
 from .optim import OPTIMIZERS
 from .posteriors import POSTERIORS
-from .priors import PRIORS
+from .priors import PRIORS, Prior
 from .run import RunFolder
 from .run import load_model, load_run
 from .train import svi_step, train
@@ -24,6 +24,6 @@ __all__ = [
     "VAE", "train", "svi_step", "prepare", "load_run", "load_model", "RunFolder", "evaluate", "iwae_log_px", "test_elbo", "load_config", "validate",
     "build_vae", "build_elbo", "build_optimizer", "load_data", "Data", "save_checkpoint", "load_checkpoint",
     "DEFAULTS", "PRIORS", "LIKELIHOODS", "POSTERIORS", "ENCODERS", "DECODERS", "ESTIMATORS", "OPTIMIZERS",
-    "DATASETS", "PyroVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "RunExistsError",
+    "DATASETS", "Prior", "Likelihood", "PyroVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "RunExistsError",
     "TrainingInterrupted", "RunFolderError", "RunLockedError", "UsageError", "PyroVAEWarning",
 ]

@@ -13,6 +13,14 @@ from pathlib import Path
 from .errors import PyroVAEError, PyroVAEWarning, TrainingInterrupted, UsageError
 
 
+def _with_plugins(cfg, args):
+    """The config with the --import plugins recorded, so every later command on the run imports them."""
+    from .config import validate
+
+    extra = [p for p in args.plugins if p not in cfg["plugins"]]
+    return validate({**cfg, "plugins": cfg["plugins"] + extra}) if extra else cfg
+
+
 def _train(args):
     from .config import apply_overrides, load_config, validate
     from .run import RunFolder
@@ -31,10 +39,10 @@ def _train(args):
             saved = validate(saved)
         except PyroVAEError as e:
             raise UsageError(f"the checkpoint in {args.resume} holds a config this pyro-vae cannot read ({e})") from None
-        cfg = validate(apply_overrides(saved, args.set))
+        cfg = _with_plugins(validate(apply_overrides(saved, args.set)), args)
         train(cfg, args.resume, resume=True, progress=not args.quiet)
         return
-    cfg = load_config(args.config, args.set)
+    cfg = _with_plugins(load_config(args.config, args.set), args)
     out = args.out or default_out(cfg)
     cfg["train"]["out"] = str(out)
     print(f"training into {out}")
@@ -85,7 +93,7 @@ def _compare(args):
     from .config import load_config
     from .run import default_out
 
-    cfg = load_config(args.config, args.set)
+    cfg = _with_plugins(load_config(args.config, args.set), args)
     out = args.out or default_out(cfg).replace(cfg["data"]["dataset"], "compare-" + cfg["data"]["dataset"], 1)
     print(f"comparing into {out}")
     rows = compare(cfg, args.estimators, out, snr_samples=args.snr_samples, progress=not args.quiet,
@@ -100,7 +108,8 @@ def _sweep(args):
     from .sweep import sweep
 
     out = args.out or "runs/sweep"
-    rows = sweep(args.config, args.set, out, iwae_samples=args.iwae_samples, progress=not args.quiet,
+    recorded = [f"plugins={json.dumps(args.plugins)}"] if args.plugins else []  # each run records them
+    rows = sweep(args.config, args.set + recorded, out, iwae_samples=args.iwae_samples, progress=not args.quiet,
                  overwrite=args.overwrite)
     keys = [k for k in rows[0] if k not in ("run", "folder")]
     print("\n" + " | ".join(["run", *keys]))
@@ -160,8 +169,15 @@ def _run_args(parser, out_help, set_metavar="KEY=VALUE", set_help="override a co
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _import_arg(parser, dest):
+    parser.add_argument("--import", dest=dest, action="append", default=[], metavar="MODULE",
+                        help="import a plugin module (or .py file) that registers kinds; repeatable; "
+                             "recorded in the run, so later commands on it import it again")
+
+
 def make_parser():
     p = _Parser(prog="pyro-vae", description="Variational autoencoders the Pyro way.")
+    _import_arg(p, "imports_before")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a VAE and write a run folder")
@@ -169,6 +185,7 @@ def make_parser():
               set_help="override a config key, e.g. --set train.epochs=1 (repeatable)",
               config_help="a TOML config file (every key has a default)", overwrite_help="replace a run already in --out")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    _import_arg(t, "imports_after")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="test ELBO, log p(x), rate, distortion, active units")
@@ -176,6 +193,7 @@ def make_parser():
     e.add_argument("--iwae-samples", type=_int_in(0), metavar="K",
                    help="importance samples K for log p(x); 0 skips it (default: eval.iwae_samples)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    _import_arg(e, "imports_after")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="draw x ~ p(z) p(x|z) and save an image grid")
@@ -184,6 +202,7 @@ def make_parser():
     s.add_argument("--out", help="image file, .png/.jpg/.pdf/... (default: RUN/samples.png); its folder is created")
     s.add_argument("--mean", action="store_true", help="draw the means E[x|z] instead of samples x ~ p(x|z)")
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="random seed (default 0)")
+    _import_arg(s, "imports_after")
     s.set_defaults(func=_sample)
     c = sub.add_parser("compare", help="train one model per ELBO estimator and compare them")
     _run_args(c, "the study folder (one run folder per estimator inside)")
@@ -192,17 +211,20 @@ def make_parser():
                         "and score_function_baseline, or label={kind='renyi', alpha=0.5, num_particles=5}")
     c.add_argument("--snr-samples", type=_int_in(2, 10_000), default=20,
                    help="gradient estimates for the variance/SNR columns (at least 2; default 20)")
+    _import_arg(c, "imports_after")
     c.set_defaults(func=_compare)
     w = sub.add_parser("sweep", help="one run per value of swept config keys, then sweep.csv and a rate-distortion figure")
     _run_args(w, "the sweep folder (default runs/sweep)", set_metavar="KEY=V1,V2,...",
               set_help="a key with several comma-separated values is swept (the product of all swept keys)")
     w.add_argument("--iwae-samples", type=_int_in(0), default=0, metavar="K",
                    help="also estimate log p(x) with K samples (default 0: skip)")
+    _import_arg(w, "imports_after")
     w.set_defaults(func=_sweep)
 
     f = sub.add_parser("plot", help="figures of a finished run: curves, reconstructions, samples, traversals")
     f.add_argument("run", help="a run folder")
     f.add_argument("--out", help="folder for the PNG files (default RUN/figures)")
+    _import_arg(f, "imports_after")
     f.set_defaults(func=_plot)
     return p
 
@@ -224,6 +246,10 @@ def main(argv=None):
             warnings.showwarning = show
             args = make_parser().parse_args(argv)
             command = f"pyro-vae {args.command}"
+            from .plugins import load_entry_points, load_plugins
+
+            load_entry_points()
+            args.plugins = load_plugins(args.imports_before + args.imports_after)
             args.func(args)
     except TrainingInterrupted as e:
         print(f"{command}: interrupted: {_one_line(e)}", file=sys.stderr)

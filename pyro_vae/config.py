@@ -18,6 +18,7 @@ from .errors import ConfigError
 DEFAULTS = {
     "seed": 0,
     "device": "cpu",
+    "plugins": [],
     "data": {
         "dataset": "mnist",
         "root": "data",
@@ -125,6 +126,12 @@ def validate(cfg):
                 if dotted in _CHOICES and dst[key] not in _CHOICES[dotted]:
                     raise ConfigError(f"{dotted} must be one of {', '.join(_CHOICES[dotted])}, got {value!r}")
 
+    plugins = cfg.get("plugins", [])
+    if not isinstance(plugins, list):
+        raise ConfigError(f"plugins must be a list of module names or .py files, got {plugins!r}")
+    from .plugins import load_plugins
+
+    cfg = {**cfg, "plugins": load_plugins(plugins)}  # imported first: they register the kinds read below
     merge(out, cfg, "")
     registries["train.elbo"][0].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
     registries["train.kl_warmup"][0].build(out["train"]["kl_warmup"], steps_per_epoch=1, total_steps=1)

@@ -11,15 +11,29 @@ import inspect
 from .errors import ConfigError
 
 
+def _definition(obj):
+    return getattr(obj, "__module__", None), getattr(obj, "__qualname__", repr(obj))
+
+
 class Registry:
     def __init__(self, what):
         self.what = what  # e.g. "model.prior", used in error messages
         self._entries = {}
 
-    def register(self, name):
+    def register(self, name, override=False):
+        """Decorator: register ``obj`` under ``name``. Registering the same definition again (the same
+        object, or a class of the same module and name: a re-run notebook cell, a re-imported plugin)
+        replaces it quietly; another object under a taken name needs ``override=True``."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{self.what}: a kind is registered under a non-empty string, got {name!r}")
+
         def decorator(obj):
-            if name in self._entries:
-                raise ValueError(f"{self.what}: {name!r} is registered twice")
+            old = self._entries.get(name)
+            same = old is obj or (old is not None and _definition(old) == _definition(obj))
+            if old is not None and not same and not override:
+                raise ConfigError(
+                    f"{self.what}: {name!r} is already registered to {_definition(old)[1]} from "
+                    f"{_definition(old)[0]}; pass override=True to replace it, or choose another name")
             self._entries[name] = obj
             return obj
 

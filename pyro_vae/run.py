@@ -237,6 +237,7 @@ RESUME_RULES = [
     ("train.beta_lr", APPLY, "constrained mode from the next step"),
     ("train.elbo", APPLY, "estimators hold no state: the new one trains from the next step"),
     ("train.out", APPLY, "the run folder is where it is now"),
+    ("plugins", APPLY, "modules imported before the config is read"),
     ("eval", APPLY, "evaluation settings"),
     ("device", APPLY, "weights, optimiser state and data move to the new device"),
     ("data.root", APPLY, "where the same dataset is found"),

@@ -16,7 +16,7 @@ def test_defaults_are_valid():
 
 
 @pytest.mark.parametrize("cfg, pattern", [
-    ({"trian": {}}, "unknown section or key 'trian'; valid: seed, device, data, model, train, eval"),
+    ({"trian": {}}, "unknown section or key 'trian'; valid: seed, device, plugins, data, model, train, eval"),
     ({"train": {"epoch": 3}}, "unknown key 'train.epoch'; valid: elbo, epochs"),
     ({"train": {"epochs": "ten"}}, "train.epochs must be an integer, got 'ten'"),
     ({"train": {"epochs": 0}}, "train.epochs must be an integer >= 1"),
