@@ -59,10 +59,11 @@ def load_config_data(cfg):
     return load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"])
 
 
-def prepare(cfg, data=None):
-    """Load data and build the VAE, estimator and optimiser; refuse bad combinations up front:
-    data outside the likelihood's support, an estimator the model cannot use, a training step
-    that cannot fit in memory, an architecture too large to allocate."""
+def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
+    """Load data and build the VAE, estimator and optimiser (each part given replaces the one the
+    config would build); refuse bad combinations up front: data outside the likelihood's support,
+    an estimator the model cannot use, a training step that cannot fit in memory, an architecture
+    too large to allocate."""
     pyro.set_rng_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
     d = cfg["data"]
@@ -73,7 +74,7 @@ def prepare(cfg, data=None):
             f"lower it, e.g. --set data.batch_size={max(1, data.num_train // 4)}"
         )
     try:
-        vae = build_vae(cfg, data.data_shape)
+        vae = build_vae(cfg, data.data_shape) if vae is None else vae.to(device)
     except (RuntimeError, MemoryError) as e:
         if "alloc" not in str(e).lower() and not isinstance(e, MemoryError):
             raise
@@ -83,8 +84,12 @@ def prepare(cfg, data=None):
     vae.likelihood.check_data(data.test)
     if data.binarize == "none":
         vae.likelihood.check_data(data.train)
-    elbo = build_elbo(cfg)
+    vae.check_shape(data.example_batch(2))
+    elbo = build_elbo(cfg) if elbo is None else elbo
     check_compatible(elbo, vae.model, vae.guide, data.example_batch(2), num_data=data.num_train)
     check_step_memory(vae, d["batch_size"], getattr(elbo, "num_particles", 1))
-    optimizer = build_optimizer(cfg, vae.parameters())
+    optimizer = build_optimizer(cfg, vae.parameters()) if optimizer is None else optimizer
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not any(id(p) in held for p in vae.parameters()):
+        raise ConfigError("the optimizer given holds none of the VAE's parameters: build it from vae.parameters()")
     return data, vae, elbo, optimizer

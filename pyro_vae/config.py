@@ -43,6 +43,7 @@ DEFAULTS = {
         "kl_warmup": {"kind": "none"},
         "target_rate": 0.0,
         "beta_lr": 0.01,
+        "loggers": [],
         "out": "runs/NAME",
     },
     "eval": {"iwae_samples": 1000, "batch_size": 500},
@@ -137,9 +138,12 @@ def validate(cfg):
     registries["train.kl_warmup"][0].build(out["train"]["kl_warmup"], steps_per_epoch=1, total_steps=1)
     if out["train"]["target_rate"] > 0 and out["train"]["kl_warmup"]["kind"] != "none":
         raise ConfigError("train.target_rate sets beta itself: leave train.kl_warmup at { kind = \"none\" }")
+    from .callbacks import LOGGERS
     from .data import DATASETS
 
     DATASETS.get(out["data"]["dataset"])
+    for name in out["train"]["loggers"]:
+        LOGGERS.get(name) if isinstance(name, str) else LOGGERS.get(repr(name))
     if out["device"] != "cpu" and not out["device"].startswith("cuda"):
         raise ConfigError(f"device must be \"cpu\" or \"cuda\" (or \"cuda:N\"), got {out['device']!r}")
     return out

@@ -235,6 +235,7 @@ RESUME_RULES = [
     ("train.kl_warmup", APPLY, "the schedule from the next step"),
     ("train.target_rate", APPLY, "constrained mode from the next step"),
     ("train.beta_lr", APPLY, "constrained mode from the next step"),
+    ("train.loggers", APPLY, "loggers only read what the loop reports"),
     ("train.elbo", APPLY, "estimators hold no state: the new one trains from the next step"),
     ("train.out", APPLY, "the run folder is where it is now"),
     ("plugins", APPLY, "modules imported before the config is read"),

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .builder import build_beta_schedules, prepare
+from .callbacks import RunInfo, build_loggers
 from .checkpoint import restore_module, save_checkpoint
 from .config import dump_toml, validate
 from .data import TORCHVISION_DATASETS, resolve_root
@@ -102,7 +103,8 @@ def _nan_message(loss, epoch, step, folder, has_checkpoint, lr):
             f"holds no run and is reused. {causes}")
 
 
-def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=None, log=print):
+def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=None, log=print, vae=None, elbo=None,
+          optimizer=None, callbacks=()):
     """Train the VAE ``cfg`` describes; write the run folder ``out``. Returns (vae, history).
 
     The folder is locked for the whole run (one writer), its ``status.json`` says what happened,
@@ -112,6 +114,11 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
     and training continues to ``cfg['train']['epochs']``; on the CPU the result equals an
     uninterrupted run's exactly. SIGINT or SIGTERM saves a checkpoint at the current step and
     raises ``TrainingInterrupted``.
+
+    ``data``, ``vae``, ``elbo`` and ``optimizer``, when given, replace what the config would build
+    (the run still checks them, checkpoints them and resumes them: pass the same parts on resume).
+    ``callbacks`` (``callbacks.Callback``) are called with every step and epoch record, after the
+    loggers ``train.loggers`` names.
     """
     folder = RunFolder(out or default_out(cfg))
     cfg = _run_config(validate(cfg), folder)
@@ -124,13 +131,14 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
     try:
         if resume:
             state = _resume_state(folder, cfg, log)
-            prepared = prepare(cfg, data)
+            prepared = prepare(cfg, data, vae, elbo, optimizer)
         else:
-            prepared = prepare(cfg, data)  # a failed start leaves no folder behind
+            prepared = prepare(cfg, data, vae, elbo, optimizer)  # a failed start leaves no folder behind
             folder.acquire()
             folder.start_new(overwrite)
             state = None
-        return _train(cfg, folder, state, *prepared, progress=progress, log=log)
+        callbacks = [*build_loggers(cfg["train"]["loggers"]), *callbacks]
+        return _train(cfg, folder, state, *prepared, progress=progress, log=log, callbacks=callbacks)
     finally:
         folder.release(remove_if_unused=True)
 
@@ -149,7 +157,7 @@ def _resume_state(folder, cfg, log):
     return state
 
 
-def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
+def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, callbacks):
     device = next(vae.parameters()).device
     start, partial = 0, None
     num_data, batch_size = data.num_train, cfg["data"]["batch_size"]
@@ -179,6 +187,7 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
     folder.write_text(CONFIG, dump_toml(cfg))
     folder.write_status("running", epoch=start, epochs=epochs)
     pyro.clear_param_store()  # the param store must hold this VAE's parameters only
+    run = RunInfo(folder, cfg, vae, data, start * steps + (partial["step"] if partial is not None else 0))
     monitor = DivergenceMonitor()
 
     def checkpoint(epoch, partial=None):
@@ -190,6 +199,8 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
     if start >= epochs:
         log(f"{folder}: already trained {start} of {epochs} epochs; raise train.epochs to continue")
     try:
+        for c in callbacks:
+            c.on_train_start(run)
         with _Interrupts() as interrupts:
             for epoch in range(start + 1, epochs + 1):
                 g = _epoch_generator(cfg["seed"], epoch, device)
@@ -211,6 +222,8 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
                                                          optimizer.param_groups[0]["lr"]))
                     total += loss
                     monitor.update(loss / num_data, f" at epoch {epoch}, step {step + 1}")
+                    for c in callbacks:
+                        c.on_step(run, epoch, step + 1, global_step + 1, loss / num_data, beta)
                     if dual is not None and global_step % dual.update_every == 0:
                         with torch.no_grad():
                             dual.update(rate(vae, x).mean().item())
@@ -236,6 +249,8 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
                 checkpoint(epoch)
                 folder.write_metrics(history)
                 folder.write_status("running", epoch=epoch, epochs=epochs)
+                for c in callbacks:
+                    c.on_epoch_end(run, history[-1])
                 r = history[-1]
                 log(f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}  "
                     f"({seconds:.1f} s, {steps * batch_size / seconds:,.0f} images/s)")
@@ -252,6 +267,8 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log):
         _final_status(folder, "failed", str(e) if isinstance(e, PyroVAEError) else f"{type(e).__name__}: {e}")
         raise
     _final_status(folder, "finished", f"trained {epochs} epochs")
+    for c in callbacks:
+        c.on_train_end(run, history)
     return vae, history
 
 

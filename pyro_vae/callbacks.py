@@ -1,0 +1,110 @@
+"""Callbacks: code the training loop calls at the start, after every step, at every epoch end and
+at the end. Loggers are callbacks, chosen by name in ``train.loggers``; ``metrics.jsonl`` and the
+checkpoint stay the source of truth, so a logger may fail or be added on resume without harm.
+
+- ``csv``: ``metrics.csv`` beside ``metrics.jsonl``, rewritten whole at each epoch end (it agrees
+  with the checkpoint after any kill, like the jsonl);
+- ``tensorboard``: event files under ``RUN/tensorboard`` (``torch.utils.tensorboard``; ``pip install
+  tensorboard``): scalars ``train/loss``, ``train/beta`` every ``every`` steps, ``epoch/train_loss``,
+  ``epoch/test_elbo``, ``epoch/beta`` per epoch, and sample and reconstruction images per epoch
+  for image data. On resume, events past the checkpoint's step are purged.
+"""
+
+import csv
+import io
+
+import torch
+
+from .errors import ConfigError
+from .files import atomic_write_text
+from .registry import Registry
+
+LOGGERS = Registry("train.loggers")
+
+
+class Callback:
+    """Override any hook. ``run`` is a ``RunInfo``: the folder, config, VAE, data and the step the
+    loop starts at (after a resume, the checkpoint's)."""
+
+    def on_train_start(self, run):
+        pass
+
+    def on_step(self, run, epoch, step, global_step, loss, beta):
+        """After each optimiser step: ``loss`` in nats per data point, ``beta`` the KL weight used."""
+
+    def on_epoch_end(self, run, record):
+        """After the checkpoint and metrics of an epoch are written; ``record`` is its metrics line."""
+
+    def on_train_end(self, run, history):
+        pass
+
+
+class RunInfo:
+    def __init__(self, folder, cfg, vae, data, start_step):
+        self.folder, self.cfg, self.vae, self.data, self.start_step = folder, cfg, vae, data, start_step
+
+
+@LOGGERS.register("csv")
+class CSVLogger(Callback):
+    """``metrics.csv``: one row per epoch, the columns of ``metrics.jsonl``."""
+
+    def __init__(self):
+        self.history = []
+
+    def on_train_start(self, run):
+        from .run import METRICS, read_metrics
+
+        self.history = read_metrics(run.folder.file(METRICS))[0]
+
+    def on_epoch_end(self, run, record):
+        self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(record), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(run.folder.file("metrics.csv"), out.getvalue())
+
+
+@LOGGERS.register("tensorboard")
+class TensorBoardLogger(Callback):
+    """TensorBoard event files under ``RUN/tensorboard``; scalars every ``every`` steps and per epoch."""
+
+    def __init__(self, every=10, images=16):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("train.loggers = [\"tensorboard\"] needs the tensorboard package: "
+                              "pip install tensorboard (or pip install 'pyro-vae[tensorboard]')") from None
+        self.writer_class, self.every, self.images = SummaryWriter, every, images
+        self.writer = None
+
+    def on_train_start(self, run):
+        self.writer = self.writer_class(log_dir=str(run.folder.file("tensorboard")), purge_step=run.start_step + 1 if run.start_step else None)
+
+    def on_step(self, run, epoch, step, global_step, loss, beta):
+        if global_step % self.every == 0:
+            self.writer.add_scalar("train/loss", loss, global_step)
+            self.writer.add_scalar("train/beta", beta, global_step)
+
+    def on_epoch_end(self, run, record):
+        from .plots import is_image_shape
+
+        step = record["epoch"] * run.data.num_batches(run.cfg["data"]["batch_size"])
+        for key in ("train_loss", "test_elbo", "beta"):
+            self.writer.add_scalar(f"epoch/{key}", record[key], step)
+        if is_image_shape(run.vae.data_shape):
+            with torch.no_grad():
+                x = run.data.test[: self.images]
+                self.writer.add_images("samples", run.vae.sample(self.images).clamp(0, 1)[:, :3].cpu(), step)
+                self.writer.add_images("reconstructions", torch.cat([x, run.vae.reconstruct(x)]).clamp(0, 1)[:, :3].cpu(),
+                                       step)
+        self.writer.flush()
+
+    def on_train_end(self, run, history):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def build_loggers(names):
+    """The logger callbacks ``train.loggers`` names."""
+    return [LOGGERS.build(name) for name in names]
