@@ -39,6 +39,13 @@ def build_optimizer(cfg, params):
     return component_registries()["train.optimizer"][0].build(cfg["train"]["optimizer"], params=params)
 
 
+def build_lr_schedule(cfg, optimizer, steps_per_epoch):
+    """The ``train.lr_schedule`` over this optimiser (``optim.LRSchedule``), or None."""
+    return component_registries()["train.lr_schedule"][0].build(
+        cfg["train"]["lr_schedule"], optimizer=optimizer, steps_per_epoch=steps_per_epoch,
+        total_epochs=cfg["train"]["epochs"])
+
+
 def build_beta_schedules(cfg, steps_per_epoch):
     """(warm-up, dual ascent or None): beta at a step is ``(dual.beta or train.beta) * warmup(step)``."""
     t = cfg["train"]

@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Mapping
 
 import tomli_w
+import torch
 
 
 from .checks import number
@@ -43,6 +44,9 @@ DEFAULTS = {
         "kl_warmup": {"kind": "none"},
         "target_rate": 0.0,
         "beta_lr": 0.01,
+        "lr_schedule": {"kind": "none"},
+        "grad_clip": 0.0,
+        "early_stop": 0,
         "loggers": [],
         "out": "runs/NAME",
     },
@@ -55,7 +59,7 @@ def component_registries():
     from .estimators import ESTIMATORS
     from .likelihoods import LIKELIHOODS
     from .networks import DECODERS, ENCODERS
-    from .optim import OPTIMIZERS
+    from .optim import LR_SCHEDULES, OPTIMIZERS
     from .posteriors import POSTERIORS
     from .priors import PRIORS
     from .schedules import SCHEDULES
@@ -68,6 +72,7 @@ def component_registries():
         "model.posterior": (POSTERIORS, ("in_features", "latent_dim")),
         "train.elbo": (ESTIMATORS, ()),
         "train.optimizer": (OPTIMIZERS, ("params",)),
+        "train.lr_schedule": (LR_SCHEDULES, ("optimizer", "steps_per_epoch", "total_epochs")),
         "train.kl_warmup": (SCHEDULES, ("steps_per_epoch", "total_steps")),
     }
 
@@ -81,6 +86,8 @@ _BOUNDS = {
     "train.beta": dict(low=0),
     "train.target_rate": dict(low=0, hint=" (nats; 0: off)"),
     "train.beta_lr": dict(low=0, strict=True),
+    "train.grad_clip": dict(low=0, hint=" (the largest gradient norm; 0: off)"),
+    "train.early_stop": dict(integer=True, low=0, hint=" (epochs without a better test ELBO; 0: off)"),
     "eval.iwae_samples": dict(integer=True, low=1),
     "eval.batch_size": dict(integer=True, low=1),
 }
@@ -136,6 +143,9 @@ def validate(cfg):
     merge(out, cfg, "")
     registries["train.elbo"][0].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
     registries["train.kl_warmup"][0].build(out["train"]["kl_warmup"], steps_per_epoch=1, total_steps=1)
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)  # checks the schedule's parameters
+    registries["train.lr_schedule"][0].build(out["train"]["lr_schedule"], optimizer=probe, steps_per_epoch=1,
+                                             total_epochs=out["train"]["epochs"])
     if out["train"]["target_rate"] > 0 and out["train"]["kl_warmup"]["kind"] != "none":
         raise ConfigError("train.target_rate sets beta itself: leave train.kl_warmup at { kind = \"none\" }")
     from .callbacks import LOGGERS

@@ -228,6 +228,9 @@ class RunFolder:
 APPLY, REFUSE, BETWEEN_EPOCHS = "apply", "refuse", "between epochs"
 #: (dotted key or section, rule, why); the first entry that names the key or a section above it decides
 RESUME_RULES = [
+    ("train.lr_schedule", REFUSE, "the schedule's position and state belong to the run"),
+    ("train.grad_clip", APPLY, "from the next step"),
+    ("train.early_stop", APPLY, "judged on the whole history"),
     ("train.optimizer.kind", REFUSE, "the optimiser's saved state (e.g. Adam's moments) belongs to the old kind"),
     ("train.optimizer", APPLY, "applied to the optimiser from the next step"),
     ("train.epochs", APPLY, "training continues to the new count"),

@@ -18,7 +18,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from .builder import build_beta_schedules, prepare
+from .builder import build_beta_schedules, build_lr_schedule, prepare
 from .callbacks import RunInfo, build_loggers
 from .checkpoint import restore_module, save_checkpoint
 from .config import dump_toml, validate
@@ -30,15 +30,18 @@ from .plots import save_grid
 from .run import CHECKPOINT, CONFIG, METRICS, SAMPLES, RunFolder, default_out, read_metrics, resume_changes
 
 
-def svi_step(model, guide, elbo, optimizer, *args, validate=False, **kwargs):
+def svi_step(model, guide, elbo, optimizer, *args, validate=False, max_grad_norm=0.0, **kwargs):
     """One SVI step, ``pyro.infer.SVI.step``'s arithmetic: ``elbo.loss_and_grads(model, guide, *args,
     **kwargs)`` fills the gradients, one ``torch.optim`` step applies them. Any model/guide pair and
     any ``pyro.infer.ELBO`` work (the optimiser must hold their parameters). Pyro's validation runs
-    only if asked (the loop asks on its first step). Returns the loss; a non-finite loss is not applied."""
+    only if asked (the loop asks on its first step); ``max_grad_norm > 0`` clips the gradients'
+    total norm to it. Returns the loss; a non-finite loss is not applied."""
     optimizer.zero_grad(set_to_none=True)
     with pyro.validation_enabled(validate):
         loss = elbo.loss_and_grads(model, guide, *args, **kwargs)
     if math.isfinite(loss):
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
         optimizer.step()
     return loss
 
@@ -78,17 +81,35 @@ def _run_config(cfg, out):
     return cfg
 
 
-def _restore_optimizer(optimizer, saved):
-    """Load the optimiser's saved state (moments, step counts) but keep this config's hyperparameters
-    (lr, betas, weight decay, ...), so a learning rate changed on resume is the one used."""
-    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+def _restore_optimizer(optimizer, saved, lr_schedule=None, saved_schedule=None):
+    """Load the optimiser's saved state (moments, step counts) and the schedule's position, but keep
+    this config's hyperparameters (lr, betas, weight decay, ...), so a learning rate changed on resume
+    is the one used: as the new base of a schedule, which keeps its position (lr = new base x the
+    schedule's factor)."""
+    fresh = [{k: v for k, v in g.items() if k not in ("params", "initial_lr")} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(saved)
+        if lr_schedule is not None and saved_schedule is not None:
+            lr_schedule.load_state_dict(saved_schedule)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"the checkpoint's optimiser state does not fit this optimiser ({e}); "
                               "start a new run") from None
-    for group, hyper in zip(optimizer.param_groups, fresh):
+    for i, (group, hyper) in enumerate(zip(optimizer.param_groups, fresh)):
+        base = group.get("initial_lr", group["lr"])
+        factor = group["lr"] / base if base else 1.0
         group.update(hyper)
+        group["lr"] = hyper["lr"] * factor
+        if "initial_lr" in group:
+            group["initial_lr"] = hyper["lr"]
+            lr_schedule.scheduler.base_lrs[i] = hyper["lr"]
+
+
+def early_stop(history, patience):
+    """The record of the best test ELBO if none of the last ``patience`` epochs improved on it, else None."""
+    if not patience or len(history) <= patience:
+        return None
+    best = max(history, key=lambda r: r["test_elbo"])
+    return best if history[-1]["epoch"] - best["epoch"] >= patience else None
 
 
 def _nan_message(loss, epoch, step, folder, has_checkpoint, lr):
@@ -165,10 +186,11 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
     t = cfg["train"]
     epochs = t["epochs"]
     warmup, dual = build_beta_schedules(cfg, steps)
+    lr_schedule = build_lr_schedule(cfg, optimizer, steps)
     history = []
     if state is not None:
         restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
-        _restore_optimizer(optimizer, state["optimizer"])
+        _restore_optimizer(optimizer, state["optimizer"], lr_schedule, state.get("lr_schedule"))
         torch.set_rng_state(state["rng"])
         start, partial = state["epoch"], state.get("partial")
         if dual is not None and state.get("dual_beta") is not None:
@@ -194,15 +216,24 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
         save_checkpoint(folder.file(CHECKPOINT), config=cfg, epoch=epoch, partial=partial, model=vae.state_dict(),
                         optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
                         dual_beta=None if dual is None else dual.beta, history=history,
+                        lr_schedule=None if lr_schedule is None else lr_schedule.state_dict(),
                         data_shape=list(data.data_shape))
 
+    stopped = None
     if start >= epochs:
         log(f"{folder}: already trained {start} of {epochs} epochs; raise train.epochs to continue")
+    last = epochs
+    best = early_stop(history, t["early_stop"])
+    if best is not None and start < epochs and partial is None:
+        stopped = (f"stopped early at epoch {start}: no better test ELBO than epoch {best['epoch']}'s for "
+                   f"{start - best['epoch']} epochs; raise train.early_stop (or set it to 0) to train on")
+        log(stopped)
+        last = start
     try:
         for c in callbacks:
             c.on_train_start(run)
         with _Interrupts() as interrupts:
-            for epoch in range(start + 1, epochs + 1):
+            for epoch in range(start + 1, last + 1):
                 g = _epoch_generator(cfg["seed"], epoch, device)
                 first, total, seconds, g_state, beta_sum = 0, 0.0, 0.0, None, 0.0
                 if partial is not None and partial["epoch"] == epoch:  # resume inside this epoch
@@ -216,11 +247,13 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                     beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
                     beta_sum += beta
                     loss = svi_step(vae.model, vae.guide, elbo, optimizer, x, num_data=num_data, beta=beta,
-                                    validate=epoch == 1 and step == 0)
+                                    validate=epoch == 1 and step == 0, max_grad_norm=t["grad_clip"])
                     if not math.isfinite(loss):
                         raise TrainingError(_nan_message(loss, epoch, step + 1, folder, folder.file(CHECKPOINT).exists(),
                                                          optimizer.param_groups[0]["lr"]))
                     total += loss
+                    if lr_schedule is not None:
+                        lr_schedule.after("step")
                     monitor.update(loss / num_data, f" at epoch {epoch}, step {step + 1}")
                     for c in callbacks:
                         c.on_step(run, epoch, step + 1, global_step + 1, loss / num_data, beta)
@@ -245,12 +278,20 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                     "beta": beta_sum / steps,
                     "seconds": seconds,
                 })
+                if lr_schedule is not None:
+                    lr_schedule.after("epoch")
                 # the checkpoint first: it is the source of truth; metrics.jsonl is reconciled to it on resume
                 checkpoint(epoch)
                 folder.write_metrics(history)
                 folder.write_status("running", epoch=epoch, epochs=epochs)
                 for c in callbacks:
                     c.on_epoch_end(run, history[-1])
+                best = early_stop(history, t["early_stop"])
+                if best is not None and epoch < epochs:
+                    stopped = (f"stopped early after epoch {epoch}: the test ELBO has not improved on epoch "
+                               f"{best['epoch']}'s ({best['test_elbo']:.3f}) for {epoch - best['epoch']} epochs")
+                    log(stopped)
+                    break
                 r = history[-1]
                 log(f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}  "
                     f"({seconds:.1f} s, {steps * batch_size / seconds:,.0f} images/s)")
@@ -266,7 +307,7 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
     except Exception as e:
         _final_status(folder, "failed", str(e) if isinstance(e, PyroVAEError) else f"{type(e).__name__}: {e}")
         raise
-    _final_status(folder, "finished", f"trained {epochs} epochs")
+    _final_status(folder, "finished", stopped or f"trained {epochs} epochs")
     for c in callbacks:
         c.on_train_end(run, history)
     return vae, history
