@@ -79,7 +79,9 @@ def _sample(args):
     from .plots import check_image_path, save_grid
     from .run import load_model
 
-    out = check_image_path(args.out or str(Path(args.run) / "samples.png"))
+    run = Path(args.run)
+    default = run.with_name(run.stem + "-samples.png") if run.is_file() else run / "samples.png"
+    out = check_image_path(args.out or str(default))
     cfg, vae = load_model(args.run)
     torch.manual_seed(args.seed)
     what = "E[x|z]" if args.mean else "x ~ p(x|z)"
@@ -116,6 +118,13 @@ def _sweep(args):
     for r in rows:
         print(" | ".join([r["run"], *(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys)]))
     print(f"wrote {out}/sweep.csv and {out}/rate_distortion.png")
+
+
+def _export(args):
+    from .export import export_model
+
+    n = export_model(args.run, args.file)
+    print(f"wrote {args.file}: {n:,} weights and the config that builds them (load with pyro_vae.load_model)")
 
 
 def _plot(args):
@@ -197,7 +206,7 @@ def make_parser():
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="draw x ~ p(z) p(x|z) and save an image grid")
-    s.add_argument("run", help="a run folder")
+    s.add_argument("run", help="a run folder, or a model file from pyro-vae export")
     s.add_argument("--n", type=_int_in(1, MAX_SAMPLES), default=64, help="number of samples (default 64)")
     s.add_argument("--out", help="image file, .png/.jpg/.pdf/... (default: RUN/samples.png); its folder is created")
     s.add_argument("--mean", action="store_true", help="draw the means E[x|z] instead of samples x ~ p(x|z)")
@@ -220,6 +229,12 @@ def make_parser():
                    help="also estimate log p(x) with K samples (default 0: skip)")
     _import_arg(w, "imports_after")
     w.set_defaults(func=_sweep)
+
+    x = sub.add_parser("export", help="write a run's trained model to one file (weights + config) for sharing")
+    x.add_argument("run", help="a run folder")
+    x.add_argument("file", help="FILE.safetensors (pip install safetensors), or any other name for a torch file")
+    _import_arg(x, "imports_after")
+    x.set_defaults(func=_export)
 
     f = sub.add_parser("plot", help="figures of a finished run: curves, reconstructions, samples, traversals")
     f.add_argument("run", help="a run folder")

@@ -312,8 +312,20 @@ def load_run(run_dir, data=None):
 
 
 def load_model(run_dir):
-    """Rebuild a trained VAE from its checkpoint alone, without loading its data (for sampling):
-    returns (cfg, vae). Checkpoints older than ``data_shape`` fall back to ``load_run``."""
+    """Rebuild a trained VAE from a run folder's checkpoint, or from a file ``pyro-vae export`` wrote,
+    without loading its data (for sampling): returns (cfg, vae). Checkpoints older than
+    ``data_shape`` fall back to ``load_run``."""
+    if os.path.isfile(run_dir):
+        from .export import read_model
+
+        cfg, shape, weights = read_model(run_dir)
+        try:
+            cfg = validate(cfg)
+        except ConfigError as e:
+            raise CheckpointError(f"{run_dir} holds a config this pyro-vae cannot read ({e})") from None
+        vae = build_vae(cfg, shape)
+        restore_module(vae, weights, str(run_dir))
+        return cfg, vae
     folder = RunFolder(run_dir)
     state = folder.load_checkpoint()
     cfg = _saved_config(folder, state)

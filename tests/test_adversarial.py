@@ -223,6 +223,7 @@ FLAGS = {
     "compare": ["--set", "--estimators", "--snr-samples", "--out", "--quiet"],
     "sweep": ["--set", "--iwae-samples", "--out", "--quiet"],
     "plot": ["--out"],
+    "export": ["--import"],
 }
 
 
@@ -230,8 +231,10 @@ FLAGS = {
 def argv(draw, run, scratch):
     command = draw(st.sampled_from(sorted(FLAGS)))
     args = [command]
-    if command in ("evaluate", "sample", "plot"):
-        args.append(draw(st.sampled_from([str(run), str(scratch / "none"), str(scratch), "/"])))
+    if command in ("evaluate", "sample", "plot", "export"):
+        args.append(draw(st.sampled_from([str(run), str(scratch / "none"), str(scratch), "/", str(scratch / "f.txt")])))
+    if command == "export":
+        args.append(str(scratch / draw(st.sampled_from(["m.pt", "m.safetensors", "sub/m.pt", "f.txt", ".", "cfg.toml/x"]))))
     else:
         args += [*SMALL, "--out", str(scratch / f"out{draw(st.integers(0, 3))}")]
     for _ in range(draw(st.integers(0, 4))):
@@ -239,6 +242,8 @@ def argv(draw, run, scratch):
         args.append(flag)
         if flag == "--set":
             args.append(draw(st.sampled_from(SETS)))
+        elif flag == "--import":
+            args.append(draw(st.sampled_from(["no_such_module", "json", str(scratch / "f.txt"), "x.py", ""])))
         elif flag in ("--out", "--resume", "--config"):
             args.append(str(scratch / draw(st.sampled_from(["out0", "out1", "f.png", "f.txt", "cfg.toml", "none"]))))
         elif flag == "--estimators":
