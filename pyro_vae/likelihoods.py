@@ -20,6 +20,13 @@ LIKELIHOODS = Registry("model.likelihood")
 
 
 class Likelihood(nn.Module):
+    """The base of likelihoods. A subclass provides ``__init__(data_shape, **params)`` and
+    ``forward(out)``: from the decoder's raw output (..., params_per_element * prod(data_shape)) to
+    p(x|z), a Pyro distribution with event shape ``data_shape`` (``self.split(out)`` cuts ``out``
+    into ``params_per_element`` tensors of that shape). Optional: ``params_per_element`` (default 1),
+    ``mean(out)`` (E[x|z] for figures; default the distribution's mean), ``check_data(x)``
+    (raise ``DataError`` naming the fix for data outside the support; default: finite)."""
+
     params_per_element = 1
 
     def __init__(self, data_shape):

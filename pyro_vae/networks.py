@@ -49,8 +49,27 @@ def mlp(sizes, activation, final_activation):
     return nn.Sequential(*layers)
 
 
+class Encoder(nn.Module):
+    """The base of encoders. A subclass provides ``__init__(data_shape, **params)``, sets
+    ``out_features``, and maps x of shape (..., *data_shape) to features (..., out_features)."""
+
+    out_features = None
+
+    def forward(self, x):
+        raise NotImplementedError
+
+
+class Decoder(nn.Module):
+    """The base of decoders. A subclass provides ``__init__(latent_dim, out_features, data_shape, **params)``
+    and maps z of shape (..., latent_dim) to raw likelihood parameters (..., out_features), where
+    out_features = likelihood.params_per_element * prod(data_shape)."""
+
+    def forward(self, z):
+        raise NotImplementedError
+
+
 @ENCODERS.register("mlp")
-class MLPEncoder(nn.Module):
+class MLPEncoder(Encoder):
     """h = act(W_k ... act(W_1 flatten(x))): features for the posterior head."""
 
     def __init__(self, data_shape, hidden=(400,), activation="softplus"):
@@ -65,7 +84,7 @@ class MLPEncoder(nn.Module):
 
 
 @DECODERS.register("mlp")
-class MLPDecoder(nn.Module):
+class MLPDecoder(Decoder):
     """out = W_k act(... act(W_1 z)): raw likelihood parameters, flattened."""
 
     def __init__(self, latent_dim, out_features, data_shape=None, hidden=(400,), activation="softplus"):
@@ -89,7 +108,7 @@ def _conv_shape(data_shape):
 
 
 @ENCODERS.register("conv")
-class ConvEncoder(nn.Module):
+class ConvEncoder(Encoder):
     """Two stride-2 convolutions (channels c, 2c), then a dense layer of ``hidden`` units."""
 
     def __init__(self, data_shape, channels=32, hidden=256, activation="relu"):
@@ -110,7 +129,7 @@ class ConvEncoder(nn.Module):
 
 
 @DECODERS.register("conv")
-class ConvDecoder(nn.Module):
+class ConvDecoder(Decoder):
     """Mirror of the conv encoder: dense, then two stride-2 transposed convolutions."""
 
     def __init__(self, latent_dim, out_features, data_shape, channels=32, hidden=256, activation="relu"):

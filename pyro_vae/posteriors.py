@@ -37,8 +37,21 @@ def _infer(reparameterized, baseline):
     return {}
 
 
+class Posterior(nn.Module):
+    """The base of posterior families. A subclass provides ``__init__(in_features, latent_dim, **params)``
+    (its keyword parameters are the kind's config parameters) and ``forward(h)``: from encoder
+    features h of shape (..., in_features) to q(z|x), a Pyro distribution of batch shape
+    ``h.shape[:-1]`` and event shape (latent_dim,). An optional ``infer`` dict goes to the guide's
+    ``z`` site (e.g. a baseline for score-function gradients)."""
+
+    infer = {}
+
+    def forward(self, h):
+        raise NotImplementedError
+
+
 @POSTERIORS.register("diagonal_normal")
-class DiagonalNormal(nn.Module):
+class DiagonalNormal(Posterior):
     """q(z|x) = N(mu(h), diag sigma(h)^2), sampled as z = mu + sigma * eps; sigma = softplus(.) + min_scale.
     ``reparameterized = false`` hides the reparameterisation, so estimators use the score function
     E[f(z) grad log q(z)] (with ``baseline = "decaying_avg"`` under tracegraph)."""
@@ -57,7 +70,7 @@ class DiagonalNormal(nn.Module):
 
 
 @POSTERIORS.register("full_normal")
-class FullNormal(nn.Module):
+class FullNormal(Posterior):
     """q(z|x) = N(mu(h), A A^T), sampled as z = mu + A eps, with A lower-triangular from the encoder:
     diagonal softplus(.) + min_scale, the L(L-1)/2 entries below it unconstrained."""
 
@@ -84,7 +97,7 @@ class FullNormal(nn.Module):
 
 
 @POSTERIORS.register("flow")
-class FlowPosterior(nn.Module):
+class FlowPosterior(Posterior):
     """q(z|x): a diagonal normal N(mu(h), diag sigma(h)^2) refined by ``layers`` inverse autoregressive
     transforms (Kingma et al. 2016), z_t = m_t(z_{t-1}) + s_t(z_{t-1}) * z_{t-1}; sampling and the
     density of its own samples each cost one pass per layer. The IAF weights are shared by all x."""

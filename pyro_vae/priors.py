@@ -21,6 +21,13 @@ PRIORS = Registry("model.prior")
 
 
 class Prior(nn.Module):
+    """The base of priors. A subclass provides ``__init__(latent_dim, **params)`` (its keyword
+    parameters are the kind's config parameters) and ``forward(n)``: p(z) for n data points, a Pyro
+    distribution of batch shape (n,) and event shape (latent_dim,) (``self._iid(base, n)`` builds
+    one from a per-dimension ``base``). Optional: ``size_per_point`` (numbers ``log_prob`` holds per
+    z, for chunking), ``bind(vae)`` (called once the VAE is built) with ``uses_encoder = True`` for
+    priors built from q(z|x) itself."""
+
     uses_encoder = False  # True for priors built from q(z|x) itself (VampPrior)
 
     def __init__(self, latent_dim):

@@ -19,8 +19,19 @@ from .registry import Registry
 SCHEDULES = Registry("train.kl_warmup")
 
 
+class Schedule:
+    """The base of KL warm-up schedules. A subclass provides ``__init__(steps_per_epoch, total_steps, **params)``
+    and ``__call__(step)``: the multiplier of ``train.beta`` at the 0-based global step, a number >= 0."""
+
+    def __init__(self, steps_per_epoch, total_steps):
+        pass
+
+    def __call__(self, step):
+        raise NotImplementedError
+
+
 @SCHEDULES.register("none")
-class Constant:
+class Constant(Schedule):
     def __init__(self, steps_per_epoch, total_steps):
         pass
 
@@ -29,7 +40,7 @@ class Constant:
 
 
 @SCHEDULES.register("linear")
-class LinearWarmup:
+class LinearWarmup(Schedule):
     def __init__(self, steps_per_epoch, total_steps, epochs=10):
         epochs = positive("train.kl_warmup.epochs", epochs)
         self.steps = max(1, round(epochs * steps_per_epoch))
@@ -39,7 +50,7 @@ class LinearWarmup:
 
 
 @SCHEDULES.register("cyclical")
-class CyclicalWarmup:
+class CyclicalWarmup(Schedule):
     def __init__(self, steps_per_epoch, total_steps, cycles=4, ratio=0.5):
         cycles = positive("train.kl_warmup.cycles", cycles, integer=True)
         self.ratio = number("train.kl_warmup.ratio", ratio, low=0, high=1, strict=True)

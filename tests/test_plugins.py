@@ -113,3 +113,18 @@ def test_plugins_in_a_config_are_imported_before_its_kinds_are_read(tmp_path):
     for bad, message in (('"x"', "plugins must be a list"), ("[3]", "a plugin is a module name or a .py file")):
         with pytest.raises(ConfigError, match=message):
             load_config(overrides=[f"plugins={bad}"])
+
+
+def test_every_built_in_kind_keeps_the_documented_contract():
+    import inspect
+
+    import pyro_vae as pv
+
+    for registry, base, first in ((pv.PRIORS, pv.Prior, "latent_dim"), (pv.LIKELIHOODS, pv.Likelihood, "data_shape"),
+                                  (pv.POSTERIORS, pv.Posterior, "in_features"), (pv.ENCODERS, pv.Encoder, "data_shape"),
+                                  (pv.DECODERS, pv.Decoder, "latent_dim"), (pv.SCHEDULES, pv.Schedule, "steps_per_epoch")):
+        for name in registry:
+            cls = registry.get(name)
+            assert issubclass(cls, base), (registry.what, name)
+            assert next(iter(inspect.signature(cls).parameters)) == first, (registry.what, name)
+            assert base.__doc__ and "subclass provides" in base.__doc__
