@@ -7,7 +7,7 @@ import pyro
 import torch
 
 from .config import component_registries
-from .data import load_data
+from .data import Data, from_torch, load_data
 from .errors import ConfigError, DataError
 from .estimators import check_compatible
 from .schedules import SCHEDULES, DualAscent
@@ -74,7 +74,12 @@ def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
     pyro.set_rng_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
     d = cfg["data"]
-    data = (data if data is not None else load_config_data(cfg)).to(device)
+    if data is None:
+        data = load_config_data(cfg)
+    elif not isinstance(data, Data):  # a torch Dataset or DataLoader, or a (train, test) pair of them
+        train, test = data if isinstance(data, tuple) else (data, None)
+        data = from_torch(train, test, d["binarize"], cfg["seed"])
+    data = data.to(device)
     if d["batch_size"] > data.num_train:
         raise DataError(
             f"data.batch_size = {d['batch_size']} is larger than the training set ({data.num_train} points): "

@@ -8,6 +8,9 @@ checkpoint stay the source of truth, so a logger may fail or be added on resume 
   tensorboard``): scalars ``train/loss``, ``train/beta`` every ``every`` steps, ``epoch/train_loss``,
   ``epoch/test_elbo``, ``epoch/beta`` per epoch, and sample and reconstruction images per epoch
   for image data. On resume, events past the checkpoint's step are purged.
+- ``wandb`` (``pip install wandb``) and ``mlflow`` (``pip install mlflow``): the same scalars, the
+  config as parameters; one W&B run per run folder (its id is stored in the folder, so a resumed
+  run continues it).
 """
 
 import csv
@@ -103,6 +106,77 @@ class TensorBoardLogger(Callback):
     def on_train_end(self, run, history):
         if self.writer is not None:
             self.writer.close()
+
+
+def _optional(module, extra):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"train.loggers = [\"{extra}\"] needs the {module} package: pip install {module} "
+                          f"(or pip install 'pyro-vae[{extra}]')") from None
+
+
+def _flat(cfg, prefix=""):
+    out = {}
+    for k, v in cfg.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+class _ScalarLogger(Callback):
+    """Scalars every ``every`` steps and per epoch through ``self._log(dict, step)``."""
+
+    every = 10
+
+    def on_step(self, run, epoch, step, global_step, loss, beta):
+        if global_step % self.every == 0:
+            self._log({"train/loss": loss, "train/beta": beta}, global_step)
+
+    def on_epoch_end(self, run, record):
+        step = record["epoch"] * run.data.num_batches(run.cfg["data"]["batch_size"])
+        self._log({f"epoch/{k}": record[k] for k in ("train_loss", "test_elbo", "beta")}, step)
+
+
+@LOGGERS.register("wandb")
+class WandbLogger(_ScalarLogger):
+    """Weights & Biases: one W&B run per run folder, resumed with it (``project`` names the W&B project)."""
+
+    def __init__(self, project="pyro-vae", every=10):
+        self.wandb, self.project, self.every = _optional("wandb", "wandb"), project, every
+
+    def on_train_start(self, run):
+        id_file = run.folder.file(".wandb-id")
+        run_id = id_file.read_text().strip() if id_file.exists() else self.wandb.util.generate_id()
+        atomic_write_text(id_file, run_id)
+        self.run = self.wandb.init(project=self.project, id=run_id, resume="allow", dir=str(run.folder),
+                                   name=run.folder.path.name, config=run.cfg)
+
+    def _log(self, values, step):
+        self.run.log(values, step=step)
+
+    def on_train_end(self, run, history):
+        self.run.finish()
+
+
+@LOGGERS.register("mlflow")
+class MLflowLogger(_ScalarLogger):
+    """MLflow: the config as parameters, the scalars as metrics (``experiment`` names the experiment)."""
+
+    def __init__(self, experiment="pyro-vae", every=10):
+        self.mlflow, self.experiment, self.every = _optional("mlflow", "mlflow"), experiment, every
+
+    def on_train_start(self, run):
+        self.mlflow.set_experiment(self.experiment)
+        self.mlflow.start_run(run_name=run.folder.path.name)
+        self.mlflow.log_params({k: str(v) for k, v in _flat(run.cfg).items()})
+
+    def _log(self, values, step):
+        self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in values.items()}, step=step)
+
+    def on_train_end(self, run, history):
+        self.mlflow.end_run()
 
 
 def build_loggers(names):

@@ -83,28 +83,81 @@ def _binarize(x, seed):
 
 def load_data(dataset="mnist", root=DEFAULT_ROOT, path="", binarize="dynamic", download=True, seed=0):
     """Load a dataset by name and apply the binarisation; see the module docstring."""
+    loader = DATASETS.get(dataset)
+    _check_binarize(binarize)
+    return _finish(*loader(root=resolve_root(root), path=path, download=download), repr(dataset), binarize, seed)
+
+
+def _check_binarize(binarize):
     if binarize not in BINARIZE:
         from .errors import ConfigError
 
         raise ConfigError(f"data.binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}")
-    loader = DATASETS.get(dataset)
-    train, train_y, test, test_y = loader(root=resolve_root(root), path=path, download=download)
+
+
+def _finish(train, train_y, test, test_y, what, binarize, seed):
+    """Check the arrays and binarise as asked: the ``Data`` of a run."""
     for name, x in (("training", train), ("test", test)):
         if x.shape[0] == 0:
-            raise DataError(f"the {name} set of dataset {dataset!r} is empty: check data.path / data.root")
+            raise DataError(f"the {name} set of dataset {what} is empty: check data.path / data.root")
         if not torch.isfinite(x).all():
-            raise DataError(f"the {name} set of dataset {dataset!r} contains NaN or Inf values: clean it first")
+            raise DataError(f"the {name} set of dataset {what} contains NaN or Inf values: clean it first")
     if binarize != "none":
         if train.min() < 0 or train.max() > 1 or test.min() < 0 or test.max() > 1:
             raise DataError(
                 f"binarisation draws x ~ Bernoulli(value), so it needs values in [0, 1], but dataset "
-                f"{dataset!r} has values in [{float(min(train.min(), test.min())):.3g}, "
+                f"{what} has values in [{float(min(train.min(), test.min())):.3g}, "
                 f"{float(max(train.max(), test.max())):.3g}]: rescale the data or set data.binarize = \"none\""
             )
         test = _binarize(test, TEST_BINARIZE_SEED)
         if binarize == "static":
             train = _binarize(train, seed)
     return Data(train, test, train_y, test_y, binarize)
+
+
+def _gather(source, what):
+    """All the points of a torch ``Dataset`` or ``DataLoader`` (items x or (x, y, ...)) as tensors (x, y or None)."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(source, Dataset):
+        source = DataLoader(source, batch_size=256, shuffle=False)
+    xs, ys = [], []
+    try:
+        for item in source:
+            x, y = (item[0], item[1] if len(item) > 1 else None) if isinstance(item, (tuple, list)) else (item, None)
+            if not torch.is_tensor(x):
+                raise DataError(f"the {what} yields {type(x).__name__} items: yield tensors x or tuples (x, y)")
+            xs.append(x.float())
+            ys.append(y if torch.is_tensor(y) else None)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"reading the {what} failed ({type(e).__name__}: {e})") from None
+    if not xs:
+        raise DataError(f"the {what} is empty")
+    x = torch.cat(xs)
+    y = torch.cat(ys).long() if all(t is not None for t in ys) else None
+    return x.unsqueeze(1) if x.dim() == 3 else x, y
+
+
+def from_torch(train, test=None, binarize="dynamic", seed=0):
+    """``Data`` from a torch ``Dataset`` or ``DataLoader`` of the training points (and optionally one of
+    test points; otherwise a fixed 10% of the training points is held out), gathered into memory,
+    checked and binarised as ``load_data`` does."""
+    _check_binarize(binarize)
+    x, y = _gather(train, "training data")
+    if test is not None:
+        xt, yt = _gather(test, "test data")
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(f"test points have shape {tuple(xt.shape[1:])} but training points {tuple(x.shape[1:])}")
+    else:
+        if x.shape[0] < 2:
+            raise DataError("the training data hold fewer than 2 points: need at least 2 to hold out a test set")
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+        n_test = max(1, x.shape[0] // 10)
+        xt, yt = x[perm[:n_test]], None if y is None else y[perm[:n_test]]
+        x, y = x[perm[n_test:]], None if y is None else y[perm[n_test:]]
+    return _finish(x, y, xt, yt, "given", binarize, seed)
 
 
 # -- torchvision's MNIST family ------------------------------------------------------------
@@ -241,6 +294,15 @@ def load_npz(root, path, download):
     n_test = max(1, x.shape[0] // 10)
     test, train = perm[:n_test], perm[n_test:]
     return x[train], None if y is None else y[train], x[test], None if y is None else y[test]
+
+
+# -- data given from Python ------------------------------------------------------------------
+@DATASETS.register("given", hidden=True)
+def load_given(root, path, download):
+    """The record of a run trained on a torch Dataset or DataLoader handed to ``train``: it cannot be
+    loaded by name, so later commands need the data again."""
+    raise DataError("this run was trained on a Dataset or DataLoader given from Python, which no name can load: "
+                    "pass it again, e.g. pyro_vae.load_run(DIR, data=...) or pyro_vae.train(..., data=..., resume=True)")
 
 
 # -- synthetic -------------------------------------------------------------------------------

@@ -19,11 +19,13 @@ class Registry:
     def __init__(self, what):
         self.what = what  # e.g. "model.prior", used in error messages
         self._entries = {}
+        self._hidden = set()
 
-    def register(self, name, override=False):
+    def register(self, name, override=False, hidden=False):
         """Decorator: register ``obj`` under ``name``. Registering the same definition again (the same
         object, or a class of the same module and name: a re-run notebook cell, a re-imported plugin)
-        replaces it quietly; another object under a taken name needs ``override=True``."""
+        replaces it quietly; another object under a taken name needs ``override=True``. A ``hidden``
+        kind works but is not listed among the choices (a record, not an option)."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{self.what}: a kind is registered under a non-empty string, got {name!r}")
 
@@ -35,6 +37,8 @@ class Registry:
                     f"{self.what}: {name!r} is already registered to {_definition(old)[1]} from "
                     f"{_definition(old)[0]}; pass override=True to replace it, or choose another name")
             self._entries[name] = obj
+            if hidden:
+                self._hidden.add(name)
             return obj
 
         return decorator
@@ -46,7 +50,7 @@ class Registry:
         return iter(self._entries)
 
     def names(self):
-        return sorted(self._entries)
+        return sorted(set(self._entries) - self._hidden)
 
     def get(self, name):
         if name not in self._entries:

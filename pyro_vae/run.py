@@ -302,7 +302,8 @@ def default_out(cfg):
 
 
 def load_run(run_dir, data=None):
-    """Rebuild a trained VAE and its data from a run folder: returns (cfg, vae, data)."""
+    """Rebuild a trained VAE and its data from a run folder: returns (cfg, vae, data). ``data`` (a
+    ``Data``, or a torch Dataset/DataLoader) replaces the data the config names."""
     folder = RunFolder(run_dir)
     state = folder.load_checkpoint()
     cfg = _saved_config(folder, state)

@@ -22,7 +22,7 @@ from .builder import build_beta_schedules, build_lr_schedule, prepare
 from .callbacks import RunInfo, build_loggers
 from .checkpoint import restore_module, save_checkpoint
 from .config import dump_toml, validate
-from .data import TORCHVISION_DATASETS, resolve_root
+from .data import TORCHVISION_DATASETS, Data, resolve_root
 from .errors import CheckpointError, ConfigError, PyroVAEError, TrainingError, TrainingInterrupted
 from .evaluate import rate, test_elbo
 from .monitor import DivergenceMonitor
@@ -143,6 +143,8 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
     """
     folder = RunFolder(out or default_out(cfg))
     cfg = _run_config(validate(cfg), folder)
+    if data is not None and not isinstance(data, Data):  # a torch Dataset or DataLoader: no name loads it again
+        cfg["data"]["dataset"] = "given"
     if resume:
         folder.acquire(create=False)
     else:

@@ -67,8 +67,9 @@ def test_csv_logger_agrees_with_the_jsonl_after_a_resume(tmp_path, synthetic):
 
 
 def test_unknown_logger_is_refused():
-    with pytest.raises(ConfigError, match="train.loggers: unknown kind 'wandb'.*valid kinds: csv, tensorboard"):
-        small_config("train.loggers=['wandb']")
+    with pytest.raises(ConfigError, match="train.loggers: unknown kind 'wand'.*did you mean 'wandb'.*valid kinds: csv, "
+                                          "mlflow, tensorboard, wandb"):
+        small_config("train.loggers=['wand']")
 
 
 def test_tensorboard_writes_the_expected_scalars_and_images(tmp_path, synthetic):
@@ -86,3 +87,64 @@ def test_tensorboard_writes_the_expected_scalars_and_images(tmp_path, synthetic)
     assert [e.step for e in events.Scalars("train/loss")] == list(range(10, 81, 10))
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [e.value for e in events.Scalars("epoch/test_elbo")] == pytest.approx([r["test_elbo"] for r in lines])
+
+
+class FakeTracker:
+    """Stands in for the wandb and mlflow modules (not installed in CI): records every call."""
+
+    def __init__(self):
+        self.calls = []
+        self.util = self
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return self
+
+        return record
+
+    def generate_id(self):
+        return "abc123"
+
+
+@pytest.mark.parametrize("name", ["wandb", "mlflow"])
+def test_wandb_and_mlflow_loggers_report_the_same_scalars(tmp_path, synthetic, monkeypatch, name):
+    import sys
+
+    fake = FakeTracker()
+    monkeypatch.setitem(sys.modules, name, fake)
+    train(small_config("train.epochs=1", f"train.loggers=['{name}']"), tmp_path, data=synthetic, **QUIET)
+    calls = [c[0] for c in fake.calls]
+    assert calls[-1] in ("finish", "end_run")
+    logged = [c for c in fake.calls if c[0] in ("log", "log_metrics")]
+    assert len(logged) == 4 + 1  # every 10 of 40 steps, then the epoch
+    keys = set(logged[-1][1][0])
+    assert keys in ({"epoch/train_loss", "epoch/test_elbo", "epoch/beta"}, {"epoch_train_loss", "epoch_test_elbo", "epoch_beta"})
+    if name == "wandb":
+        assert (tmp_path / ".wandb-id").read_text() == "abc123"
+
+
+def test_a_missing_tracker_package_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import fails
+    from pyro_vae.callbacks import build_loggers
+
+    with pytest.raises(ConfigError, match="needs the wandb package: pip install wandb"):
+        build_loggers(["wandb"])
+
+
+def test_a_torch_dataset_or_loader_is_accepted_as_data(tmp_path, synthetic):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pyro_vae import load_run
+
+    dataset = TensorDataset(synthetic.train, torch.zeros(len(synthetic.train), dtype=torch.long))
+    _, history = train(small_config(), tmp_path / "a", data=dataset, **QUIET)
+    assert load_checkpoint(tmp_path / "a")["config"]["data"]["dataset"] == "given"
+    train(small_config(), tmp_path / "b", data=(DataLoader(dataset, batch_size=100), TensorDataset(synthetic.test)),
+          **QUIET)
+    with pytest.raises(Exception, match="given from Python, which no name can load: pass it again"):
+        load_run(tmp_path / "a")
+    _, vae, data = load_run(tmp_path / "a", data=dataset)
+    assert data.num_train == 1800 and data.test.shape[0] == 200  # 10 % held out, as for npz
