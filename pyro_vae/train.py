@@ -214,7 +214,11 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
     run = RunInfo(folder, cfg, vae, data, start * steps + (partial["step"] if partial is not None else 0))
     monitor = DivergenceMonitor()
 
+    saved_epoch = start  # the epoch the checkpoint on disk holds, for the final status
+
     def checkpoint(epoch, partial=None):
+        nonlocal saved_epoch
+        saved_epoch = epoch
         save_checkpoint(folder.file(CHECKPOINT), config=cfg, epoch=epoch, partial=partial, model=vae.state_dict(),
                         optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
                         dual_beta=None if dual is None else dual.beta, history=history,
@@ -300,33 +304,25 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
         if save_grid(vae.sample(64), folder.file(SAMPLES), nrow=8):
             log(f"wrote {folder.file(SAMPLES)}")
     except TrainingInterrupted as e:
-        _final_status(folder, "interrupted", str(e))
+        _final_status(folder, "interrupted", str(e), saved_epoch)
         raise
     except KeyboardInterrupt:
         _final_status(folder, "interrupted", "stopped by a second signal without a checkpoint at that step; "
-                      f"resume from the last epoch's with pyro-vae train --resume {folder}")
+                      f"resume from the last epoch's with pyro-vae train --resume {folder}", saved_epoch)
         raise
     except Exception as e:
-        _final_status(folder, "failed", str(e) if isinstance(e, PyroVAEError) else f"{type(e).__name__}: {e}")
+        _final_status(folder, "failed", str(e) if isinstance(e, PyroVAEError) else f"{type(e).__name__}: {e}",
+                      saved_epoch)
         raise
-    _final_status(folder, "finished", stopped or f"trained {epochs} epochs")
+    _final_status(folder, "finished", stopped or f"trained {epochs} epochs", saved_epoch)
     for c in callbacks:
         c.on_train_end(run, history)
     return vae, history
 
 
-def _final_status(folder, state, message):
-    """Record how the run ended; never let that hide the error that ended it."""
+def _final_status(folder, state, message, epoch):
+    """Record how the run ended and the epoch its checkpoint holds; never let that hide the error that ended it."""
     try:
-        folder.write_status(state, message=message, epoch=_checkpoint_epoch(folder))
+        folder.write_status(state, message=message, epoch=epoch)
     except Exception:
         pass
-
-
-def _checkpoint_epoch(folder):
-    from .checkpoint import load_checkpoint
-
-    try:
-        return load_checkpoint(folder.file(CHECKPOINT))["epoch"]
-    except Exception:
-        return 0
