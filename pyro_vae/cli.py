@@ -23,8 +23,7 @@ def _with_plugins(cfg, args):
 
 def _train(args):
     from .config import apply_overrides, load_config, validate
-    from .run import RunFolder
-    from .run import default_out
+    from .run import CHECKPOINT, RunFolder, default_out, saved_config
     from .train import train
 
     if args.resume:
@@ -34,11 +33,8 @@ def _train(args):
             raise UsageError(f"--resume continues the run in {args.resume} with its own config and folder, so "
                              f"{' and '.join(given)} cannot go with it: change settings with --set, or start a new "
                              "run without --resume")
-        saved = RunFolder(args.resume).load_checkpoint()["config"]
-        try:
-            saved = validate(saved)
-        except PyroVAEError as e:
-            raise UsageError(f"the checkpoint in {args.resume} holds a config this pyro-vae cannot read ({e})") from None
+        folder = RunFolder(args.resume)
+        saved = saved_config(folder.load_checkpoint()["config"], folder.file(CHECKPOINT))
         cfg = _with_plugins(validate(apply_overrides(saved, args.set)), args)
         train(cfg, args.resume, resume=True, progress=not args.quiet)
         return

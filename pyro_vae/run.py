@@ -306,7 +306,7 @@ def load_run(run_dir, data=None):
     ``Data``, or a torch Dataset/DataLoader) replaces the data the config names."""
     folder = RunFolder(run_dir)
     state = folder.load_checkpoint()
-    cfg = _saved_config(folder, state)
+    cfg = saved_config(state["config"], folder.file(CHECKPOINT))
     data, vae, _, _ = prepare(cfg, data)
     restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
     return cfg, vae, data
@@ -320,16 +320,13 @@ def load_model(run_dir):
         from .export import read_model
 
         cfg, shape, weights = read_model(run_dir)
-        try:
-            cfg = validate(cfg)
-        except ConfigError as e:
-            raise CheckpointError(f"{run_dir} holds a config this pyro-vae cannot read ({e})") from None
+        cfg = saved_config(cfg, run_dir)
         vae = build_vae(cfg, shape)
         restore_module(vae, weights, str(run_dir))
         return cfg, vae
     folder = RunFolder(run_dir)
     state = folder.load_checkpoint()
-    cfg = _saved_config(folder, state)
+    cfg = saved_config(state["config"], folder.file(CHECKPOINT))
     shape = state.get("data_shape")
     if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
         cfg, vae, _ = load_run(run_dir)
@@ -340,8 +337,9 @@ def load_model(run_dir):
     return cfg, vae
 
 
-def _saved_config(folder, state):
+def saved_config(cfg, where):
+    """A config read back from a checkpoint or model file ``where``, validated (its plugins imported)."""
     try:
-        return validate(state["config"])
+        return validate(cfg)
     except ConfigError as e:
-        raise CheckpointError(f"{folder.file(CHECKPOINT)} holds a config this pyro-vae cannot read ({e})") from None
+        raise CheckpointError(f"{where} holds a config this pyro-vae cannot read ({e})") from None

@@ -23,11 +23,12 @@ from .callbacks import RunInfo, build_loggers
 from .checkpoint import restore_module, save_checkpoint
 from .config import dump_toml, validate
 from .data import TORCHVISION_DATASETS, Data, resolve_root
-from .errors import CheckpointError, ConfigError, PyroVAEError, TrainingError, TrainingInterrupted
+from .errors import CheckpointError, PyroVAEError, TrainingError, TrainingInterrupted
 from .evaluate import rate, test_elbo
 from .monitor import DivergenceMonitor
 from .plots import save_grid
-from .run import CHECKPOINT, CONFIG, METRICS, SAMPLES, RunFolder, default_out, read_metrics, resume_changes
+from .run import (CHECKPOINT, CONFIG, METRICS, SAMPLES, RunFolder, default_out, read_metrics, resume_changes,
+                  saved_config)
 
 
 def svi_step(model, guide, elbo, optimizer, *args, validate=False, max_grad_norm=0.0, **kwargs):
@@ -171,10 +172,7 @@ def _resume_state(folder, cfg, log):
     if removed:
         log(f"removed {removed} temporary file(s) a killed writer left in {folder}")
     state = folder.load_checkpoint()
-    try:
-        saved = validate(state["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"{folder.file(CHECKPOINT)} holds a config this pyro-vae cannot read ({e})") from None
+    saved = saved_config(state["config"], folder.file(CHECKPOINT))
     changes = resume_changes(saved, cfg, mid_epoch=state.get("partial") is not None)
     state["changes"] = changes
     return state
