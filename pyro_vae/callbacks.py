@@ -18,6 +18,7 @@ import io
 
 import torch
 
+from .config import flatten
 from .errors import ConfigError
 from .files import atomic_write_text
 from .registry import Registry
@@ -68,9 +69,28 @@ class CSVLogger(Callback):
         atomic_write_text(run.folder.file("metrics.csv"), out.getvalue())
 
 
+def _epoch_step(run, record):
+    """The global step at the end of ``record``'s epoch: epoch scalars share the step axis of step scalars."""
+    return record["epoch"] * run.data.num_batches(run.cfg["data"]["batch_size"])
+
+
+class _ScalarLogger(Callback):
+    """Scalars every ``every`` steps and per epoch through ``self._log(dict, step)``."""
+
+    every = 10
+
+    def on_step(self, run, epoch, step, global_step, loss, beta):
+        if global_step % self.every == 0:
+            self._log({"train/loss": loss, "train/beta": beta}, global_step)
+
+    def on_epoch_end(self, run, record):
+        self._log({f"epoch/{k}": record[k] for k in ("train_loss", "test_elbo", "beta")}, _epoch_step(run, record))
+
+
 @LOGGERS.register("tensorboard")
-class TensorBoardLogger(Callback):
-    """TensorBoard event files under ``RUN/tensorboard``; scalars every ``every`` steps and per epoch."""
+class TensorBoardLogger(_ScalarLogger):
+    """TensorBoard event files under ``RUN/tensorboard``; scalars every ``every`` steps and per epoch,
+    sample and reconstruction images per epoch."""
 
     def __init__(self, every=10, images=16):
         try:
@@ -82,20 +102,19 @@ class TensorBoardLogger(Callback):
         self.writer = None
 
     def on_train_start(self, run):
-        self.writer = self.writer_class(log_dir=str(run.folder.file("tensorboard")), purge_step=run.start_step + 1 if run.start_step else None)
+        self.writer = self.writer_class(log_dir=str(run.folder.file("tensorboard")),
+                                        purge_step=run.start_step + 1 if run.start_step else None)
 
-    def on_step(self, run, epoch, step, global_step, loss, beta):
-        if global_step % self.every == 0:
-            self.writer.add_scalar("train/loss", loss, global_step)
-            self.writer.add_scalar("train/beta", beta, global_step)
+    def _log(self, values, step):
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
 
     def on_epoch_end(self, run, record):
         from .plots import is_image_shape
 
-        step = record["epoch"] * run.data.num_batches(run.cfg["data"]["batch_size"])
-        for key in ("train_loss", "test_elbo", "beta"):
-            self.writer.add_scalar(f"epoch/{key}", record[key], step)
+        super().on_epoch_end(run, record)
         if is_image_shape(run.vae.data_shape):
+            step = _epoch_step(run, record)
             with torch.no_grad():
                 x = run.data.test[: self.images]
                 self.writer.add_images("samples", run.vae.sample(self.images).clamp(0, 1)[:, :3].cpu(), step)
@@ -116,27 +135,6 @@ def _optional(module, extra):
     except ImportError:
         raise ConfigError(f"train.loggers = [\"{extra}\"] needs the {module} package: pip install {module} "
                           f"(or pip install 'pyro-vae[{extra}]')") from None
-
-
-def _flat(cfg, prefix=""):
-    out = {}
-    for k, v in cfg.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-class _ScalarLogger(Callback):
-    """Scalars every ``every`` steps and per epoch through ``self._log(dict, step)``."""
-
-    every = 10
-
-    def on_step(self, run, epoch, step, global_step, loss, beta):
-        if global_step % self.every == 0:
-            self._log({"train/loss": loss, "train/beta": beta}, global_step)
-
-    def on_epoch_end(self, run, record):
-        step = record["epoch"] * run.data.num_batches(run.cfg["data"]["batch_size"])
-        self._log({f"epoch/{k}": record[k] for k in ("train_loss", "test_elbo", "beta")}, step)
 
 
 @LOGGERS.register("wandb")
@@ -170,7 +168,7 @@ class MLflowLogger(_ScalarLogger):
     def on_train_start(self, run):
         self.mlflow.set_experiment(self.experiment)
         self.mlflow.start_run(run_name=run.folder.path.name)
-        self.mlflow.log_params({k: str(v) for k, v in _flat(run.cfg).items()})
+        self.mlflow.log_params({k: str(v) for k, v in flatten(run.cfg).items()})
 
     def _log(self, values, step):
         self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in values.items()}, step=step)

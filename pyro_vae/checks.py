@@ -7,7 +7,8 @@ import math
 from .errors import ConfigError
 
 
-def _describe(integer, low, high, strict):
+def describe(integer, low=None, high=None, strict=False):
+    """What a number must be, in words: "an integer from 1 to 10,000", "a positive number", ..."""
     kind = "an integer" if integer else "a number"
     if low == 0 and strict and high is None:
         return f"a positive {'integer' if integer else 'number'}"
@@ -25,7 +26,7 @@ def number(name, value, *, integer=False, low=None, high=None, strict=False, hin
     ok = ok and math.isfinite(value) and (low is None or (value > low if strict else value >= low))
     ok = ok and (high is None or value <= high)
     if not ok:
-        raise error(f"{name} must be {_describe(integer, low, high, strict)}, got {value!r}{hint}")
+        raise error(f"{name} must be {describe(integer, low, high, strict)}, got {value!r}{hint}")
     return int(value) if integer else float(value)
 
 

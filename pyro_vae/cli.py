@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .checks import describe
 from .errors import PyroVAEError, PyroVAEWarning, TrainingInterrupted, UsageError
 
 
@@ -151,8 +152,7 @@ def _int_in(low, high=None, hint=""):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low or (high is not None and value > high):
-            span = f">= {low}" if high is None else f"from {low} to {high:,}"
-            raise argparse.ArgumentTypeError(f"must be an integer {span}, got {value}{hint}")
+            raise argparse.ArgumentTypeError(f"must be {describe(True, low, high)}, got {value}{hint}")
         return value
     return parse
 

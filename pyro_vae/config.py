@@ -159,6 +159,17 @@ def validate(cfg):
     return out
 
 
+def flatten(cfg, prefix=""):
+    """A nested config as {"section.key": value}."""
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def parse_value(text):
     """A ``--set`` value as TOML (numbers, booleans, lists, inline tables); a bare word is a string."""
     try:

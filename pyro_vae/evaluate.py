@@ -19,6 +19,7 @@ from .checks import number
 from .errors import UsageError
 from .model import posterior_mean
 from .work import check_logpx_work
+from .work import per_point as numbers_per_point
 
 #: how many numbers (decoder outputs, prior terms) one chunk of log p(x) work may hold: 2^22
 #: float32 = 16 MB per tensor, so a chunk's tensors stay in the CPU's last-level cache. Measured
@@ -61,7 +62,7 @@ def iwae_log_px(vae, x, num_samples):
     ``CHUNK_ELEMENTS`` numbers (images split too, if one sample of them all is larger), and the
     log-mean-exp is accumulated chunk by chunk, so memory stays flat in K."""
     n = x.shape[0]
-    per_point = vae.likelihood.params_per_element * vae.num_inputs + vae.prior.size_per_point
+    per_point = numbers_per_point(vae)
     if n > 1 and n * per_point > CHUNK_ELEMENTS:
         return torch.cat([iwae_log_px(vae, xb, num_samples) for xb in x.split(max(1, CHUNK_ELEMENTS // per_point))])
     q = vae.q(x)

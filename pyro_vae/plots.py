@@ -25,12 +25,8 @@ def check_image_path(path):
         raise UsageError(f"{path} is a folder: give a file name, e.g. {os.path.join(path, 'samples.png')}")
     if not path.lower().endswith(IMAGE_SUFFIXES):
         raise UsageError(f"cannot write an image grid to {path}: give a file ending in {', '.join(IMAGE_SUFFIXES)}")
-    folder = os.path.dirname(path)
-    if folder:
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"cannot create the folder {folder} for {path}: {e.strerror}") from None
+    if os.path.dirname(path):
+        make_folder(os.path.dirname(path), "choose another --out")
     return path
 
 

@@ -64,7 +64,9 @@ def load_plugin(name):
 
 def load_plugins(names):
     """Import each plugin in ``names``; returns their recorded names."""
-    return [normalise(n) for n in names if load_plugin(n) is not None]
+    for name in names:
+        load_plugin(name)
+    return [normalise(n) for n in names]
 
 
 def load_entry_points():

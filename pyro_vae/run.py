@@ -27,7 +27,7 @@ import pyro
 
 from .builder import build_vae, prepare
 from .checkpoint import restore_module
-from .config import validate
+from .config import flatten, validate
 from .errors import CheckpointError, ConfigError, RunExistsError, RunFolderError, RunLockedError
 from .files import atomic_write_text, check_folder_target, leftover_temps, os_error
 
@@ -253,16 +253,6 @@ RESUME_RULES = [
 ]
 
 
-def _flatten(cfg, prefix=""):
-    out = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _rule(key):
     for name, rule, why in RESUME_RULES:
         if key == name or key.startswith(name + "."):
@@ -274,7 +264,7 @@ def resume_changes(saved, cfg, mid_epoch):
     """The settings ``cfg`` changes from the checkpoint's ``saved`` config, as (key, old, new) lines
     to apply; raises ConfigError naming every refused change and why (``mid_epoch``: the checkpoint
     was saved inside an epoch)."""
-    old, new = _flatten(saved), _flatten(cfg)
+    old, new = flatten(saved), flatten(cfg)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     applied, refused = [], []
     for key in changed:

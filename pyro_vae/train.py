@@ -153,14 +153,11 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
         if folder.holds_run() and not overwrite:
             raise folder.exists_error()  # before any data is loaded
     try:
-        if resume:
-            state = _resume_state(folder, cfg, log)
-            prepared = prepare(cfg, data, vae, elbo, optimizer)
-        else:
-            prepared = prepare(cfg, data, vae, elbo, optimizer)  # a failed start leaves no folder behind
+        state = _resume_state(folder, cfg, log) if resume else None
+        prepared = prepare(cfg, data, vae, elbo, optimizer)
+        if not resume:  # the folder is made only now: a failed start leaves none behind
             folder.acquire()
             folder.start_new(overwrite)
-            state = None
         callbacks = [*build_loggers(cfg["train"]["loggers"]), *callbacks]
         return _train(cfg, folder, state, *prepared, progress=progress, log=log, callbacks=callbacks)
     finally:
