@@ -55,9 +55,14 @@ def build_beta_schedules(cfg, steps_per_epoch):
 
 
 def resolve_device(name):
+    """The config's ``device`` as a torch device; under torchrun plain "cuda" is this rank's GPU."""
+    from .distributed import device_for
+
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device = {name!r} but no CUDA device is available here: use device = \"cpu\"")
-    return torch.device(name)
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("device = \"mps\" but this machine has no Apple-silicon GPU (MPS): use device = \"cpu\"")
+    return device_for(name)
 
 
 def load_config_data(cfg):

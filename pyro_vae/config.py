@@ -46,6 +46,7 @@ DEFAULTS = {
         "beta_lr": 0.01,
         "lr_schedule": {"kind": "none"},
         "grad_clip": 0.0,
+        "micro_batches": 0,
         "early_stop": 0,
         "loggers": [],
         "out": "runs/NAME",
@@ -87,6 +88,7 @@ _BOUNDS = {
     "train.target_rate": dict(low=0, hint=" (nats; 0: off)"),
     "train.beta_lr": dict(low=0, strict=True),
     "train.grad_clip": dict(low=0, hint=" (the largest gradient norm; 0: off)"),
+    "train.micro_batches": dict(integer=True, low=0, hint=" (micro-batches per batch; 0: one per rank)"),
     "train.early_stop": dict(integer=True, low=0, hint=" (epochs without a better test ELBO; 0: off)"),
     "eval.iwae_samples": dict(integer=True, low=1),
     "eval.batch_size": dict(integer=True, low=1),
@@ -154,8 +156,8 @@ def validate(cfg):
     DATASETS.get(out["data"]["dataset"])
     for name in out["train"]["loggers"]:
         LOGGERS.get(name) if isinstance(name, str) else LOGGERS.get(repr(name))
-    if out["device"] != "cpu" and not out["device"].startswith("cuda"):
-        raise ConfigError(f"device must be \"cpu\" or \"cuda\" (or \"cuda:N\"), got {out['device']!r}")
+    if out["device"] not in ("cpu", "mps") and not out["device"].startswith("cuda"):
+        raise ConfigError(f"device must be \"cpu\", \"cuda\" (or \"cuda:N\") or \"mps\", got {out['device']!r}")
     return out
 
 

@@ -53,18 +53,28 @@ class Data:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Data(move(self.train), move(self.test), move(self.train_labels), move(self.test_labels), self.binarize)
 
-    def batches(self, batch_size, generator, start=0, generator_state=None):
-        """Shuffled training batches (the last incomplete one is dropped), binarised if dynamic.
-        The generator fixes the order and the draws; ``start`` and ``generator_state`` (read with
-        ``generator.get_state()`` after batch ``start``) continue an interrupted pass exactly."""
+    def batches(self, batch_size, generator, start=0, generator_state=None, part=(0, 1)):
+        """Shuffled training batches (the last incomplete one is dropped), binarised if dynamic
+        (x = 1[u < grey], u uniform). The generator fixes the order and the draws; ``start`` and
+        ``generator_state`` (read with ``generator.get_state()`` after batch ``start``) continue an
+        interrupted pass exactly. ``part = (k, n)`` yields only the k-th of n equal slices of each
+        batch (a rank's share), with the same points and draws as that slice of the whole batch."""
         perm = torch.randperm(self.num_train, generator=generator, device=generator.device)
         if generator_state is not None:
             generator.set_state(generator_state)
-        for i in range(start, self.num_train // batch_size):
-            x = self.train[perm[i * batch_size:(i + 1) * batch_size]]
+        k, n = part
+        lo, hi = k * batch_size // n, (k + 1) * batch_size // n
+        rows = [perm[i * batch_size:(i + 1) * batch_size][lo:hi] for i in range(start, self.num_batches(batch_size))]
+        for x in self._load(rows):
             if self.binarize == "dynamic":
-                x = torch.bernoulli(x, generator=generator)
+                u = torch.rand((batch_size, *self.data_shape), generator=generator, device=generator.device)
+                x = (u[lo:hi] < x).to(x.dtype)
             yield x
+
+    def _load(self, rows):
+        """The training points at each list of indices ``rows`` (in memory: indexing)."""
+        for idx in rows:
+            yield self.train[idx]
 
     def num_batches(self, batch_size):
         return self.num_train // batch_size

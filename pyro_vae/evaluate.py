@@ -116,3 +116,20 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
 def test_elbo(vae, x, batch_size=1000):
     """The single-sample test ELBO in nats per data point (what training reports each epoch)."""
     return evaluate(vae, x, iwae_samples=0, batch_size=batch_size)["elbo"]
+
+
+@torch.no_grad()
+def shared_test_elbo(vae, x, world, seed, batch_size=1000):
+    """``test_elbo`` computed by all ranks together: chunk c of ``batch_size`` points is drawn with its
+    own seed on rank c mod W and the sums are added over ranks, so the value does not depend on W."""
+    from .distributed import stream_seed
+
+    total, n = 0.0, 0
+    for c, i in enumerate(range(0, x.shape[0], batch_size)):
+        if c % world.size == world.rank:
+            torch.manual_seed(stream_seed(seed, -1, c))
+            xb = x[i:i + batch_size]
+            total += evaluate(vae, xb, iwae_samples=0, batch_size=batch_size)["elbo"] * xb.shape[0]
+            n += xb.shape[0]
+    total, n = world.all_sum([total, n])
+    return total / n

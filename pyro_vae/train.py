@@ -18,13 +18,14 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .builder import build_beta_schedules, build_lr_schedule, prepare
 from .callbacks import RunInfo, build_loggers
 from .checkpoint import restore_module, save_checkpoint
 from .config import dump_toml, validate
 from .data import TORCHVISION_DATASETS, Data, resolve_root
 from .errors import CheckpointError, PyroVAEError, TrainingError, TrainingInterrupted
-from .evaluate import rate, test_elbo
+from .evaluate import rate, shared_test_elbo
 from .monitor import DivergenceMonitor
 from .plots import save_grid
 from .run import (CHECKPOINT, CONFIG, METRICS, SAMPLES, RunFolder, default_out, read_metrics, resume_changes,
@@ -37,14 +38,30 @@ def svi_step(model, guide, elbo, optimizer, *args, validate=False, max_grad_norm
     any ``pyro.infer.ELBO`` work (the optimiser must hold their parameters). Pyro's validation runs
     only if asked (the loop asks on its first step); ``max_grad_norm > 0`` clips the gradients'
     total norm to it. Returns the loss; a non-finite loss is not applied."""
+    return accumulated_step(model, guide, elbo, optimizer, [args], validate=validate, max_grad_norm=max_grad_norm,
+                            **kwargs)[0]
+
+
+def accumulated_step(model, guide, elbo, optimizer, parts, seeds=None, average=None, stop=False, validate=False,
+                     max_grad_norm=0.0, **kwargs):
+    """One SVI step over micro-batches: ``elbo.loss_and_grads`` on each tuple of arguments in
+    ``parts`` (with ``torch.manual_seed(seeds[i])`` first, if given) accumulates the gradients;
+    ``average(loss, stop)`` (a ``distributed.GradientAverager``) averages them and the loss over the
+    micro-batches of every rank; then one optimiser step. Returns (loss, stop: any rank's flag)."""
     optimizer.zero_grad(set_to_none=True)
-    with pyro.validation_enabled(validate):
-        loss = elbo.loss_and_grads(model, guide, *args, **kwargs)
+    loss = 0.0
+    for i, args in enumerate(parts):
+        if seeds is not None:
+            torch.manual_seed(seeds[i])
+        with pyro.validation_enabled(validate):
+            loss += elbo.loss_and_grads(model, guide, *args, **kwargs)
+    if average is not None:
+        loss, stop = average(loss, stop)
     if math.isfinite(loss):
         if max_grad_norm:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
         optimizer.step()
-    return loss
+    return loss, stop
 
 
 class _Interrupts:
@@ -141,27 +158,44 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
     (the run still checks them, checkpoints them and resumes them: pass the same parts on resume).
     ``callbacks`` (``callbacks.Callback``) are called with every step and epoch record, after the
     loggers ``train.loggers`` names.
+
+    Under ``torchrun`` every rank calls ``train`` with the same arguments; they train one model
+    (``distributed``: each rank computes its share of every batch, gradients are averaged) and
+    rank 0 alone writes the run folder and runs the loggers and callbacks.
     """
-    folder = RunFolder(out or default_out(cfg))
-    cfg = _run_config(validate(cfg), folder)
+    cfg = validate(cfg)
+    world = distributed.init(cfg["device"])
+    if not world.is_main:  # rank 0 alone speaks and writes; the others learn its decisions by broadcast
+        log, progress, callbacks = _silent, False, ()
+    folder = RunFolder(world.broadcast(str(out or default_out(cfg))))
+    cfg = _run_config(cfg, folder)
     if data is not None and not isinstance(data, Data):  # a torch Dataset or DataLoader: no name loads it again
         cfg["data"]["dataset"] = "given"
-    if resume:
-        folder.acquire(create=False)
-    else:
-        folder.check_target()
-        if folder.holds_run() and not overwrite:
-            raise folder.exists_error()  # before any data is loaded
     try:
-        state = _resume_state(folder, cfg, log) if resume else None
+        state = world.on_main(lambda: _open_folder(folder, cfg, resume, overwrite, log))
         prepared = prepare(cfg, data, vae, elbo, optimizer)
         if not resume:  # the folder is made only now: a failed start leaves none behind
-            folder.acquire()
-            folder.start_new(overwrite)
-        callbacks = [*build_loggers(cfg["train"]["loggers"]), *callbacks]
-        return _train(cfg, folder, state, *prepared, progress=progress, log=log, callbacks=callbacks)
+            world.on_main(lambda: (folder.acquire(), folder.start_new(overwrite)) and None)
+        callbacks = [*build_loggers(cfg["train"]["loggers"]), *callbacks] if world.is_main else []
+        return _train(cfg, folder, state, *prepared, progress=progress, log=log, callbacks=callbacks, world=world)
     finally:
-        folder.release(remove_if_unused=True)
+        if world.is_main:
+            folder.release(remove_if_unused=True)
+
+
+def _silent(*args, **kwargs):
+    pass
+
+
+def _open_folder(folder, cfg, resume, overwrite, log):
+    """Lock a run's folder and read its checkpoint back (``resume``), or check that a new run may go there."""
+    if resume:
+        folder.acquire(create=False)
+        return _resume_state(folder, cfg, log)
+    folder.check_target()
+    if folder.holds_run() and not overwrite:
+        raise folder.exists_error()  # before any data is loaded
+    return None
 
 
 def _resume_state(folder, cfg, log):
@@ -175,47 +209,60 @@ def _resume_state(folder, cfg, log):
     return state
 
 
-def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, callbacks):
+def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, callbacks, world=distributed.World()):
     device = next(vae.parameters()).device
     start, partial = 0, None
     num_data, batch_size = data.num_train, cfg["data"]["batch_size"]
     steps = data.num_batches(batch_size)
     t = cfg["train"]
     epochs = t["epochs"]
+    micro = distributed.micro_batches(cfg, world)
+    mine = range(world.rank * micro // world.size, (world.rank + 1) * micro // world.size)  # this rank's micro-batches
     warmup, dual = build_beta_schedules(cfg, steps)
     lr_schedule = build_lr_schedule(cfg, optimizer, steps)
     history = []
+    main = world.is_main
     if state is not None:
         restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
         _restore_optimizer(optimizer, state["optimizer"], lr_schedule, state.get("lr_schedule"))
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         start, partial = state["epoch"], state.get("partial")
         if dual is not None and state.get("dual_beta") is not None:
             dual.beta = state["dual_beta"]
         saved_history = state.get("history")
         if not isinstance(saved_history, list):  # a checkpoint from before the history was kept
-            saved_history = read_metrics(folder.file(METRICS))[0]
+            saved_history = read_metrics(folder.file(METRICS))[0] if main else []
         history = [r for r in saved_history if isinstance(r, dict) and r.get("epoch", 0) <= start]
-        message = folder.reconcile(history, start)
+        message = folder.reconcile(history, start) if main else None
         if message:
             log(message)
         step = partial["step"] if partial is not None else 0
         log(f"resuming {folder} at epoch {start + 1}, step {step} of {steps} (training to epoch {epochs})")
         for key, old, new in state["changes"]:
             log(f"  {key}: {old!r} -> {new!r}")
-    folder.write_text(CONFIG, dump_toml(cfg))
-    folder.write_status("running", epoch=start, epochs=epochs)
+    world.same_parameters(vae)
+    if world.distributed:
+        log(f"{world.size} ranks, {micro} micro-batches of {batch_size // micro} per batch of {batch_size}")
+    if main:
+        folder.write_text(CONFIG, dump_toml(cfg))
+        folder.write_status("running", epoch=start, epochs=epochs)
     pyro.clear_param_store()  # the param store must hold this VAE's parameters only
     run = RunInfo(folder, cfg, vae, data, start * steps + (partial["step"] if partial is not None else 0))
     monitor = DivergenceMonitor()
+    average = distributed.GradientAverager([p for g in optimizer.param_groups for p in g["params"]], world, micro)
 
     saved_epoch = start  # the epoch the checkpoint on disk holds, for the final status
 
     def checkpoint(epoch, partial=None):
         nonlocal saved_epoch
         saved_epoch = epoch
+        if not main:
+            return
         save_checkpoint(folder.file(CHECKPOINT), config=cfg, epoch=epoch, partial=partial, model=vae.state_dict(),
                         optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+                        cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                         dual_beta=None if dual is None else dual.beta, history=history,
                         lr_schedule=None if lr_schedule is None else lr_schedule.state_dict(),
                         data_shape=list(data.data_shape))
@@ -241,16 +288,21 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                     first, total, seconds, g_state = partial["step"], partial["total"], partial["seconds"], partial["generator"]
                     beta_sum = partial["beta_sum"]
                 t0 = time.perf_counter()
-                bar = tqdm(data.batches(batch_size, g, first, g_state), total=steps, initial=first,
-                           desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False, mininterval=0.5, unit="batch")
+                share = {"part": (world.rank, world.size)} if world.distributed else {}  # a rank's slice of each batch
+                bar = tqdm(data.batches(batch_size, g, first, g_state, **share), total=steps,
+                           initial=first, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                           mininterval=0.5, unit="batch")
                 for step, x in enumerate(bar, start=first):
                     global_step = (epoch - 1) * steps + step
                     beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
                     beta_sum += beta
-                    loss = svi_step(vae.model, vae.guide, elbo, optimizer, x, num_data=num_data, beta=beta,
-                                    validate=epoch == 1 and step == 0, max_grad_norm=t["grad_clip"])
+                    loss, stop = accumulated_step(
+                        vae.model, vae.guide, elbo, optimizer, [(xm,) for xm in x.split(batch_size // micro)],
+                        [distributed.stream_seed(cfg["seed"], global_step, m) for m in mine], average,
+                        stop=interrupts.signal is not None, validate=epoch == 1 and step == 0,
+                        max_grad_norm=t["grad_clip"], num_data=num_data, beta=beta)
                     if not math.isfinite(loss):
-                        raise TrainingError(_nan_message(loss, epoch, step + 1, folder, folder.file(CHECKPOINT).exists(),
+                        raise TrainingError(_nan_message(loss, epoch, step + 1, folder, saved_epoch > 0 or partial is not None,
                                                          optimizer.param_groups[0]["lr"]))
                     total += loss
                     if lr_schedule is not None:
@@ -260,14 +312,14 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                         c.on_step(run, epoch, step + 1, global_step + 1, loss / num_data, beta)
                     if dual is not None and global_step % dual.update_every == 0:
                         with torch.no_grad():
-                            dual.update(rate(vae, x).mean().item())
-                    if interrupts.signal:
+                            dual.update(world.all_sum([rate(vae, x).mean().item()])[0] / world.size)
+                    if stop or (not world.distributed and interrupts.signal):
                         seconds += time.perf_counter() - t0
                         checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "total": total, "beta_sum": beta_sum,
                                                "seconds": seconds, "generator": g.get_state()})
                         raise TrainingInterrupted(
-                            f"{interrupts.signal} at epoch {epoch}, step {step + 1} of {steps}: saved a checkpoint "
-                            f"at this step. Continue with: pyro-vae train --resume {folder}"
+                            f"{interrupts.signal or 'a signal to another rank'} at epoch {epoch}, step {step + 1} of "
+                            f"{steps}: saved a checkpoint at this step. Continue with: pyro-vae train --resume {folder}"
                         )
                     if step % 50 == 0:
                         bar.set_postfix(loss=f"{loss / num_data:.2f}")
@@ -275,7 +327,7 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                 history.append({
                     "epoch": epoch,
                     "train_loss": total / steps / num_data,
-                    "test_elbo": test_elbo(vae, data.test),
+                    "test_elbo": shared_test_elbo(vae, data.test, world, cfg["seed"]),
                     "beta": beta_sum / steps,
                     "seconds": seconds,
                 })
@@ -283,8 +335,9 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                     lr_schedule.after("epoch")
                 # the checkpoint first: it is the source of truth; metrics.jsonl is reconciled to it on resume
                 checkpoint(epoch)
-                folder.write_metrics(history)
-                folder.write_status("running", epoch=epoch, epochs=epochs)
+                if main:
+                    folder.write_metrics(history)
+                    folder.write_status("running", epoch=epoch, epochs=epochs)
                 for c in callbacks:
                     c.on_epoch_end(run, history[-1])
                 best = early_stop(history, t["early_stop"])
@@ -296,27 +349,29 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                 r = history[-1]
                 log(f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}  "
                     f"({seconds:.1f} s, {steps * batch_size / seconds:,.0f} images/s)")
-        if save_grid(vae.sample(64), folder.file(SAMPLES), nrow=8):
+        if main and save_grid(vae.sample(64), folder.file(SAMPLES), nrow=8):
             log(f"wrote {folder.file(SAMPLES)}")
     except TrainingInterrupted as e:
-        _final_status(folder, "interrupted", str(e), saved_epoch)
+        _final_status(folder, "interrupted", str(e), saved_epoch, main)
         raise
     except KeyboardInterrupt:
         _final_status(folder, "interrupted", "stopped by a second signal without a checkpoint at that step; "
-                      f"resume from the last epoch's with pyro-vae train --resume {folder}", saved_epoch)
+                      f"resume from the last epoch's with pyro-vae train --resume {folder}", saved_epoch, main)
         raise
     except Exception as e:
         _final_status(folder, "failed", str(e) if isinstance(e, PyroVAEError) else f"{type(e).__name__}: {e}",
-                      saved_epoch)
+                      saved_epoch, main)
         raise
-    _final_status(folder, "finished", stopped or f"trained {epochs} epochs", saved_epoch)
+    _final_status(folder, "finished", stopped or f"trained {epochs} epochs", saved_epoch, main)
     for c in callbacks:
         c.on_train_end(run, history)
     return vae, history
 
 
-def _final_status(folder, state, message, epoch):
+def _final_status(folder, state, message, epoch, main=True):
     """Record how the run ended and the epoch its checkpoint holds; never let that hide the error that ended it."""
+    if not main:
+        return
     try:
         folder.write_status(state, message=message, epoch=epoch)
     except Exception:

@@ -72,7 +72,7 @@ def test_early_stop_ends_the_run_and_resume_says_so(tmp_path, synthetic, monkeyp
     import sys
 
     values = iter([-10.0, -9.0, -9.5, -9.6, -9.7, -9.8])
-    monkeypatch.setattr(sys.modules["pyro_vae.train"], "test_elbo", lambda vae, x: next(values))
+    monkeypatch.setattr(sys.modules["pyro_vae.train"], "shared_test_elbo", lambda vae, x, world, seed: next(values))
     said = []
     _, history = train(small_config("train.epochs=6", "train.early_stop=2"), tmp_path, data=synthetic, progress=False,
                        log=said.append)
