@@ -6,6 +6,7 @@ status 2 (argument errors included); warnings are one line each, ``pyro-vae CMD:
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ def _with_plugins(cfg, args):
 
 def _train(args):
     from .config import apply_overrides, load_config, validate
+    from .distributed import init
     from .run import CHECKPOINT, RunFolder, default_out, saved_config
     from .train import train
 
@@ -34,15 +36,17 @@ def _train(args):
             raise UsageError(f"--resume continues the run in {args.resume} with its own config and folder, so "
                              f"{' and '.join(given)} cannot go with it: change settings with --set, or start a new "
                              "run without --resume")
-        folder = RunFolder(args.resume)
+        folder = RunFolder(args.resume)  # every rank reads the config (several machines: a shared file system)
         saved = saved_config(folder.load_checkpoint()["config"], folder.file(CHECKPOINT))
         cfg = _with_plugins(validate(apply_overrides(saved, args.set)), args)
         train(cfg, args.resume, resume=True, progress=not args.quiet)
         return
     cfg = _with_plugins(load_config(args.config, args.set), args)
-    out = args.out or default_out(cfg)
+    world = init(cfg["device"])
+    out = world.broadcast(args.out or default_out(cfg))  # one folder, though the ranks' clocks differ
     cfg["train"]["out"] = str(out)
-    print(f"training into {out}")
+    if world.is_main:
+        print(f"training into {out}" + (f" ({world.size} ranks)" if world.distributed else ""))
     train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
 
 
@@ -240,6 +244,26 @@ def make_parser():
     return p
 
 
+def _speaks(error):
+    """Under torchrun, rank 0 says what all ranks would (a config error, an interruption); another rank
+    speaks only of its own failures, once it has joined the others."""
+    from .distributed import RankZeroError, launched, world
+
+    if not launched():
+        return True
+    w = world()
+    if not w.distributed:  # it failed before joining the others: every rank fails alike, rank 0 says it
+        return os.environ.get("RANK", "0") == "0"
+    return w.is_main or not isinstance(error, (RankZeroError, TrainingInterrupted))
+
+
+def _rank_prefix():
+    from .distributed import world
+
+    w = world()
+    return f"[rank {w.rank}] " if w.distributed and not w.is_main else ""
+
+
 def _one_line(text):
     return " ".join(str(text).split())
 
@@ -263,10 +287,12 @@ def main(argv=None):
             args.plugins = load_plugins(args.imports_before + args.imports_after)
             args.func(args)
     except TrainingInterrupted as e:
-        print(f"{command}: interrupted: {_one_line(e)}", file=sys.stderr)
+        if _speaks(e):
+            print(f"{_rank_prefix()}{command}: interrupted: {_one_line(e)}", file=sys.stderr)
         return 130
     except PyroVAEError as e:
-        print(f"{command}: error: {_one_line(e)}", file=sys.stderr)
+        if _speaks(e):
+            print(f"{_rank_prefix()}{command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)

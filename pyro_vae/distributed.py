@@ -17,6 +17,7 @@ torchrun (no ``WORLD_SIZE`` > 1 in the environment) everything here is a no-op.
 
 import datetime
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -145,8 +146,9 @@ def _collective(op, *args, **kwargs):
     try:
         return op(*args, **kwargs)
     except RuntimeError as e:
-        raise TrainingError(f"another rank stopped ({str(e).splitlines()[0][:160]}); its own error is printed "
-                            "above (torchrun prints each rank's output)") from None
+        why = re.sub(r"^\[[^\]]*\]\s*", "", str(e).splitlines()[0] if str(e) else type(e).__name__)  # gloo's source path
+        raise TrainingError(f"another rank stopped ({why[:120]}); its own error is printed above "
+                            "(torchrun prints every rank's output)") from None
 
 
 def micro_batches(cfg, world):
