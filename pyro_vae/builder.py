@@ -68,7 +68,8 @@ def resolve_device(name):
 def load_config_data(cfg):
     """The dataset ``cfg['data']`` describes, binarised as it says."""
     d = cfg["data"]
-    return load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"])
+    return load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"],
+                     d["image_size"], d["workers"], d["test_size"])
 
 
 def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
@@ -99,7 +100,7 @@ def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
                           "model.latent_dim or the hidden sizes") from None
     vae.likelihood.check_data(data.example_batch())
     vae.likelihood.check_data(data.test)
-    if data.binarize == "none":
+    if data.binarize == "none" and data.train is not None:  # images from disk: 8-bit levels, as the test set
         vae.likelihood.check_data(data.train)
     vae.check_shape(data.example_batch(2))
     elbo = build_elbo(cfg) if elbo is None else elbo

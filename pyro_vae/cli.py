@@ -61,7 +61,8 @@ def _evaluate(args):
         print(json.dumps(result))
         return
     names = {"elbo": "test ELBO", "log_px": f"log p(x) (K={k})", "rate": "rate KL(q||p)",
-             "distortion": "distortion -E log p(x|z)", "active_units": "active units"}
+             "distortion": "distortion -E log p(x|z)", "active_units": "active units",
+             "bits_per_dim": "bits/dim from log p(x)", "elbo_bits_per_dim": "bits/dim from the ELBO"}
     for key, label in names.items():
         if key in result:
             v = result[key]
@@ -71,7 +72,8 @@ def _evaluate(args):
         print("KL per latent dimension, largest first (z_j: nats):")
         for i in range(0, len(per_dim), 8):
             print("  " + "  ".join(f"z_{j}: {v:.3f}" for j, v in per_dim[i:i + 8]))
-    print("(nats per data point)")
+    print("(nats per data point; bits/dim per pixel and channel)" if "elbo_bits_per_dim" in result
+          else "(nats per data point)")
 
 
 def _sample(args):

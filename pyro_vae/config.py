@@ -27,6 +27,9 @@ DEFAULTS = {
         "binarize": "dynamic",
         "batch_size": 128,
         "download": True,
+        "image_size": 0,
+        "workers": 2,
+        "test_size": 10000,
     },
     "model": {
         "latent_dim": 50,
@@ -82,6 +85,9 @@ def component_registries():
 _BOUNDS = {
     "seed": dict(integer=True, low=0, high=2**32 - 1),
     "data.batch_size": dict(integer=True, low=1),
+    "data.image_size": dict(integer=True, low=0, high=4096, hint=" (pixels; 0: as stored)"),
+    "data.workers": dict(integer=True, low=0, high=256, hint=" (DataLoader worker processes for data read from disk)"),
+    "data.test_size": dict(integer=True, low=0, hint=" (test images held in memory; 0: all)"),
     "model.latent_dim": dict(integer=True, low=1),
     "train.epochs": dict(integer=True, low=1),
     "train.beta": dict(low=0),

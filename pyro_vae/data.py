@@ -91,11 +91,23 @@ def _binarize(x, seed):
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
 
 
-def load_data(dataset="mnist", root=DEFAULT_ROOT, path="", binarize="dynamic", download=True, seed=0):
-    """Load a dataset by name and apply the binarisation; see the module docstring."""
+def load_data(dataset="mnist", root=DEFAULT_ROOT, path="", binarize="dynamic", download=True, seed=0, image_size=0,
+              workers=2, test_size=10000):
+    """Load a dataset by name and apply the binarisation; see the module docstring. Datasets read
+    from disk batch by batch (``images``: image_folder, cifar10, celeba) also take ``image_size``,
+    ``workers`` and ``test_size``."""
     loader = DATASETS.get(dataset)
     _check_binarize(binarize)
-    return _finish(*loader(root=resolve_root(root), path=path, download=download), repr(dataset), binarize, seed)
+    root = resolve_root(root)
+    if getattr(loader, "streamed", False):
+        return loader(root=root, path=path, download=download, image_size=image_size, workers=workers,
+                      test_size=test_size, binarize=binarize, seed=seed)
+    if image_size:
+        from .errors import ConfigError
+
+        raise ConfigError(f"data.image_size resizes images read from disk (image_folder, cifar10, celeba); "
+                          f"dataset {dataset!r} is held in memory at its own size: leave data.image_size = 0")
+    return _finish(*loader(root=root, path=path, download=download), repr(dataset), binarize, seed)
 
 
 def _check_binarize(binarize):
@@ -328,3 +340,6 @@ def load_synthetic(root, path, download, num_train=2000, num_test=500):
     x = (x * 255).round() / 255
     y = (z[:, 0] > 0).long() * 2 + (z[:, 1] > 0).long()
     return x[:num_train], y[:num_train], x[num_train:], y[num_train:]
+
+
+from . import images  # noqa: E402,F401  (registers the datasets read from disk)

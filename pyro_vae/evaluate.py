@@ -7,6 +7,9 @@
   log-mean-exp and chunked over K so large K fits in memory.
 - Active units (Burda et al. 2016): dimensions u with Cov_x(E_q[z_u]) > 0.01.
 - KL per latent dimension, where q and p factorise over dimensions (sums to the rate).
+- Bits per dimension, -log p(x) / (D ln 2) (CIFAR-10's unit), where p(x|z) is a mass over the
+  data's levels (bernoulli on binary data, discretized_logistic on 8-bit images): ``bits_per_dim``
+  from the log p(x) estimate, ``elbo_bits_per_dim`` from the ELBO (an upper bound).
 """
 
 import math
@@ -105,11 +108,24 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         del result["log_px"]
     else:
         result["iwae_samples"] = iwae_samples
+    result.update(bits_per_dim(vae, result))
     mu = torch.cat(means)
     result["active_units"] = int((mu.var(0) > 0.01).sum()) if n > 1 else 0
     if per_dim and per_dim[0] is not None:
         result["kl_per_dim"] = (torch.stack(per_dim).sum(0) / n).tolist()
     return result
+
+
+def bits_per_dim(vae, result):
+    """{"elbo_bits_per_dim", "bits_per_dim"} from a result's nats per data point, for likelihoods
+    that are masses over the data's levels (``likelihood.discrete``); {} for densities."""
+    if not getattr(vae.likelihood, "discrete", False):
+        return {}
+    scale = 1.0 / (math.prod(vae.data_shape) * math.log(2))
+    out = {"elbo_bits_per_dim": -result["elbo"] * scale}
+    if "log_px" in result:
+        out["bits_per_dim"] = -result["log_px"] * scale
+    return out
 
 
 @torch.no_grad()

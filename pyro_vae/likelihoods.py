@@ -25,9 +25,12 @@ class Likelihood(nn.Module):
     p(x|z), a Pyro distribution with event shape ``data_shape`` (``self.split(out)`` cuts ``out``
     into ``params_per_element`` tensors of that shape). Optional: ``params_per_element`` (default 1),
     ``mean(out)`` (E[x|z] for figures; default the distribution's mean), ``check_data(x)``
-    (raise ``DataError`` naming the fix for data outside the support; default: finite)."""
+    (raise ``DataError`` naming the fix for data outside the support; default: finite), and
+    ``discrete`` (True if p(x|z) is a probability mass over the data's levels, so -log p(x) in bits
+    per dimension is a code length; default False: a density)."""
 
     params_per_element = 1
+    discrete = False
 
     def __init__(self, data_shape):
         super().__init__()
@@ -79,6 +82,7 @@ class BernoulliLikelihood(Likelihood):
     def __init__(self, data_shape, allow_grey=False):
         super().__init__(data_shape)
         self.allow_grey = bool(allow_grey)
+        self.discrete = not self.allow_grey
 
     def forward(self, out):
         (logits,) = self.split(out)
@@ -203,6 +207,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
     log p(x) is a true discrete log-likelihood of grey-level images (binarize = "none")."""
 
     params_per_element = 2
+    discrete = True
 
     def __init__(self, data_shape, min_scale=1e-3):
         super().__init__(data_shape)

@@ -247,6 +247,7 @@ RESUME_RULES = [
     ("device", APPLY, "weights, optimiser state and data move to the new device"),
     ("data.root", APPLY, "where the same dataset is found"),
     ("data.download", APPLY, "whether a missing dataset may be downloaded"),
+    ("data.workers", APPLY, "how many processes read the images"),
     ("data.batch_size", BETWEEN_EPOCHS, "the interrupted epoch's batches were cut at the old size"),
     ("seed", REFUSE, "the seed fixes the run's data order and every random draw"),
     ("data", REFUSE, "a run trains on one dataset, binarised one way"),

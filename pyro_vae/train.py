@@ -25,7 +25,7 @@ from .checkpoint import restore_module, save_checkpoint
 from .config import dump_toml, validate
 from .data import TORCHVISION_DATASETS, Data, resolve_root
 from .errors import CheckpointError, PyroVAEError, TrainingError, TrainingInterrupted
-from .evaluate import rate, shared_test_elbo
+from .evaluate import bits_per_dim, rate, shared_test_elbo
 from .monitor import DivergenceMonitor
 from .plots import save_grid
 from .run import (CHECKPOINT, CONFIG, METRICS, SAMPLES, RunFolder, default_out, read_metrics, resume_changes,
@@ -324,13 +324,11 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                     if step % 50 == 0:
                         bar.set_postfix(loss=f"{loss / num_data:.2f}")
                 seconds += time.perf_counter() - t0
-                history.append({
-                    "epoch": epoch,
-                    "train_loss": total / steps / num_data,
-                    "test_elbo": shared_test_elbo(vae, data.test, world, cfg["seed"]),
-                    "beta": beta_sum / steps,
-                    "seconds": seconds,
-                })
+                record = {"epoch": epoch, "train_loss": total / steps / num_data,
+                          "test_elbo": shared_test_elbo(vae, data.test, world, cfg["seed"])}
+                if getattr(vae.likelihood, "discrete", False):
+                    record["test_bits_per_dim"] = bits_per_dim(vae, {"elbo": record["test_elbo"]})["elbo_bits_per_dim"]
+                history.append({**record, "beta": beta_sum / steps, "seconds": seconds})
                 if lr_schedule is not None:
                     lr_schedule.after("epoch")
                 # the checkpoint first: it is the source of truth; metrics.jsonl is reconciled to it on resume
@@ -347,7 +345,8 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                     log(stopped)
                     break
                 r = history[-1]
-                log(f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}  "
+                bpd = f" ({r['test_bits_per_dim']:.3f} bits/dim)" if "test_bits_per_dim" in r else ""
+                log(f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}{bpd}  "
                     f"({seconds:.1f} s, {steps * batch_size / seconds:,.0f} images/s)")
         if main and save_grid(vae.sample(64), folder.file(SAMPLES), nrow=8):
             log(f"wrote {folder.file(SAMPLES)}")

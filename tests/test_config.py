@@ -26,7 +26,7 @@ def test_defaults_are_valid():
     ({"model": {"prior": {"kind": "gausian"}}}, "unknown kind 'gausian'.*valid kinds: flow, laplace, learned_normal, mixture, standard_normal, student_t, vamp"),
     ({"model": {"likelihood": {"kind": "bernoulli", "scale": 2}}}, "valid parameters: allow_grey"),
     ({"model": {"encoder": {"hidden": [10]}}}, "needs a 'kind'"),
-    ({"data": {"dataset": "cifar"}}, "valid kinds: fashion-mnist, kmnist, mnist, npz, synthetic"),
+    ({"data": {"dataset": "cifar"}}, "valid kinds: celeba, cifar10, fashion-mnist, image_folder, kmnist, mnist, npz, synthetic"),
     ({"data": {"binarize": "yes"}}, "one of none, dynamic, static"),
     ({"device": "tpu"}, "device must be"),
     ({"data": 3}, "data is a section"),

@@ -2,6 +2,7 @@ import importlib
 import math
 
 import pyro
+import pytest
 import torch
 
 from pyro_vae import build_vae, evaluate, iwae_log_px
@@ -42,7 +43,11 @@ def test_iwae_bounds(small_vae, synthetic):
 def test_evaluate_reports_consistent_numbers(small_vae, synthetic):
     torch.manual_seed(0)
     r = evaluate(small_vae, synthetic.test, iwae_samples=20, batch_size=128)
-    assert set(r) == {"elbo", "log_px", "rate", "distortion", "active_units", "iwae_samples", "kl_per_dim"}
+    assert set(r) == {"elbo", "log_px", "rate", "distortion", "active_units", "iwae_samples", "kl_per_dim",
+                      "bits_per_dim", "elbo_bits_per_dim"}
+    d = math.prod(synthetic.data_shape)  # bernoulli: a mass over {0, 1}, so bits/dim is -log2 p(x) / D
+    assert r["bits_per_dim"] == pytest.approx(-r["log_px"] / (d * math.log(2)))
+    assert r["elbo_bits_per_dim"] >= r["bits_per_dim"] - 0.05  # the ELBO bound is the longer code (MC noise aside)
     assert len(r["kl_per_dim"]) == 4 and min(r["kl_per_dim"]) >= 0
     assert math.isclose(r["elbo"], -(r["rate"] + r["distortion"]), rel_tol=1e-6)
     assert r["rate"] >= 0 and r["distortion"] >= 0  # Bernoulli: -log p(x|z) >= 0

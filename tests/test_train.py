@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -33,7 +34,10 @@ def test_run_folder_and_checkpoint_round_trip(tmp_path, synthetic):
     vae, history = train(small_config("train.epochs=2"), out, progress=False, data=synthetic, log=lambda s: None)
     assert [h["epoch"] for h in history] == [1, 2]
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert lines == history and set(lines[0]) == {"epoch", "train_loss", "test_elbo", "beta", "seconds"}
+    assert lines == history
+    assert set(lines[0]) == {"epoch", "train_loss", "test_elbo", "test_bits_per_dim", "beta", "seconds"}
+    d = 64 * math.log(2)  # bernoulli on 8x8 binary images: bits/dim = -ELBO / (64 ln 2)
+    assert all(r["test_bits_per_dim"] == pytest.approx(-r["test_elbo"] / d) for r in lines)
     assert (out / "config.toml").exists() and (out / "samples.png").exists()
     torch.manual_seed(5)
     before = evaluate(vae, synthetic.test, iwae_samples=10)

@@ -1,0 +1,220 @@
+"""Image datasets read from disk batch by batch: a folder of images, CIFAR-10, CelebA.
+
+The training images stay on disk: each batch is read by a ``torch.utils.data.DataLoader``
+(``data.workers`` worker processes, pinned memory for a GPU) over the indices of the run's
+per-epoch permutation, so the order, and so exact resume, is a function of seed and epoch as on
+the in-memory path. Images are decoded by PIL, resized and centre-cropped to ``data.image_size``
+(0: as stored), and scaled to [0, 1] (8-bit levels k / 255). The test images (at most
+``data.test_size``, a fixed subset) are held in memory, as evaluation reads them every epoch.
+"""
+
+import os
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .data import DATASETS, TEST_BINARIZE_SEED, Data
+from .errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _transform(image_size):
+    from torchvision import transforms
+
+    steps = [transforms.Resize(image_size), transforms.CenterCrop(image_size)] if image_size else []
+    return transforms.Compose([*steps, transforms.PILToTensor()])
+
+
+class ImageFiles(Dataset):
+    """Image files as uint8 tensors (C, H, W): grey (C = 1) if the first image is grey, else RGB
+    (C = 3), every image converted to that mode; label i for files in the i-th class subfolder."""
+
+    def __init__(self, files, labels, image_size):
+        from PIL import Image
+
+        self.files, self.labels = list(files), labels
+        self.transform = _transform(image_size)
+        try:
+            with Image.open(self.files[0]) as im:
+                self.mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+        except OSError as e:
+            raise DataError(f"cannot read the image {self.files[0]} ({e})") from None
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        try:
+            with Image.open(self.files[i]) as im:
+                x = self.transform(im.convert(self.mode))
+        except OSError as e:
+            raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None
+        return x, (self.labels[i] if self.labels is not None else -1)
+
+
+class _Images(Dataset):
+    """A torchvision dataset's images as uint8 tensors, whatever its targets."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return x, (y if isinstance(y, int) else -1)
+
+
+class StreamedData(Data):
+    """``Data`` whose training points are read from disk batch by batch (see the module docstring)."""
+
+    def __init__(self, source, test, test_labels=None, binarize="none", workers=2, device=None):
+        x0 = source[0][0]
+        super().__init__(train=None, test=test, train_labels=None, test_labels=test_labels, binarize=binarize)
+        self.source, self.workers = source, workers
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self._shape = tuple(x0.shape)
+
+    @property
+    def data_shape(self):
+        return self._shape
+
+    @property
+    def num_train(self):
+        return len(self.source)
+
+    def to(self, device):
+        test_labels = None if self.test_labels is None else self.test_labels.to(device)
+        return StreamedData(self.source, self.test.to(device), test_labels, self.binarize, self.workers, device)
+
+    def _load(self, rows):
+        if not rows:
+            return
+        loader = DataLoader(self.source, batch_sampler=[r.tolist() for r in rows], num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False,
+                            prefetch_factor=4 if self.workers else None)
+        for x, _ in loader:
+            yield x.to(self.device, non_blocking=True).float().div_(255)
+
+    def example_batch(self, n=256):
+        n = min(n, self.num_train)
+        x = torch.stack([self.source[i][0] for i in range(n)]).to(self.device).float().div_(255)
+        if self.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=torch.Generator(x.device).manual_seed(0))
+        return x
+
+
+def _in_memory(dataset, test_size, what):
+    """The first ``test_size`` points (all if 0) of a dataset as a float tensor in [0, 1], and labels."""
+    n = len(dataset) if not test_size else min(test_size, len(dataset))
+    if n == 0:
+        raise DataError(f"the test set of {what} is empty")
+    xs, ys = [], []
+    for x, y in DataLoader(Subset(dataset, range(n)), batch_size=500):
+        xs.append(x.float().div_(255))
+        ys.append(y)
+    y = torch.cat(ys)
+    return torch.cat(xs), (None if (y < 0).all() else y)
+
+
+def _finish(train, test, what, binarize, workers, test_size):
+    if binarize == "static":
+        raise ConfigError(f"dataset {what} is read from disk batch by batch, so it cannot be binarised once "
+                          "for the whole run: use data.binarize = \"dynamic\" or \"none\"")
+    if len(train) == 0:
+        raise DataError(f"the training set of {what} is empty")
+    x_test, y_test = _in_memory(test, test_size, what)
+    if binarize == "dynamic":
+        x_test = torch.bernoulli(x_test, generator=torch.Generator().manual_seed(TEST_BINARIZE_SEED))
+    return StreamedData(train, x_test, y_test, binarize, workers)
+
+
+def _image_files(folder):
+    """(files, labels or None) of a folder: one subfolder per class (torchvision's ImageFolder
+    layout, labels by sorted subfolder name) or flat (no labels)."""
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
+    is_image = lambda name: name.lower().endswith(IMAGE_EXTENSIONS)  # noqa: E731
+    if classes:
+        files, labels = [], []
+        for i, c in enumerate(classes):
+            for root, _, names in sorted(os.walk(os.path.join(folder, c))):
+                found = sorted(os.path.join(root, n) for n in names if is_image(n))
+                files += found
+                labels += [i] * len(found)
+        return files, labels
+    return [e.path for e in entries if e.is_file() and is_image(e.name)], None
+
+
+def load_image_folder(root, path, download, image_size=0, workers=2, test_size=10000, binarize="none", seed=0):
+    """``data.path``: a folder of images, flat or one subfolder per class; with ``train/`` and
+    ``test/`` subfolders those are the splits, otherwise a fixed 10% of the images is the test set."""
+    if not path:
+        raise DataError("data.dataset = \"image_folder\" needs data.path, the folder of images: --set data.path=DIR")
+    if not os.path.isdir(path):
+        raise DataError(f"data.path {path} is not a folder of images")
+    splits = [os.path.join(path, s) for s in ("train", "test")]
+    if all(os.path.isdir(s) for s in splits):
+        (files, labels), (test_files, test_labels) = _image_files(splits[0]), _image_files(splits[1])
+    else:
+        files, labels = _image_files(path)
+        if len(files) < 2:
+            raise DataError(f"{path} holds {len(files)} image(s) ({', '.join(IMAGE_EXTENSIONS)}); need at least 2 "
+                            "to hold out a test set")
+        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
+        n_test = max(1, len(files) // 10)
+        pick = lambda seq, idx: None if seq is None else [seq[i] for i in idx]  # noqa: E731
+        test_files, test_labels = pick(files, perm[:n_test]), pick(labels, perm[:n_test])
+        files, labels = pick(files, perm[n_test:]), pick(labels, perm[n_test:])
+    if not files or not test_files:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}'s training or test split")
+    train = ImageFiles(files, labels, image_size)
+    test = ImageFiles(test_files, test_labels, image_size)
+    test.mode = train.mode
+    return _check_sizes(_finish(train, test, repr(path), binarize, workers, test_size), image_size, path)
+
+
+def _check_sizes(data, image_size, path):
+    if not image_size and data.test.shape[1:] != data.data_shape:
+        raise DataError(f"the images in {path} differ in size ({tuple(data.test.shape[1:])} and {data.data_shape}): "
+                        "set data.image_size to resize and centre-crop them all to one size")
+    return data
+
+
+def _torchvision(name, make, files):
+    def load(root, path, download, image_size=0, workers=2, test_size=10000, binarize="none", seed=0):
+        try:
+            train, test = (_Images(make(root, split, _transform(image_size))) for split in (True, False))
+        except (RuntimeError, OSError) as e:
+            raise DataError(
+                f"{name} was not found or is incomplete under {os.path.abspath(root)} ({str(e).splitlines()[0][:100]}). "
+                f"Put {files} there (torchvision's layout), or point data.root (or {'PYRO_VAE_DATA'}) at the folder "
+                "that holds them; pyro-vae does not download these itself") from None
+        return _finish(train, test, name, binarize, workers, test_size)
+
+    load.streamed = True
+    return load
+
+
+def _cifar10(root, train, transform):
+    from torchvision.datasets import CIFAR10
+
+    return CIFAR10(root, train=train, transform=transform, download=False)
+
+
+def _celeba(root, train, transform):
+    from torchvision.datasets import CelebA
+
+    return CelebA(root, split="train" if train else "test", target_type=[], transform=transform, download=False)
+
+
+load_image_folder.streamed = True
+DATASETS.register("image_folder")(load_image_folder)
+DATASETS.register("cifar10")(_torchvision(
+    "CIFAR-10", _cifar10, "cifar-10-batches-py/ (from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)"))
+DATASETS.register("celeba")(_torchvision(
+    "CelebA", _celeba, "celeba/ with img_align_celeba/ and list_eval_partition.txt (torchvision's CelebA layout)"))
