@@ -40,6 +40,8 @@ class ImageFiles(Dataset):
                 self.mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
         except OSError as e:
             raise DataError(f"cannot read the image {self.files[0]} ({e})") from None
+        self.shape, self.reference = None, self.files[0]
+        self.shape = tuple(self[0][0].shape)
 
     def __len__(self):
         return len(self.files)
@@ -52,6 +54,9 @@ class ImageFiles(Dataset):
                 x = self.transform(im.convert(self.mode))
         except OSError as e:
             raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None
+        if self.shape is not None and tuple(x.shape) != self.shape:
+            raise DataError(f"the image {self.files[i]} is {x.shape[2]}x{x.shape[1]} but {self.reference} is "
+                            f"{self.shape[2]}x{self.shape[1]}: set data.image_size to resize and centre-crop them all")
         return x, (self.labels[i] if self.labels is not None else -1)
 
 
@@ -174,15 +179,8 @@ def load_image_folder(root, path, download, image_size=0, workers=2, test_size=1
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}'s training or test split")
     train = ImageFiles(files, labels, image_size)
     test = ImageFiles(test_files, test_labels, image_size)
-    test.mode = train.mode
-    return _check_sizes(_finish(train, test, repr(path), binarize, workers, test_size), image_size, path)
-
-
-def _check_sizes(data, image_size, path):
-    if not image_size and data.test.shape[1:] != data.data_shape:
-        raise DataError(f"the images in {path} differ in size ({tuple(data.test.shape[1:])} and {data.data_shape}): "
-                        "set data.image_size to resize and centre-crop them all to one size")
-    return data
+    test.mode, test.shape, test.reference = train.mode, train.shape, train.reference  # one mode and size for both
+    return _finish(train, test, repr(path), binarize, workers, test_size)
 
 
 def _torchvision(name, make, files):

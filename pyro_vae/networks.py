@@ -150,6 +150,82 @@ class ConvDecoder(Decoder):
         return out.reshape(*batch, -1)
 
 
+class ResidualBlock(nn.Module):
+    """x + conv3x3(act(conv3x3(act(x)))): a pre-activation residual block at constant width."""
+
+    def __init__(self, width, activation):
+        super().__init__()
+        act = _activation(activation)
+        self.net = nn.Sequential(act(), nn.Conv2d(width, width, 3, 1, 1), act(), nn.Conv2d(width, width, 3, 1, 1))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+def _stages(data_shape, widths, blocks):
+    from .errors import ConfigError
+
+    widths = _check_hidden(widths)
+    if not widths:
+        raise ConfigError("a resnet needs at least one width (model.encoder.widths = [32, 64, 128])")
+    positive("resnet blocks", blocks, integer=True)
+    if len(data_shape) != 3:
+        raise ConfigError(f"the resnet networks need (channels, height, width) images; this data has shape "
+                          f"{tuple(data_shape)}: use kind = \"mlp\"")
+    c, h, w = data_shape
+    f = 2 ** len(widths)
+    if h % f or w % f:
+        raise ConfigError(f"{len(widths)} resnet stages halve the image {len(widths)} times, so height and width must "
+                          f"be divisible by {f}; this data is {h}x{w}: use fewer widths or set data.image_size")
+    return widths, (widths[-1], h // f, w // f)
+
+
+@ENCODERS.register("resnet")
+class ResNetEncoder(Encoder):
+    """A residual conv net: a 3x3 stem, then per width ``blocks`` residual blocks and a stride-2
+    convolution to the next width (each stage halves the image), then a dense layer of ``hidden``."""
+
+    def __init__(self, data_shape, widths=(32, 64, 128), blocks=1, hidden=256, activation="elu"):
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        widths, grid = _stages(self.data_shape, widths, blocks)
+        layers = [nn.Conv2d(self.data_shape[0], widths[0], 3, 1, 1)]
+        for i, width in enumerate(widths):
+            layers += [ResidualBlock(width, activation) for _ in range(blocks)]
+            layers.append(nn.Conv2d(width, widths[min(i + 1, len(widths) - 1)], 4, 2, 1))
+        act = _activation(activation)
+        self.net = nn.Sequential(*layers, act(), nn.Flatten(), nn.Linear(math.prod(grid), hidden), act())
+        self.out_features = hidden
+
+    def forward(self, x):
+        batch = x.shape[:-3]
+        return self.net(x.reshape(-1, *self.data_shape)).reshape(*batch, -1)
+
+
+@DECODERS.register("resnet")
+class ResNetDecoder(Decoder):
+    """The resnet encoder's mirror: dense to the smallest grid, then per width (widest first) a
+    stride-2 transposed convolution and ``blocks`` residual blocks, then a 3x3 convolution to the
+    likelihood's parameters per pixel."""
+
+    def __init__(self, latent_dim, out_features, data_shape, widths=(32, 64, 128), blocks=1, hidden=256,
+                 activation="elu"):
+        super().__init__()
+        widths, self.grid = _stages(tuple(data_shape), widths, blocks)
+        c, h, w = data_shape
+        act = _activation(activation)
+        self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(self.grid)))
+        layers = []
+        for i, width in reversed(list(enumerate(widths))):
+            layers.append(nn.ConvTranspose2d(widths[min(i + 1, len(widths) - 1)], width, 4, 2, 1))
+            layers += [ResidualBlock(width, activation) for _ in range(blocks)]
+        self.net = nn.Sequential(*layers, act(), nn.Conv2d(widths[0], out_features // (h * w), 3, 1, 1))
+
+    def forward(self, z):
+        batch = z.shape[:-1]
+        return self.net(self.dense(z).reshape(-1, *self.grid)).reshape(*batch, -1)
+
+
 class AutoregressiveFlow(nn.Module):
     """``layers`` affine autoregressive transforms with the coordinates reversed between layers;
     ``transforms()`` lists them for ``TransformedDistribution`` (``inverse=True``: each one inverted)."""

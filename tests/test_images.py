@@ -1,0 +1,136 @@
+"""Images read from disk (image_folder, cifar10, celeba), residual conv nets, bits per dimension."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pyro_vae
+from pyro_vae.data import Data, load_data
+from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.networks import ResNetDecoder, ResNetEncoder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_images(folder, n, shape, classes=0, seed=0, prefix=""):
+    """n random 8-bit images of shape (H, W) grey or (H, W, 3) RGB, flat or in class subfolders."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for i in range(n):
+        a = (rng.random(shape) * 255).astype(np.uint8)
+        sub = os.path.join(folder, f"class{i % classes}") if classes else folder
+        os.makedirs(sub, exist_ok=True)
+        Image.fromarray(a).save(os.path.join(sub, f"{prefix}{i:04d}.png"))
+        arrays.append(a)
+    return arrays
+
+
+def run_cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "pyro_vae", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_image_folder_trains_end_to_end_and_evaluates(tmp_path):
+    write_images(tmp_path / "pngs", 120, (8, 8), classes=3)
+    sets = ["data.dataset=image_folder", "data.path=pngs", "data.batch_size=16", "train.epochs=2",
+            "model.latent_dim=4", "data.workers=1"]
+    r = run_cli(tmp_path, "train", *[a for s in sets for a in ("--set", s)], "--out", "run", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "bits/dim" in r.stdout  # bernoulli on dynamically binarised images: a mass, so bits/dim
+    lines = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2] and all(np.isfinite(m["test_bits_per_dim"]) for m in lines)
+    r = run_cli(tmp_path, "evaluate", "run", "--iwae-samples", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert 0 < result["bits_per_dim"] <= result["elbo_bits_per_dim"] + 0.05
+
+
+def test_the_cifar10_config_trains_an_epoch_on_a_cifar_shaped_folder(tmp_path):
+    write_images(tmp_path / "cifar", 140, (32, 32, 3))
+    r = run_cli(tmp_path, "train", "--config", os.path.join(ROOT, "examples/configs/cifar10.toml"),
+                "--set", "data.dataset=image_folder", "--set", "data.path=cifar", "--set", "train.epochs=1",
+                "--out", "run", "--quiet")
+    assert r.returncode == 0, r.stderr
+    (line,) = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    # uniform noise images: a discretized logistic can do no better than 8 bits per dimension
+    assert 7.5 < line["test_bits_per_dim"] < 20
+    assert f"({line['test_bits_per_dim']:.3f} bits/dim)" in r.stdout
+    cfg = pyro_vae.load_config(os.path.join(tmp_path, "run/config.toml"))
+    assert cfg["model"]["encoder"]["kind"] == "resnet" and cfg["data"]["binarize"] == "none"
+
+
+@pytest.mark.parametrize("start", [0, 3])
+def test_streamed_batches_equal_the_in_memory_ones_draw_for_draw(tmp_path, start):
+    """The loader's order is the run's permutation: the same points and binarisation draws as the
+    in-memory path, for a whole epoch, from the middle of one (resume), and for a rank's slice."""
+    arrays = write_images(tmp_path / "flat", 50, (8, 8))
+    streamed = load_data("image_folder", path=str(tmp_path / "flat"), binarize="dynamic", workers=0)
+    files = sorted(os.listdir(tmp_path / "flat"))
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(0)).tolist()  # the held-out split
+    order = [int(files[i][:4]) for i in perm[5:]]
+    x = torch.from_numpy(np.stack([arrays[i] for i in order])).float().div(255).unsqueeze(1)
+    memory = Data(x, streamed.test, binarize="dynamic")
+    for part in [(0, 1), (1, 2)]:
+        g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        state = None
+        if start:
+            for _ in zip(range(start), memory.batches(8, g1, part=part)):
+                pass
+            state = g1.get_state()
+            g1 = torch.Generator().manual_seed(7)
+        a = list(memory.batches(8, g1, start, state, part=part))
+        b = list(streamed.batches(8, g2, start, state, part=part))
+        assert len(a) == len(b) == 5 - start
+        for xa, xb in zip(a, b):
+            assert xa.shape == xb.shape == (8 // part[1], 1, 8, 8)
+            assert torch.equal(xa, xb)
+
+
+def test_image_folder_errors_say_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="needs data.path"):
+        load_data("image_folder")
+    with pytest.raises(DataError, match="not a folder"):
+        load_data("image_folder", path=str(tmp_path / "nothing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds 0 image"):
+        load_data("image_folder", path=str(tmp_path / "empty"))
+    write_images(tmp_path / "mixed", 10, (8, 8))
+    write_images(tmp_path / "mixed", 10, (16, 16), seed=1, prefix="big")  # two sizes in one folder
+    with pytest.raises(DataError, match=r"is \d+x\d+ but .* is \d+x\d+: set data.image_size"):
+        data = load_data("image_folder", path=str(tmp_path / "mixed"), binarize="none", workers=0)
+        list(data.batches(8, torch.Generator().manual_seed(0)))
+    data = load_data("image_folder", path=str(tmp_path / "mixed"), binarize="none", workers=0, image_size=4)
+    assert data.data_shape == (1, 4, 4) and data.test.shape[1:] == (1, 4, 4)
+    with pytest.raises(ConfigError, match="cannot be binarised once"):
+        load_data("image_folder", path=str(tmp_path / "mixed"), binarize="static")
+    with pytest.raises(ConfigError, match="leave data.image_size = 0"):
+        load_data("synthetic", image_size=16)
+    for name, hint in [("cifar10", "cifar-10-batches-py"), ("celeba", "img_align_celeba")]:
+        with pytest.raises(DataError, match=hint):
+            load_data(name, root=str(tmp_path), binarize="none")
+
+
+def test_image_folder_with_train_and_test_subfolders_uses_them(tmp_path):
+    write_images(tmp_path / "split/train", 30, (8, 8, 3), classes=2)
+    write_images(tmp_path / "split/test", 7, (8, 8, 3), classes=2, seed=1)
+    data = load_data("image_folder", path=str(tmp_path / "split"), binarize="none", workers=0)
+    assert data.num_train == 30 and data.test.shape == (7, 3, 8, 8)
+    assert data.test_labels.tolist() == [0, 0, 0, 0, 1, 1, 1]  # class folders in sorted order
+    assert 0 <= data.test.min() and data.test.max() <= 1
+    assert torch.equal((data.test * 255).round(), data.test * 255)  # 8-bit levels
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_resnet_networks_map_images_to_features_and_back(size):
+    enc, dec = ResNetEncoder((3, size, size), widths=[8, 16], blocks=2), ResNetDecoder(6, 2 * 3 * size * size, (3, size, size), widths=[8, 16])
+    x = torch.rand(2, 5, 3, size, size)
+    assert enc(x).shape == (2, 5, 256)
+    assert dec(torch.randn(2, 5, 6)).shape == (2, 5, 2 * 3 * size * size)
+    with pytest.raises(ConfigError, match="divisible by 8"):
+        ResNetEncoder((3, 36, 36), widths=[8, 16, 32])
