@@ -2,7 +2,7 @@
 estimators against each other, on MNIST with the default model (MLP 784-400-50, softplus,
 Bernoulli likelihood, batch 128, Adam 1e-3).
 
-    PYRO_VAE_DATA=../shared/data python benchmarks/throughput.py [--steps 300] [--only loop]
+    PYRO_VAE_DATA=../shared/data python benchmarks/throughput.py [--steps 300] [--only loop] [--device cuda]
 
 Every variant trains its own copy of the model on the same batches (data order and dynamic
 binarisation included in the time). The variants take turns in blocks of 10 steps, the order
@@ -47,7 +47,12 @@ def batches(data, batch_size, seed):
     epoch = 0
     while True:
         epoch += 1
-        yield from data.batches(batch_size, _epoch_generator(seed, epoch, torch.device("cpu")))
+        yield from data.batches(batch_size, _epoch_generator(seed, epoch, data.test.device))
+
+
+def _sync():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 class Variant:
@@ -59,9 +64,11 @@ class Variant:
 
     def run(self, steps=1):
         """Time ``steps`` steps; one entry per step (the block's mean) in ``self.seconds``."""
+        _sync()
         t0 = time.perf_counter()
         for _ in range(steps):
             self.step(next(self.batches))
+        _sync()  # a GPU runs behind the Python loop: wait for it
         return (time.perf_counter() - t0) / steps
 
     @property
@@ -75,7 +82,7 @@ class Variant:
 
 def hand_variant(name, data, cfg, fused, compile=False):
     torch.manual_seed(cfg["seed"])
-    model = HandVAE(d=data.train[0].numel(), latent=cfg["model"]["latent_dim"])
+    model = HandVAE(d=data.train[0].numel(), latent=cfg["model"]["latent_dim"]).to(data.train.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["train"]["optimizer"]["lr"], fused=fused or None)
     loss_fn = torch.compile(model.loss) if compile else model.loss
 
@@ -91,7 +98,7 @@ def hand_variant(name, data, cfg, fused, compile=False):
 def pyro_variant(name, data, overrides=(), compile=None):
     """svi_step as ``pyro-vae train`` runs it; ``compile="networks"`` puts the encoder and decoder through
     torch.compile, ``compile="step"`` the whole loss (Pyro's poutines included) with the optimiser step."""
-    cfg = pyro_vae.load_config(overrides=list(overrides))
+    cfg = pyro_vae.load_config(overrides=[f"device={data.test.device}", *overrides])
     _, vae, elbo, opt = prepare(cfg, data)
     vae.name = name  # one parameter namespace per variant in Pyro's global param store
     num_data = data.num_train
@@ -116,7 +123,7 @@ def pyro_variant(name, data, overrides=(), compile=None):
 
 
 def stock_svi_variant(name, data):
-    cfg = pyro_vae.load_config()
+    cfg = pyro_vae.load_config(overrides=[f"device={data.test.device}"])
     _, vae, _, _ = prepare(cfg, data)
     vae.name = name
     svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": cfg["train"]["optimizer"]["lr"]}),
@@ -150,15 +157,17 @@ def main(argv=None):
                    help="config overrides for the pyro-vae variant (e.g. train.optimizer.fused=false)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile'd hand-written peer")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (every variant runs there)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = pyro_vae.load_config()
+    cfg = pyro_vae.load_config(overrides=[f"device={args.device}"])
     from pyro_vae.builder import load_config_data
 
-    data = load_config_data(cfg)
+    data = load_config_data(cfg).to(args.device)
     pyro.clear_param_store()
-    print(f"torch {torch.__version__}, pyro {pyro.__version__}, {torch.get_num_threads()} threads; "
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, pyro {pyro.__version__}, {where}; "
           f"MNIST, batch {cfg['data']['batch_size']}, {args.steps} timed steps per variant, interleaved\n")
 
     if args.only in (None, "loop"):

@@ -14,6 +14,10 @@ from .schedules import SCHEDULES, DualAscent
 from .work import check_step_memory
 
 
+#: ``train.precision``: the dtype the encoder and decoder bodies run in under autocast (None: float32)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
 def build_vae(cfg, data_shape):
     """The VAE the config describes, for data points of shape ``data_shape``."""
     from .model import VAE
@@ -98,6 +102,7 @@ def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
             raise
         raise ConfigError(f"the model does not fit in memory ({str(e).splitlines()[0][:120]}): lower "
                           "model.latent_dim or the hidden sizes") from None
+    vae.precision = PRECISIONS[cfg["train"]["precision"]]
     vae.likelihood.check_data(data.example_batch())
     vae.likelihood.check_data(data.test)
     if data.binarize == "none" and data.train is not None:  # images from disk: 8-bit levels, as the test set

@@ -50,6 +50,7 @@ DEFAULTS = {
         "lr_schedule": {"kind": "none"},
         "grad_clip": 0.0,
         "micro_batches": 0,
+        "precision": "fp32",
         "early_stop": 0,
         "loggers": [],
         "out": "runs/NAME",
@@ -100,7 +101,7 @@ _BOUNDS = {
     "eval.batch_size": dict(integer=True, low=1),
 }
 #: keys with a fixed set of values
-_CHOICES = {"data.binarize": ("none", "dynamic", "static")}
+_CHOICES = {"data.binarize": ("none", "dynamic", "static"), "train.precision": ("fp32", "bf16")}
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
 

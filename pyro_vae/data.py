@@ -67,8 +67,9 @@ class Data:
         rows = [perm[i * batch_size:(i + 1) * batch_size][lo:hi] for i in range(start, self.num_batches(batch_size))]
         for x in self._load(rows):
             if self.binarize == "dynamic":
-                u = torch.rand((batch_size, *self.data_shape), generator=generator, device=generator.device)
-                x = (u[lo:hi] < x).to(x.dtype)
+                u = torch.rand((batch_size, *self.data_shape), generator=generator, device=generator.device,
+                               dtype=x.dtype)
+                x = u[lo:hi].lt_(x)  # 1[u < grey] in place: a quarter of torch.bernoulli's time
             yield x
 
     def _load(self, rows):

@@ -92,7 +92,7 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
     for xb in tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False):
         q = vae.q(xb)
         z = q.rsample((elbo_samples,))
-        distortion = -vae.likelihood(vae.decoder(z)).log_prob(xb).mean(0)
+        distortion = -vae.likelihood(vae.decode(z)).log_prob(xb).mean(0)
         r = rate(vae, xb, q)
         sums["distortion"] += distortion.sum().item()
         sums["rate"] += r.sum().item()

@@ -68,6 +68,7 @@ class VAE(nn.Module):
         self.data_shape = tuple(data_shape)
         self.latent_dim = int(latent_dim)
         self.name = name
+        self.precision = None  # or torch.bfloat16: the encoder and decoder bodies run under autocast
         prior.bind(self)
 
     # -- the two Pyro programs ------------------------------------------------------------
@@ -98,7 +99,7 @@ class VAE(nn.Module):
         with self._plate(n, num_data, None if x is None else x.device):
             with KLWeight(beta):
                 z = pyro.sample("z", self.prior(n))
-            return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+            return pyro.sample("x", self.likelihood(self.decode(z)), obs=x)
 
     def guide(self, x=None, num_data=None, num_samples=1, beta=1.0):
         """q(z|x), amortised by the encoder, weighted by ``beta``. Needs ``x``."""
@@ -109,7 +110,7 @@ class VAE(nn.Module):
         self._register("encoder", "posterior")
         with self._plate(x.shape[0], num_data, x.device):
             with KLWeight(beta):
-                return pyro.sample("z", self.posterior(self.encoder(x)), infer=dict(getattr(self.posterior, "infer", {})))
+                return pyro.sample("z", self.posterior(self.encode(x)), infer=dict(getattr(self.posterior, "infer", {})))
 
     # -- direct access, for evaluation and figures -----------------------------------------
     def check_shape(self, x):
@@ -127,28 +128,43 @@ class VAE(nn.Module):
                 f"built for {self.data_shape}: rebuild the model for this data (or reshape the data)"
             )
 
+    def encode(self, x):
+        """The encoder's features, in float32 (the body in ``precision`` under autocast, if set)."""
+        return self._run(self.encoder, x)
+
+    def decode(self, z):
+        """The decoder's raw outputs, in float32: the likelihood, prior and posterior always see float32."""
+        return self._run(self.decoder, z)
+
+    def _run(self, net, inputs):
+        if self.precision is None:
+            return net(inputs)
+        with torch.autocast(inputs.device.type, dtype=self.precision):
+            out = net(inputs)
+        return out.float()
+
     def q(self, x):
-        return self.posterior(self.encoder(x))
+        return self.posterior(self.encode(x))
 
     def log_weights(self, x, num_samples, q=None):
         """log p(x|z), log p(z), log q(z|x) at z ~ q(z|x): three tensors of shape (num_samples, n), beta = 1.
         ``q``: q(z|x) if already computed."""
         q = self.q(x) if q is None else q
         z = q.rsample((num_samples,))
-        return self.likelihood(self.decoder(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
+        return self.likelihood(self.decode(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
 
     @torch.no_grad()
     def sample(self, n, mean=True):
         """n draws z ~ p(z), then E[x|z] (``mean=True``) or a draw x ~ p(x|z): shape (n, *data_shape)."""
         _check_count(n, "n")
         z = self.prior(n).sample()
-        out = self.decoder(z)
+        out = self.decode(z)
         return self.likelihood.mean(out) if mean else self.likelihood(out).sample()
 
     @torch.no_grad()
     def reconstruct(self, x):
         """E[x|z] at z = E_q[z]."""
-        return self.likelihood.mean(self.decoder(posterior_mean(self.q(x))))
+        return self.likelihood.mean(self.decode(posterior_mean(self.q(x))))
 
     def guide_parameters(self):
         """phi: the parameters of q(z|x) (encoder and posterior head)."""

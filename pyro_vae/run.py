@@ -230,6 +230,7 @@ APPLY, REFUSE, BETWEEN_EPOCHS = "apply", "refuse", "between epochs"
 RESUME_RULES = [
     ("train.lr_schedule", REFUSE, "the schedule's position and state belong to the run"),
     ("train.grad_clip", APPLY, "from the next step"),
+    ("train.precision", APPLY, "the networks' arithmetic from the next step (the weights stay float32)"),
     ("train.micro_batches", APPLY, "the next steps' random streams follow the new count"),
     ("train.early_stop", APPLY, "judged on the whole history"),
     ("train.optimizer.kind", REFUSE, "the optimiser's saved state (e.g. Adam's moments) belongs to the old kind"),
