@@ -10,6 +10,7 @@ the in-memory path. Images are decoded by PIL, resized and centre-cropped to ``d
 
 import os
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -19,41 +20,47 @@ from .errors import ConfigError, DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def _transform(image_size):
+def _transform(image_size, pil=True):
     from torchvision import transforms
 
-    steps = [transforms.Resize(image_size), transforms.CenterCrop(image_size)] if image_size else []
-    return transforms.Compose([*steps, transforms.PILToTensor()])
+    steps = [transforms.Resize(image_size, antialias=True), transforms.CenterCrop(image_size)] if image_size else []
+    return transforms.Compose([*steps, transforms.PILToTensor()] if pil else steps)
 
 
 class ImageFiles(Dataset):
     """Image files as uint8 tensors (C, H, W): grey (C = 1) if the first image is grey, else RGB
-    (C = 3), every image converted to that mode; label i for files in the i-th class subfolder."""
+    (C = 3), every image converted to that mode; label i for files in the i-th class subfolder.
+    Decoded by PIL (any format it reads)."""
 
     def __init__(self, files, labels, image_size):
         from PIL import Image
 
         self.files, self.labels = list(files), labels
-        self.transform = _transform(image_size)
+        self.resize = _transform(image_size, pil=False)
+        self.shape, self.reference = None, self.files[0]
         try:
             with Image.open(self.files[0]) as im:
                 self.mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
         except OSError as e:
             raise DataError(f"cannot read the image {self.files[0]} ({e})") from None
-        self.shape, self.reference = None, self.files[0]
         self.shape = tuple(self[0][0].shape)
 
     def __len__(self):
         return len(self.files)
 
-    def __getitem__(self, i):
+    def _decode(self, i):
         from PIL import Image
 
         try:
             with Image.open(self.files[i]) as im:
-                x = self.transform(im.convert(self.mode))
+                a = np.asarray(im if im.mode == self.mode else im.convert(self.mode))
         except OSError as e:
             raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None
+        x = torch.from_numpy(a.copy())  # (H, W) or (H, W, 3)
+        return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
+
+    def __getitem__(self, i):
+        x = self.resize(self._decode(i))
         if self.shape is not None and tuple(x.shape) != self.shape:
             raise DataError(f"the image {self.files[i]} is {x.shape[2]}x{x.shape[1]} but {self.reference} is "
                             f"{self.shape[2]}x{self.shape[1]}: set data.image_size to resize and centre-crop them all")
