@@ -19,19 +19,21 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def build_vae(cfg, data_shape):
-    """The VAE the config describes, for data points of shape ``data_shape``."""
-    from .model import VAE
+    """The VAE the config describes (``model.kind``: the family), for data points of shape ``data_shape``."""
+    from .model import FAMILIES
 
     reg = component_registries()
     m = cfg["model"]
+    family = FAMILIES.get(m["kind"])
     latent_dim = m["latent_dim"]
     likelihood = reg["model.likelihood"][0].build(m["likelihood"], data_shape=data_shape)
     encoder = reg["model.encoder"][0].build(m["encoder"], data_shape=data_shape)
-    posterior = reg["model.posterior"][0].build(m["posterior"], in_features=encoder.out_features, latent_dim=latent_dim)
+    posterior = reg["model.posterior"][0].build(m["posterior"], in_features=encoder.out_features + family.posterior_inputs(m),
+                                                 latent_dim=latent_dim)
     out_features = likelihood.params_per_element * math.prod(data_shape)
     decoder = reg["model.decoder"][0].build(m["decoder"], latent_dim=latent_dim, out_features=out_features, data_shape=data_shape)
-    prior = reg["model.prior"][0].build(m["prior"], latent_dim=latent_dim)
-    vae = VAE(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim)
+    prior = family.make_prior(m, reg["model.prior"][0])
+    vae = family(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim)
     return vae.to(resolve_device(cfg["device"]))
 
 

@@ -51,17 +51,19 @@ def _train(args):
 
 
 def _evaluate(args):
-    from .evaluate import evaluate
+    from .evaluate import clustering, evaluate
     from .run import load_run
 
     cfg, vae, data = load_run(args.run)
     k = args.iwae_samples if args.iwae_samples is not None else cfg["eval"]["iwae_samples"]
     result = evaluate(vae, data.test, iwae_samples=k, batch_size=cfg["eval"]["batch_size"], progress=not args.json)
+    result.update(clustering(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
     if args.json:
         print(json.dumps(result))
         return
     names = {"elbo": "test ELBO", "log_px": f"log p(x) (K={k})", "rate": "rate KL(q||p)",
              "distortion": "distortion -E log p(x|z)", "active_units": "active units",
+             "cluster_accuracy": "cluster accuracy",
              "bits_per_dim": "bits/dim from log p(x)", "elbo_bits_per_dim": "bits/dim from the ELBO"}
     for key, label in names.items():
         if key in result:

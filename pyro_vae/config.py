@@ -32,6 +32,8 @@ DEFAULTS = {
         "test_size": 10000,
     },
     "model": {
+        "kind": "vae",
+        "components": 10,
         "latent_dim": 50,
         "encoder": {"kind": "mlp", "hidden": [400]},
         "decoder": {"kind": "mlp", "hidden": [400]},
@@ -90,6 +92,7 @@ _BOUNDS = {
     "data.workers": dict(integer=True, low=0, high=256, hint=" (DataLoader worker processes for data read from disk)"),
     "data.test_size": dict(integer=True, low=0, hint=" (test images held in memory; 0: all)"),
     "model.latent_dim": dict(integer=True, low=1),
+    "model.components": dict(integer=True, low=2, high=10_000, hint=" (gmvae: mixture components)"),
     "train.epochs": dict(integer=True, low=1),
     "train.beta": dict(low=0),
     "train.target_rate": dict(low=0, hint=" (nats; 0: off)"),
@@ -161,6 +164,9 @@ def validate(cfg):
     from .data import DATASETS
 
     DATASETS.get(out["data"]["dataset"])
+    from .model import FAMILIES
+
+    FAMILIES.get(out["model"]["kind"])
     for name in out["train"]["loggers"]:
         LOGGERS.get(name) if isinstance(name, str) else LOGGERS.get(repr(name))
     if out["device"] not in ("cpu", "mps") and not out["device"].startswith("cuda"):

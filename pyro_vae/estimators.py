@@ -24,7 +24,7 @@ not the objective; its loss is the ELBO of its particles.
 """
 
 import torch
-from pyro import infer
+from pyro import infer, poutine
 
 from .checks import number, positive
 from .errors import ConfigError
@@ -88,6 +88,61 @@ for _name, _cls, _doc in (
     _pyro(_cls, _name, _doc)
 
 
+class EnumerateELBO(infer.TraceEnum_ELBO):
+    """TraceEnum_ELBO with every discrete guide site enumerated in parallel (``config_enumerate``
+    applied to the guide): expectations over discrete latents are exact sums, the continuous ones
+    Monte Carlo. For any model/guide pair; without discrete sites it is the plain ELBO."""
+
+    def _enumerated(self, guide):
+        return infer.config_enumerate(guide, "parallel")
+
+    def loss(self, model, guide, *args, **kwargs):
+        return super().loss(model, self._enumerated(guide), *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return super().differentiable_loss(model, self._enumerated(guide), *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return super().loss_and_grads(model, self._enumerated(guide), *args, **kwargs)
+
+
+class ScoreFunctionELBO(infer.TraceGraph_ELBO):
+    """REINFORCE for the guide's non-reparameterised sites (TraceGraph_ELBO: each score term
+    Rao-Blackwellised to its downstream costs) with a decaying-average baseline of those costs
+    (``baseline_beta``) subtracted to cut the variance; reparameterised sites use the pathwise gradient."""
+
+    def __init__(self, baseline_beta=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.baseline = {"use_decaying_avg_baseline": True, "baseline_beta": baseline_beta}
+
+    def _with_baselines(self, guide):
+        def config(site):
+            fn = site["fn"]
+            return {"baseline": dict(self.baseline)} if site["type"] == "sample" and not fn.has_rsample else {}
+
+        return poutine.infer_config(guide, config)
+
+    def loss(self, model, guide, *args, **kwargs):
+        return super().loss(model, self._with_baselines(guide), *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return super().loss_and_grads(model, self._with_baselines(guide), *args, **kwargs)
+
+
+@ESTIMATORS.register("enumerate")
+def enumerate_(num_particles=1, vectorize_particles=None):
+    """TraceEnum_ELBO: discrete latents summed out exactly (parallel enumeration), the rest Monte Carlo."""
+    return _make(EnumerateELBO, "enumerate", num_particles, vectorize_particles)
+
+
+@ESTIMATORS.register("score_function")
+def score_function(num_particles=1, baseline_beta=0.9):
+    """Score-function (REINFORCE) gradients for discrete latents, with a decaying-average baseline."""
+    number("train.elbo.baseline_beta", baseline_beta, low=0, high=1, strict=True)
+    _check_particles(ScoreFunctionELBO, "score_function", num_particles)
+    return ScoreFunctionELBO(baseline_beta=float(baseline_beta), num_particles=num_particles, max_plate_nesting=1)
+
+
 @ESTIMATORS.register("renyi")
 def renyi(alpha=0.5, num_particles=5):
     """The Renyi alpha bound (Li & Turner 2016) per data point, (1/(1-alpha)) log mean_k w_k^(1-alpha),
@@ -133,7 +188,6 @@ def tail_adaptive(num_particles=5, vectorize_particles=True, tail_adaptive_beta=
 def check_compatible(elbo, model, guide, *args, **kwargs):
     """Refuse, before training, an estimator that cannot work with this model/guide pair: read the
     estimator's capabilities (see the module docstring) against one trace of each program."""
-    from pyro import poutine
     from pyro.poutine.util import site_is_subsample
 
     name = type(elbo).__name__
@@ -142,12 +196,13 @@ def check_compatible(elbo, model, guide, *args, **kwargs):
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     latents = [s for s in guide_trace.nodes.values()
                if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
-    if getattr(elbo, "requires_rsample", False):
+    if getattr(elbo, "requires_rsample", isinstance(elbo, infer.TraceMeanField_ELBO)):  # Pyro's, as it documents
         for s in latents:
             if not s["fn"].has_rsample:
                 raise ConfigError(
                     f"the {name} estimator needs a reparameterised guide, but site {s['name']!r} draws from "
-                    f"{type(s['fn']).__name__} without rsample: use kind = \"trace\" or \"tracegraph\"")
+                    f"{type(s['fn']).__name__} without rsample: use kind = \"enumerate\" (a discrete site summed exactly), "
+                    "\"score_function\", \"trace\" or \"tracegraph\"")
     if getattr(elbo, "needs_detached_q", False):
         for s in latents:
             detach_params(s["fn"])  # refuses distributions whose parameters live in modules (flows)

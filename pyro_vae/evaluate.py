@@ -7,6 +7,8 @@
   log-mean-exp and chunked over K so large K fits in memory.
 - Active units (Burda et al. 2016): dimensions u with Cov_x(E_q[z_u]) > 0.01.
 - KL per latent dimension, where q and p factorise over dimensions (sums to the rate).
+- Cluster accuracy (models with a discrete component, ``gmvae``): each cluster takes the label most
+  of its points carry; the share of points whose cluster's label is theirs.
 - Bits per dimension, -log p(x) / (D ln 2) (CIFAR-10's unit), where p(x|z) is a mass over the
   data's levels (bernoulli on binary data, discretized_logistic on 8-bit images): ``bits_per_dim``
   from the log p(x) estimate, ``elbo_bits_per_dim`` from the ELBO (an upper bound).
@@ -35,6 +37,11 @@ def _batches(x, batch_size):
         yield x[i:i + batch_size]
 
 
+def draw(q, n):
+    """n draws from q: reparameterised where q can (gradients flow), plain samples otherwise (mixtures)."""
+    return q.rsample((n,)) if q.has_rsample else q.sample((n,))
+
+
 def rate(vae, x, q=None, num_samples=16):
     """KL(q(z|x) || p(z)) per data point: closed form if torch has it, else a Monte Carlo estimate."""
     q = vae.q(x) if q is None else q
@@ -42,7 +49,7 @@ def rate(vae, x, q=None, num_samples=16):
     try:
         return kl_divergence(q, p)
     except NotImplementedError:
-        z = q.rsample((num_samples,))
+        z = draw(q, num_samples)
         return (q.log_prob(z) - p.log_prob(z)).mean(0)
 
 
@@ -91,7 +98,7 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
     means, per_dim = [], []
     for xb in tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False):
         q = vae.q(xb)
-        z = q.rsample((elbo_samples,))
+        z = draw(q, elbo_samples)
         distortion = -vae.likelihood(vae.decode(z)).log_prob(xb).mean(0)
         r = rate(vae, xb, q)
         sums["distortion"] += distortion.sum().item()
@@ -126,6 +133,29 @@ def bits_per_dim(vae, result):
     if "log_px" in result:
         out["bits_per_dim"] = -result["log_px"] * scale
     return out
+
+
+def cluster_accuracy(clusters, labels):
+    """The share of points whose cluster's majority label is their own label (the usual score of an
+    unsupervised clustering against classes; 1/num_classes or better for any clustering)."""
+    clusters, labels = torch.as_tensor(clusters).long().cpu(), torch.as_tensor(labels).long().cpu()
+    if clusters.shape != labels.shape or clusters.dim() != 1 or clusters.numel() == 0:
+        raise UsageError(f"cluster_accuracy needs two equal 1-D label tensors, got {tuple(clusters.shape)} "
+                         f"and {tuple(labels.shape)}")
+    labels = labels - labels.min()
+    counts = torch.zeros(int(clusters.max()) + 1, int(labels.max()) + 1)
+    counts.index_put_((clusters, labels), torch.ones(len(labels)), accumulate=True)
+    return counts.max(1).values.sum().item() / len(labels)
+
+
+@torch.no_grad()
+def clustering(vae, x, labels, batch_size=500):
+    """{"cluster_accuracy"} of ``vae.assign`` (the model's MAP component, by infer_discrete) against
+    ``labels``, for models with a discrete component; {} for others or without labels."""
+    if labels is None or not hasattr(vae, "assign"):
+        return {}
+    clusters = torch.cat([vae.assign(xb) for xb in _batches(x, batch_size)])
+    return {"cluster_accuracy": cluster_accuracy(clusters, labels[: x.shape[0]])}
 
 
 @torch.no_grad()

@@ -18,6 +18,10 @@ from torch import nn
 
 from .checks import number, positive
 from .errors import DataError
+from .registry import Registry
+
+#: ``model.kind``: the model families, each one Pyro model and one guide (VAE subclasses)
+FAMILIES = Registry("model.kind")
 
 
 def posterior_mean(q, num_samples=64):
@@ -49,6 +53,7 @@ def _check_count(n, what):
     positive(what, n, integer=True, error=DataError)
 
 
+@FAMILIES.register("vae")
 class VAE(nn.Module):
     """Holds encoder, decoder, prior, likelihood and posterior; ``model``/``guide`` are Pyro programs.
 
@@ -70,6 +75,17 @@ class VAE(nn.Module):
         self.name = name
         self.precision = None  # or torch.bfloat16: the encoder and decoder bodies run under autocast
         prior.bind(self)
+
+    # -- what the builder asks of a family ---------------------------------------------------
+    #: inputs the posterior head takes beyond the encoder's features
+    @classmethod
+    def posterior_inputs(cls, model_cfg):
+        return 0
+
+    @classmethod
+    def make_prior(cls, model_cfg, priors):
+        """The prior module for ``model_cfg`` (the ``model`` config section), from the prior registry."""
+        return priors.build(model_cfg["prior"], latent_dim=model_cfg["latent_dim"])
 
     # -- the two Pyro programs ------------------------------------------------------------
     def _plate(self, n, num_data, device):
@@ -178,3 +194,6 @@ class VAE(nn.Module):
     @property
     def num_inputs(self):
         return math.prod(self.data_shape)
+
+
+from . import gmvae  # noqa: E402,F401  (registers model.kind = "gmvae")
