@@ -3,7 +3,7 @@
     PYRO_VAE_DATA=../shared/data python examples/compare_estimators.py [--epochs 2] [--quick]
 
 --quick runs on the small synthetic data set in seconds. The same study from the shell:
-    pyro-vae compare --set train.epochs=2 --estimators trace,meanfield,score_function,iwae,dreg,stl,renyi
+    pyro-vae compare --set train.epochs=2 --estimators trace,meanfield,score_function_z,iwae,dreg,stl,renyi
 """
 
 import argparse
@@ -23,7 +23,7 @@ overrides = [f"train.epochs={args.epochs}", f"data.root={os.environ.get('PYRO_VA
 if args.quick:
     overrides += ["data.dataset=synthetic", "model.latent_dim=4", "data.batch_size=100", "eval.iwae_samples=100"]
 cfg = pyro_vae.load_config(overrides=overrides)
-estimators = "trace,meanfield,score_function,iwae,dreg,stl,renyi"
+estimators = "trace,meanfield,score_function_z,iwae,dreg,stl,renyi"
 rows = compare(cfg, estimators, args.out, overwrite=True)
 
 print(f"\n{'estimator':16s} {'ELBO':>8s} {'log p(x)':>9s} {'gap':>6s} {'enc SNR':>8s} {'dec SNR':>8s} {'s/epoch':>8s}")

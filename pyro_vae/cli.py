@@ -220,8 +220,8 @@ def make_parser():
     c = sub.add_parser("compare", help="train one model per ELBO estimator and compare them")
     _run_args(c, "the study folder (one run folder per estimator inside)")
     c.add_argument("--estimators", required=True,
-                   help="comma-separated kinds (trace,meanfield,iwae,dreg,stl,...), the variants score_function "
-                        "and score_function_baseline, or label={kind='renyi', alpha=0.5, num_particles=5}")
+                   help="comma-separated kinds (trace,meanfield,iwae,dreg,stl,...), the variants score_function_z "
+                        "and score_function_z_baseline, or label={kind='renyi', alpha=0.5, num_particles=5}")
     c.add_argument("--snr-samples", type=_int_in(2, 10_000), default=20,
                    help="gradient estimates for the variance/SNR columns (at least 2; default 20)")
     _import_arg(c, "imports_after")

@@ -15,25 +15,27 @@ from .config import apply_overrides, parse_value, split_top_level, validate
 from .diagnostics import gradient_snr
 from .errors import ConfigError
 from .estimators import ESTIMATORS
-from .evaluate import evaluate
+from .evaluate import clustering, evaluate
 from .files import check_folder_target, make_folder
 from .train import train
 from .work import check_logpx_work
 
-#: named variants beyond the estimator kinds: score-function gradients need a non-reparameterised posterior
+#: named variants beyond the estimator kinds: score-function gradients for z need a non-reparameterised posterior
 VARIANTS = {
-    "score_function": {"train.elbo": {"kind": "tracegraph"}, "model.posterior.reparameterized": False},
-    "score_function_baseline": {"train.elbo": {"kind": "tracegraph"}, "model.posterior.reparameterized": False,
+    "score_function_z": {"train.elbo": {"kind": "tracegraph"}, "model.posterior.reparameterized": False},
+    "score_function_z_baseline": {"train.elbo": {"kind": "tracegraph"}, "model.posterior.reparameterized": False,
                                 "model.posterior.baseline": "decaying_avg"},
 }
 
 COLUMNS = ["estimator", "seconds_per_epoch", "test_elbo", "log_px", "gap", "rate", "distortion", "active_units",
            "encoder_grad_var", "encoder_snr", "decoder_grad_var", "decoder_snr"]
+#: columns only some models have (a discrete component: clustering against the labels)
+EXTRA_COLUMNS = ["cluster_accuracy"]
 
 
 def parse_estimators(text):
     """``trace,iwae,dreg`` or ``label={kind='renyi', alpha=0.5}`` entries, comma-separated at the top level;
-    also the variants ``score_function`` and ``score_function_baseline``. Returns {label: overrides}."""
+    also the variants ``score_function_z`` and ``score_function_z_baseline`` (z itself by score function). Returns {label: overrides}."""
     out = {}
     for entry in (e for e in split_top_level(text) if e):
         label, _, spec = entry.partition("=")
@@ -80,6 +82,7 @@ def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, d
             "rate": r["rate"], "distortion": r["distortion"], "active_units": r["active_units"],
             "encoder_grad_var": snr["encoder"]["variance"], "encoder_snr": snr["encoder"]["snr"],
             "decoder_grad_var": snr["decoder"]["variance"], "decoder_snr": snr["decoder"]["snr"],
+            **clustering(vae, data.test, data.test_labels, c["eval"]["batch_size"]),  # models with a discrete component
         })
     write_report(rows, histories, out, cfg)
     return rows
@@ -93,8 +96,9 @@ def _fmt(v):
 
 def write_report(rows, histories, out, cfg):
     make_folder(out)
+    columns = COLUMNS + [c for c in EXTRA_COLUMNS if all(c in r for r in rows)]
     with open(out / "compare.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     (out / "compare.json").write_text(json.dumps({"rows": rows, "histories": histories}, indent=1))
@@ -106,10 +110,10 @@ def write_report(rows, histories, out, cfg):
         "(an estimate of KL(q || p(z|x))); gradient variance (mean over coordinates) and SNR",
         "(median over coordinates of |mean| / std) at the trained parameters, per minibatch gradient.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in columns) + " |" for r in rows]
     (out / "compare.md").write_text("\n".join(lines) + "\n")
     from .plots import comparison_figures
 

@@ -140,3 +140,18 @@ def test_cluster_accuracy_scores_a_clustering_against_labels(synthetic):
     majority = torch.bincount(synthetic.test_labels).max().item() / len(synthetic.test_labels)
     assert majority <= score <= 1.0
     assert clustering(build_vae(small_config(), synthetic.data_shape), synthetic.test, synthetic.test_labels) == {}
+
+
+def test_compare_runs_the_discrete_estimators_on_gmvae(synthetic, tmp_path):
+    from pyro_vae.compare import compare
+
+    cfg = small_config("model.kind=gmvae", "model.components=4", "train.epochs=2", "eval.iwae_samples=10")
+    rows = compare(cfg, "enumerate,score_function,trace", tmp_path / "study", snr_samples=5, progress=False,
+                   log=lambda *a: None, data=synthetic)
+    assert [r["estimator"] for r in rows] == ["enumerate", "score_function", "trace"]
+    assert all(0 < r["cluster_accuracy"] <= 1 for r in rows)
+    table = (tmp_path / "study/compare.md").read_text()
+    assert "cluster_accuracy" in table.splitlines()[7]
+    # the encoder (q(c|x) included) gradient: enumeration is the least noisy
+    var = {r["estimator"]: r["encoder_grad_var"] for r in rows}
+    assert var["enumerate"] < var["score_function"] < var["trace"]
