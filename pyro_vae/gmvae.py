@@ -1,8 +1,9 @@
 """The Gaussian-mixture VAE (``model.kind = "gmvae"``): a discrete component c beside z.
 
-Model p(c) p(z|c) p(x|z): c ~ Categorical(pi), z | c ~ N(mu_c, diag sigma_c^2) (pi, mu, sigma
-learned), x | z ~ the likelihood. Guide q(c|x) q(z|x, c): a classifier head on the encoder's
-features, the posterior head on [features, onehot(c)]. Per data point
+Model p(c) p(z|c) p(x|z): c ~ Categorical(1/K) (fixed: learned weights collapse onto one
+component), z | c ~ N(mu_c, diag sigma_c^2) (mu, sigma learned), x | z ~ the likelihood.
+Guide q(c|x) q(z|x, c): a classifier head on the encoder's features, the posterior head on
+[features, onehot(c)]. Per data point
 
     ELBO = E_q(c|x) E_q(z|x,c) [log p(x|z) + log p(z|c) + log p(c) - log q(z|x,c) - log q(c|x)],
 
@@ -27,13 +28,14 @@ from .priors import Prior
 
 
 class MixtureOfGaussians(Prior):
-    """p(c) = Categorical(softmax(logits)), p(z|c) = N(loc_c, diag scale_c^2), all learned; the
+    """p(c) = uniform over the K components, p(z|c) = N(loc_c, diag scale_c^2) learned; the
     means start spread (N(0, I) draws) so the components can separate. As a prior module its
     ``forward(n)`` is the marginal p(z), for evaluation."""
 
     def __init__(self, latent_dim, components=10):
         super().__init__(latent_dim)
-        self.logits = nn.Parameter(torch.zeros(components))
+        # p(c) uniform, fixed: learned weights let one component take every point (the rich get richer)
+        self.register_buffer("logits", torch.zeros(components))
         self.locs = nn.Parameter(torch.randn(components, latent_dim))
         self.raw_scales = nn.Parameter(torch.zeros(components, latent_dim))
 
