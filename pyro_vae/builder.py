@@ -31,9 +31,9 @@ def build_vae(cfg, data_shape):
     posterior = reg["model.posterior"][0].build(m["posterior"], in_features=encoder.out_features + family.posterior_inputs(m),
                                                  latent_dim=latent_dim)
     out_features = likelihood.params_per_element * math.prod(data_shape)
-    decoder = reg["model.decoder"][0].build(m["decoder"], latent_dim=latent_dim, out_features=out_features, data_shape=data_shape)
+    decoder = reg["model.decoder"][0].build(m["decoder"], latent_dim=latent_dim + family.decoder_inputs(m), out_features=out_features, data_shape=data_shape)
     prior = family.make_prior(m, reg["model.prior"][0])
-    vae = family(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim)
+    vae = family(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, **family.options(cfg))
     return vae.to(resolve_device(cfg["device"]))
 
 
@@ -78,6 +78,30 @@ def load_config_data(cfg):
                      d["image_size"], d["workers"], d["test_size"])
 
 
+def labelled_batch_size(cfg, data):
+    """Labelled points per step of a semi-supervised run: ``data.labelled_batch`` (0: ``data.batch_size``),
+    at most all of them."""
+    d = cfg["data"]
+    return min(d["labelled_batch"] or d["batch_size"], data.labelled[0].shape[0])
+
+
+def step_inputs(vae, data, cfg, batch, step, part=(0, 1)):
+    """The keyword arguments of model and guide for training batch ``batch`` (from ``data.batches``) at
+    global step ``step``: the family's reading of the batch, and for a semi-supervised run the labelled
+    batch beside it (``xs``, ``ys``, ``num_labelled``)."""
+    inputs = vae.batch_inputs(batch)
+    if data.labelled is not None:
+        xs, ys = data.labelled_batch(step, labelled_batch_size(cfg, data), cfg["seed"], part)
+        inputs.update(xs=xs, ys=ys, num_labelled=data.labelled[0].shape[0])
+    return inputs
+
+
+def example_inputs(vae, data, cfg, n=2):
+    """``step_inputs`` for the first ``n`` training points, for checks before training."""
+    x = data.example_batch(n)
+    return step_inputs(vae, data, cfg, (x, data.example_labels(n)) if vae.needs_labels else x, 0)
+
+
 def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
     """Load data and build the VAE, estimator and optimiser (each part given replaces the one the
     config would build); refuse bad combinations up front: data outside the likelihood's support,
@@ -92,11 +116,6 @@ def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
         train, test = data if isinstance(data, tuple) else (data, None)
         data = from_torch(train, test, d["binarize"], cfg["seed"])
     data = data.to(device)
-    if d["batch_size"] > data.num_train:
-        raise DataError(
-            f"data.batch_size = {d['batch_size']} is larger than the training set ({data.num_train} points): "
-            f"lower it, e.g. --set data.batch_size={max(1, data.num_train // 4)}"
-        )
     try:
         vae = build_vae(cfg, data.data_shape) if vae is None else vae.to(device)
     except (RuntimeError, MemoryError) as e:
@@ -104,6 +123,12 @@ def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
             raise
         raise ConfigError(f"the model does not fit in memory ({str(e).splitlines()[0][:120]}): lower "
                           "model.latent_dim or the hidden sizes") from None
+    data = vae.adapt_data(data, cfg)  # a family's view of the data (m2: labels hidden but data.labels)
+    if d["batch_size"] > data.num_train:
+        raise DataError(
+            f"data.batch_size = {d['batch_size']} is larger than the training set ({data.num_train} points): "
+            f"lower it, e.g. --set data.batch_size={max(1, data.num_train // 4)}"
+        )
     vae.precision = PRECISIONS[cfg["train"]["precision"]]
     vae.likelihood.check_data(data.example_batch())
     vae.likelihood.check_data(data.test)
@@ -111,7 +136,7 @@ def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
         vae.likelihood.check_data(data.train)
     vae.check_shape(data.example_batch(2))
     elbo = build_elbo(cfg) if elbo is None else elbo
-    check_compatible(elbo, vae.model, vae.guide, data.example_batch(2), num_data=data.num_train)
+    check_compatible(elbo, vae.model, vae.guide, num_data=data.num_train, **example_inputs(vae, data, cfg, 2))
     check_step_memory(vae, d["batch_size"], getattr(elbo, "num_particles", 1))
     optimizer = build_optimizer(cfg, vae.parameters()) if optimizer is None else optimizer
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}

@@ -51,19 +51,21 @@ def _train(args):
 
 
 def _evaluate(args):
-    from .evaluate import clustering, evaluate
+    from .evaluate import classification, clustering, evaluate
     from .run import load_run
 
     cfg, vae, data = load_run(args.run)
     k = args.iwae_samples if args.iwae_samples is not None else cfg["eval"]["iwae_samples"]
-    result = evaluate(vae, data.test, iwae_samples=k, batch_size=cfg["eval"]["batch_size"], progress=not args.json)
+    result = evaluate(vae, data.test, iwae_samples=k, batch_size=cfg["eval"]["batch_size"], progress=not args.json,
+                      labels=data.test_labels)
     result.update(clustering(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
+    result.update(classification(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
     if args.json:
         print(json.dumps(result))
         return
     names = {"elbo": "test ELBO", "log_px": f"log p(x) (K={k})", "rate": "rate KL(q||p)",
              "distortion": "distortion -E log p(x|z)", "active_units": "active units",
-             "cluster_accuracy": "cluster accuracy",
+             "cluster_accuracy": "cluster accuracy", "accuracy": "test accuracy q(y|x)",
              "bits_per_dim": "bits/dim from log p(x)", "elbo_bits_per_dim": "bits/dim from the ELBO"}
     for key, label in names.items():
         if key in result:
@@ -90,7 +92,12 @@ def _sample(args):
     cfg, vae = load_model(args.run)
     torch.manual_seed(args.seed)
     what = "E[x|z]" if args.mean else "x ~ p(x|z)"
-    if not save_grid(vae.sample(args.n, mean=args.mean), out, title=f"{args.n} draws {what}, z ~ p(z)"):
+    if args.label is not None:
+        images = vae.sample(args.n, mean=args.mean, y=args.label)
+        what = what.replace("z]", f"z, y={args.label}]").replace("z)", f"z, y={args.label})")
+    else:
+        images = vae.sample(args.n, mean=args.mean)
+    if not save_grid(images, out, title=f"{args.n} draws {what}, z ~ p(z)"):
         raise PyroVAEError(f"data of shape {vae.data_shape} are not images; nothing to draw")
     print(f"wrote {out}")
 
@@ -146,7 +153,8 @@ def _plot(args):
     history = [h for h in history if all(isinstance(h.get(k), (int, float)) for k in ("train_loss", "test_elbo"))]
     if not history:
         raise PyroVAEError(f"{Path(args.run) / METRICS} holds no finished epoch to plot")
-    r = evaluate(vae, data.test[:2000], iwae_samples=0)
+    r = evaluate(vae, data.test[:2000], iwae_samples=0,
+                 labels=None if data.test_labels is None else data.test_labels[:2000])
     out = Path(args.out or Path(args.run) / "figures")
     for name in plot_run(vae, data, history, out, r.get("kl_per_dim")):
         print(f"wrote {out / name}")
@@ -215,6 +223,8 @@ def make_parser():
     s.add_argument("--out", help="image file, .png/.jpg/.pdf/... (default: RUN/samples.png); its folder is created")
     s.add_argument("--mean", action="store_true", help="draw the means E[x|z] instead of samples x ~ p(x|z)")
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="random seed (default 0)")
+    s.add_argument("--label", type=_int_in(0, 10_000), default=None,
+                   help="draw for this label only: the model conditioned on y (cvae, m2)")
     _import_arg(s, "imports_after")
     s.set_defaults(func=_sample)
     c = sub.add_parser("compare", help="train one model per ELBO estimator and compare them")

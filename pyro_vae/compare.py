@@ -10,12 +10,12 @@ from pathlib import Path
 import pyro
 import torch
 
-from .builder import build_elbo, build_vae, load_config_data, resolve_device
+from .builder import build_elbo, build_vae, example_inputs, load_config_data, resolve_device
 from .config import apply_overrides, parse_value, split_top_level, validate
 from .diagnostics import gradient_snr
 from .errors import ConfigError
 from .estimators import ESTIMATORS
-from .evaluate import clustering, evaluate
+from .evaluate import classification, clustering, evaluate
 from .files import check_folder_target, make_folder
 from .train import train
 from .work import check_logpx_work
@@ -29,8 +29,8 @@ VARIANTS = {
 
 COLUMNS = ["estimator", "seconds_per_epoch", "test_elbo", "log_px", "gap", "rate", "distortion", "active_units",
            "encoder_grad_var", "encoder_snr", "decoder_grad_var", "decoder_snr"]
-#: columns only some models have (a discrete component: clustering against the labels)
-EXTRA_COLUMNS = ["cluster_accuracy"]
+#: columns only some models have (a discrete component: clustering against the labels; a classifier: accuracy)
+EXTRA_COLUMNS = ["cluster_accuracy", "accuracy"]
 
 
 def parse_estimators(text):
@@ -71,10 +71,11 @@ def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, d
         histories[label] = history
         torch.manual_seed(c["seed"])
         r = evaluate(vae, data.test, iwae_samples=c["eval"]["iwae_samples"], batch_size=c["eval"]["batch_size"],
-                     progress=progress)
+                     progress=progress, labels=data.test_labels)
         pyro.clear_param_store()
-        x = data.example_batch(c["data"]["batch_size"])
-        snr = gradient_snr(vae, build_elbo(c), x, num_data=data.num_train, num_samples=snr_samples)
+        prepared = vae.adapt_data(data, c)  # the data as the family trains on them (m2: labels hidden)
+        inputs = example_inputs(vae, prepared, c, c["data"]["batch_size"])
+        snr = gradient_snr(vae, build_elbo(c), inputs, num_data=prepared.num_train, num_samples=snr_samples)
         rows.append({
             "estimator": label,
             "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history),
@@ -83,6 +84,7 @@ def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, d
             "encoder_grad_var": snr["encoder"]["variance"], "encoder_snr": snr["encoder"]["snr"],
             "decoder_grad_var": snr["decoder"]["variance"], "decoder_snr": snr["decoder"]["snr"],
             **clustering(vae, data.test, data.test_labels, c["eval"]["batch_size"]),  # models with a discrete component
+            **classification(vae, data.test, data.test_labels, c["eval"]["batch_size"]),  # models with a classifier
         })
     write_report(rows, histories, out, cfg)
     return rows

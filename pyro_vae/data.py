@@ -40,6 +40,8 @@ class Data:
     train_labels: Optional[torch.Tensor] = None
     test_labels: Optional[torch.Tensor] = None
     binarize: str = "none"
+    #: the labelled points (x, y) of a semi-supervised run (``semi_supervised``); ``train`` then holds the others
+    labelled: Optional[tuple] = None
 
     @property
     def data_shape(self):
@@ -49,36 +51,96 @@ class Data:
     def num_train(self):
         return self.train.shape[0]
 
+    @property
+    def has_train_labels(self):
+        return self.train_labels is not None
+
     def to(self, device):
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Data(move(self.train), move(self.test), move(self.train_labels), move(self.test_labels), self.binarize)
+        labelled = None if self.labelled is None else tuple(map(move, self.labelled))
+        return Data(move(self.train), move(self.test), move(self.train_labels), move(self.test_labels), self.binarize,
+                    labelled)
 
-    def batches(self, batch_size, generator, start=0, generator_state=None, part=(0, 1)):
+    def batches(self, batch_size, generator, start=0, generator_state=None, part=(0, 1), labels=False):
         """Shuffled training batches (the last incomplete one is dropped), binarised if dynamic
         (x = 1[u < grey], u uniform). The generator fixes the order and the draws; ``start`` and
         ``generator_state`` (read with ``generator.get_state()`` after batch ``start``) continue an
         interrupted pass exactly. ``part = (k, n)`` yields only the k-th of n equal slices of each
-        batch (a rank's share), with the same points and draws as that slice of the whole batch."""
+        batch (a rank's share), with the same points and draws as that slice of the whole batch.
+        ``labels=True`` yields pairs (x, y) of the points and their labels."""
+        if labels and not self.has_train_labels:
+            raise DataError("this model trains on labelled data, but the dataset has no training labels: "
+                            "use a dataset with labels (mnist, an npz file with y_train, an image folder of classes)")
         perm = torch.randperm(self.num_train, generator=generator, device=generator.device)
         if generator_state is not None:
             generator.set_state(generator_state)
         k, n = part
         lo, hi = k * batch_size // n, (k + 1) * batch_size // n
         rows = [perm[i * batch_size:(i + 1) * batch_size][lo:hi] for i in range(start, self.num_batches(batch_size))]
-        for x in self._load(rows):
+        for x, y in self._load(rows, labels):
             if self.binarize == "dynamic":
                 u = torch.rand((batch_size, *self.data_shape), generator=generator, device=generator.device,
                                dtype=x.dtype)
                 x = u[lo:hi].lt_(x)  # 1[u < grey] in place: a quarter of torch.bernoulli's time
-            yield x
+            yield (x, y) if labels else x
 
-    def _load(self, rows):
-        """The training points at each list of indices ``rows`` (in memory: indexing)."""
+    def _load(self, rows, labels=False):
+        """(points, labels or None) at each list of indices ``rows`` (in memory: indexing)."""
         for idx in rows:
-            yield self.train[idx]
+            yield self.train[idx], self.train_labels[idx] if labels else None
+
+    # -- semi-supervised runs --------------------------------------------------------------------
+    def semi_supervised(self, num_labels, seed):
+        """This data with ``num_labels`` training points labelled (balanced over the classes, as even
+        as the count allows; chosen by ``seed``) in ``labelled`` and the rest, labels hidden, in ``train``."""
+        y = self.train_labels
+        if y is None:
+            raise DataError("a semi-supervised model needs a dataset with training labels (mnist, an npz file "
+                            "with y_train, an image folder of classes)")
+        classes = y.unique()
+        if not 0 < num_labels < self.num_train:
+            raise DataError(f"data.labels = {num_labels}: the labelled points must number between {len(classes)} "
+                            f"and {self.num_train - 1} (the training set holds {self.num_train} points)")
+        g = torch.Generator().manual_seed(seed)
+        chosen = []
+        for i, c in enumerate(classes.tolist()):
+            want = num_labels // len(classes) + (i < num_labels % len(classes))
+            members = (y == c).nonzero().flatten().cpu()
+            if want > len(members):
+                raise DataError(f"data.labels = {num_labels} asks for {want} labelled points of class {c}, "
+                                f"which has {len(members)}: lower data.labels")
+            chosen.append(members[torch.randperm(len(members), generator=g)[:want]])
+        keep = torch.zeros(self.num_train, dtype=torch.bool)
+        keep[torch.cat(chosen)] = True
+        keep = keep.to(self.train.device)
+        return Data(self.train[~keep], self.test, None, self.test_labels, self.binarize,
+                    (self.train[keep], y[keep]))
+
+    def labelled_batch(self, step, size, seed, part=(0, 1)):
+        """The labelled points (x, y) a semi-supervised run sees beside training batch ``step``: the
+        labelled set in a fresh order each pass (a function of seed and pass), ``size`` points per step,
+        binarised as the training batches; ``part`` as in ``batches``."""
+        x_all, y_all = self.labelled
+        n = x_all.shape[0]
+        positions = torch.arange(step * size, (step + 1) * size)
+        passes = positions // n
+        order = {int(p): torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * int(p) + 1))
+                 for p in passes.unique()}
+        idx = torch.stack([order[int(p)][int(i)] for p, i in zip(passes, positions % n)]).to(x_all.device)
+        k, m = part
+        lo, hi = k * size // m, (k + 1) * size // m
+        x, y = x_all[idx], y_all[idx]
+        if self.binarize == "dynamic":
+            g = torch.Generator(x.device).manual_seed(seed * 1_000_003 + step * 2 + 1)
+            x = torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype).lt_(x)
+        return x[lo:hi], y[lo:hi]
 
     def num_batches(self, batch_size):
         return self.num_train // batch_size
+
+    def example_labels(self, n=256):
+        """The labels of ``example_batch(n)`` (None without training labels)."""
+        return None if self.train_labels is None else self.train_labels[:n]
 
     def example_batch(self, n=256):
         """A training batch as the model will see it, for support checks."""

@@ -10,14 +10,16 @@ import torch
 
 
 def gradient_samples(vae, elbo, x, num_data=None, num_samples=100):
-    """(M, P_encoder), (M, P_decoder): M gradient estimates at the current parameters, flattened."""
+    """(M, P_encoder), (M, P_decoder): M gradient estimates at the current parameters, flattened.
+    ``x``: a batch, or a dict of the model's keyword arguments (``builder.step_inputs``)."""
+    inputs = x if isinstance(x, dict) else {"x": x}
     phi, theta = vae.guide_parameters(), vae.model_parameters()
     enc, dec = [], []
     with pyro.validation_enabled(False):
         for _ in range(num_samples):
             for p in vae.parameters():
                 p.grad = None
-            elbo.loss_and_grads(vae.model, vae.guide, x, num_data=num_data)
+            elbo.loss_and_grads(vae.model, vae.guide, num_data=num_data, **inputs)
             flat = lambda ps: torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in ps])  # noqa: E731
             enc.append(flat(phi))
             dec.append(flat(theta))

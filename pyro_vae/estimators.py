@@ -12,6 +12,8 @@ Pyro would refuse, or silently degrade, are refused here with a message before t
 - ``requires_rsample``: every guide sample site must be reparameterised (default False);
 - ``needs_detached_q``: it evaluates log q at detached parameters, so the guide's distributions
   must allow that (``objectives.detach_params``; default False);
+- ``relaxes``: the discrete distributions it replaces by continuous relaxations (``relaxed``); any
+  other discrete guide site is refused;
 - ``allows_shared_params``: the model may use parameters the guide registered (default True;
   False for DReG, whose phi/theta split is the guide's/the model's parameters).
 
@@ -23,8 +25,10 @@ no bound for finite K, so it is refused here (Li & Turner 2016). Tail-adaptive (
 not the objective; its loss is the ELBO of its particles.
 """
 
+import pyro.distributions as dist
 import torch
 from pyro import infer, poutine
+from pyro.poutine.messenger import Messenger
 
 from .checks import number, positive
 from .errors import ConfigError
@@ -129,10 +133,83 @@ class ScoreFunctionELBO(infer.TraceGraph_ELBO):
         return super().loss_and_grads(model, self._with_baselines(guide), *args, **kwargs)
 
 
+class Relax(Messenger):
+    """Replace every unobserved Categorical / OneHotCategorical site by the RelaxedOneHotCategorical
+    (Concrete) of the same logits at ``temperature`` (``straight_through``: the hard one-hot value
+    forward, the relaxed gradient backward). Values become (relaxed) one-hot vectors."""
+
+    def __init__(self, temperature, straight_through=False):
+        super().__init__()
+        self.temperature, self.straight_through = temperature, straight_through
+
+    def _pyro_sample(self, msg):
+        fn = msg["fn"]
+        if msg["is_observed"] or not isinstance(fn, RELAXABLE):
+            return
+        cls = dist.RelaxedOneHotCategoricalStraightThrough if self.straight_through else dist.RelaxedOneHotCategorical
+        msg["fn"] = cls(torch.tensor(self.temperature, dtype=fn.logits.dtype, device=fn.logits.device), logits=fn.logits)
+
+
+#: the discrete distributions ``relaxed`` knows how to relax
+RELAXABLE = (dist.Categorical, dist.OneHotCategorical)
+
+
+class RelaxedELBO(infer.Trace_ELBO):
+    """Continuous relaxation of the discrete latents (Gumbel-softmax, Jang et al. 2017; Concrete,
+    Maddison et al. 2017): in model and guide alike, each Categorical site becomes a
+    RelaxedOneHotCategorical at temperature tau, so the pathwise gradient flows through it. The
+    objective is the ELBO of the relaxed model (not a bound on the discrete one; it tends to it as
+    tau -> 0, where its gradient's variance grows). tau anneals geometrically from ``temperature`` to
+    ``final_temperature`` over ``anneal_steps`` steps (the loop calls ``set_step``)."""
+
+    requires_rsample = False
+    relaxes = RELAXABLE
+
+    def __init__(self, temperature=1.0, final_temperature=0.5, anneal_steps=10000, straight_through=False, **kwargs):
+        super().__init__(**kwargs)
+        self.initial, self.final, self.anneal_steps = temperature, final_temperature, anneal_steps
+        self.straight_through = straight_through
+        self.step = 0
+
+    def set_step(self, step):
+        self.step = step
+
+    @property
+    def temperature(self):
+        """tau at the current step: initial * (final / initial) ** min(1, step / anneal_steps)."""
+        done = min(1.0, self.step / self.anneal_steps) if self.anneal_steps else 1.0
+        return self.initial * (self.final / self.initial) ** done
+
+    def _relaxed(self, program):
+        return Relax(self.temperature, self.straight_through)(program)
+
+    def loss(self, model, guide, *args, **kwargs):
+        return super().loss(self._relaxed(model), self._relaxed(guide), *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return super().differentiable_loss(self._relaxed(model), self._relaxed(guide), *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return super().loss_and_grads(self._relaxed(model), self._relaxed(guide), *args, **kwargs)
+
+
+@ESTIMATORS.register("relaxed")
+def relaxed(num_particles=1, temperature=1.0, final_temperature=0.5, anneal_steps=10000, straight_through=False):
+    """Gumbel-softmax / Concrete relaxation of Categorical latents, temperature annealed (see RelaxedELBO)."""
+    number("train.elbo.temperature", temperature, low=0, strict=True)
+    number("train.elbo.final_temperature", final_temperature, low=0, strict=True)
+    number("train.elbo.anneal_steps", anneal_steps, integer=True, low=0)
+    if not isinstance(straight_through, bool):
+        raise ConfigError(f"train.elbo.straight_through must be true or false, got {straight_through!r}")
+    return _make(RelaxedELBO, "relaxed", num_particles, None, temperature=float(temperature),
+                 final_temperature=float(final_temperature), anneal_steps=int(anneal_steps),
+                 straight_through=straight_through)
+
+
 @ESTIMATORS.register("enumerate")
 def enumerate_(num_particles=1, vectorize_particles=None):
     """TraceEnum_ELBO: discrete latents summed out exactly (parallel enumeration), the rest Monte Carlo."""
-    return _make(EnumerateELBO, "enumerate", num_particles, vectorize_particles)
+    return _make(EnumerateELBO, "enumerate", num_particles, vectorize_particles, strict_enumeration_warning=False)
 
 
 @ESTIMATORS.register("score_function")
@@ -202,7 +279,13 @@ def check_compatible(elbo, model, guide, *args, **kwargs):
                 raise ConfigError(
                     f"the {name} estimator needs a reparameterised guide, but site {s['name']!r} draws from "
                     f"{type(s['fn']).__name__} without rsample: use kind = \"enumerate\" (a discrete site summed exactly), "
-                    "\"score_function\", \"trace\" or \"tracegraph\"")
+                    "\"score_function\", \"relaxed\", \"trace\" or \"tracegraph\"")
+    relaxes = getattr(elbo, "relaxes", None)
+    if relaxes:
+        for s in latents:
+            if not s["fn"].has_rsample and not isinstance(s["fn"], relaxes):
+                raise ConfigError(f"the {name} estimator relaxes Categorical sites, but site {s['name']!r} draws from "
+                                  f"{type(s['fn']).__name__}: use kind = \"score_function\" or \"trace\"")
     if getattr(elbo, "needs_detached_q", False):
         for s in latents:
             detach_params(s["fn"])  # refuses distributions whose parameters live in modules (flows)

@@ -9,6 +9,8 @@
 - KL per latent dimension, where q and p factorise over dimensions (sums to the rate).
 - Cluster accuracy (models with a discrete component, ``gmvae``): each cluster takes the label most
   of its points carry; the share of points whose cluster's label is theirs.
+- Accuracy (families with a classifier q(y|x), ``m2``): the share of points whose argmax_y q(y|x) is their label.
+- Families conditioned on labels (``cvae``) report bounds on log p(x|y) and need the labels.
 - Bits per dimension, -log p(x) / (D ln 2) (CIFAR-10's unit), where p(x|z) is a mass over the
   data's levels (bernoulli on binary data, discretized_logistic on 8-bit images): ``bits_per_dim``
   from the log p(x) estimate, ``elbo_bits_per_dim`` from the ELBO (an upper bound).
@@ -22,7 +24,6 @@ from tqdm.auto import tqdm
 
 from .checks import number
 from .errors import UsageError
-from .model import posterior_mean
 from .work import check_logpx_work
 from .work import per_point as numbers_per_point
 
@@ -65,8 +66,9 @@ def kl_per_dim(vae, x, q=None):
 
 
 @torch.no_grad()
-def iwae_log_px(vae, x, num_samples):
-    """log p(x) estimate per data point, with ``num_samples`` importance samples from q(z|x).
+def iwae_log_px(vae, x, num_samples, y=None):
+    """log p(x) estimate per data point, with ``num_samples`` importance samples from q(z|x)
+    (log p(x|y) with q(z|x, y) for a family conditioned on labels ``y``).
 
     The encoder runs once; the samples go through the decoder in chunks of about
     ``CHUNK_ELEMENTS`` numbers (images split too, if one sample of them all is larger), and the
@@ -74,40 +76,55 @@ def iwae_log_px(vae, x, num_samples):
     n = x.shape[0]
     per_point = numbers_per_point(vae)
     if n > 1 and n * per_point > CHUNK_ELEMENTS:
-        return torch.cat([iwae_log_px(vae, xb, num_samples) for xb in x.split(max(1, CHUNK_ELEMENTS // per_point))])
-    q = vae.q(x)
+        size = max(1, CHUNK_ELEMENTS // per_point)
+        ys = [None] * len(x.split(size)) if y is None else y.split(size)
+        return torch.cat([iwae_log_px(vae, xb, num_samples, yb) for xb, yb in zip(x.split(size), ys)])
+    labels = {} if y is None else {"y": y}
+    q = vae.q(x, **labels)
     chunk = max(1, min(num_samples, CHUNK_ELEMENTS // (n * per_point)))
     total = None
     for start in range(0, num_samples, chunk):
-        log_px_z, log_pz, log_qz = vae.log_weights(x, min(chunk, num_samples - start), q=q)
+        log_px_z, log_pz, log_qz = vae.log_weights(x, min(chunk, num_samples - start), q=q, **labels)
         part = torch.logsumexp(log_px_z + log_pz - log_qz, dim=0)
         total = part if total is None else torch.logaddexp(total, part)
     return total - math.log(num_samples)
 
 
+def _labels_for(vae, x, labels):
+    """The labels evaluation passes to a family conditioned on them (cvae); None for the others."""
+    if not getattr(vae, "conditional", False):
+        return None
+    if labels is None:
+        raise UsageError("this model is conditioned on labels (its bound is on log p(x|y)): pass the test labels")
+    labels = torch.as_tensor(labels, device=x.device).long()
+    if labels.shape != x.shape[:1]:
+        raise UsageError(f"{x.shape[0]} data points but {tuple(labels.shape)} labels: give one label per point")
+    return labels
+
+
 @torch.no_grad()
-def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress=False):
-    """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0), rate, distortion, active units."""
+def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress=False, labels=None):
+    """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0), rate, distortion, active units.
+    ``labels``: the points' labels, needed by families conditioned on them (cvae: log p(x|y))."""
     vae.check_shape(x)
     for name, value, low in (("iwae_samples", iwae_samples, 0), ("batch_size", batch_size, 1),
                              ("elbo_samples", elbo_samples, 1)):
         number(name, value, integer=True, low=low, error=UsageError)
     if iwae_samples:
         check_logpx_work(vae, x.shape[0], iwae_samples)
+    y = _labels_for(vae, x, labels)
     sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0, "log_px": 0.0}
     means, per_dim = [], []
-    for xb in tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False):
-        q = vae.q(xb)
-        z = draw(q, elbo_samples)
-        distortion = -vae.likelihood(vae.decode(z)).log_prob(xb).mean(0)
-        r = rate(vae, xb, q)
-        sums["distortion"] += distortion.sum().item()
-        sums["rate"] += r.sum().item()
-        sums["elbo"] -= (distortion + r).sum().item()
+    for i, xb in enumerate(tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False)):
+        yb = None if y is None else y[i * batch_size:(i + 1) * batch_size]
+        t = vae.elbo_terms(xb, elbo_samples, **({} if yb is None else {"y": yb}))
+        sums["distortion"] += t["distortion"].sum().item()
+        sums["rate"] += t["rate"].sum().item()
+        sums["elbo"] -= (t["distortion"] + t["rate"]).sum().item()
         if iwae_samples:
-            sums["log_px"] += iwae_log_px(vae, xb, iwae_samples).sum().item()
-        means.append(posterior_mean(q))
-        kd = kl_per_dim(vae, xb, q)
+            sums["log_px"] += iwae_log_px(vae, xb, iwae_samples, yb).sum().item()
+        means.append(t["mean"])
+        kd = t["kl_per_dim"]
         per_dim.append(None if kd is None else kd.sum(0))
     n = x.shape[0]
     result = {k: v / n for k, v in sums.items()}
@@ -159,13 +176,23 @@ def clustering(vae, x, labels, batch_size=500):
 
 
 @torch.no_grad()
-def test_elbo(vae, x, batch_size=1000):
-    """The single-sample test ELBO in nats per data point (what training reports each epoch)."""
-    return evaluate(vae, x, iwae_samples=0, batch_size=batch_size)["elbo"]
+def classification(vae, x, labels, batch_size=500):
+    """{"accuracy"} of the model's classifier q(y|x) (argmax) against ``labels``, for families that
+    have one (m2); {} for others or without labels."""
+    if labels is None or not hasattr(vae, "classify"):
+        return {}
+    predicted = torch.cat([vae.classify(xb) for xb in _batches(x, batch_size)])
+    return {"accuracy": (predicted == labels[: x.shape[0]].to(predicted.device)).float().mean().item()}
 
 
 @torch.no_grad()
-def shared_test_elbo(vae, x, world, seed, batch_size=1000):
+def test_elbo(vae, x, batch_size=1000, labels=None):
+    """The single-sample test ELBO in nats per data point (what training reports each epoch)."""
+    return evaluate(vae, x, iwae_samples=0, batch_size=batch_size, labels=labels)["elbo"]
+
+
+@torch.no_grad()
+def shared_test_elbo(vae, x, world, seed, batch_size=1000, labels=None):
     """``test_elbo`` computed by all ranks together: chunk c of ``batch_size`` points is drawn with its
     own seed on rank c mod W and the sums are added over ranks, so the value does not depend on W."""
     from .distributed import stream_seed
@@ -174,8 +201,8 @@ def shared_test_elbo(vae, x, world, seed, batch_size=1000):
     for c, i in enumerate(range(0, x.shape[0], batch_size)):
         if c % world.size == world.rank:
             torch.manual_seed(stream_seed(seed, -1, c))
-            xb = x[i:i + batch_size]
-            total += evaluate(vae, xb, iwae_samples=0, batch_size=batch_size)["elbo"] * xb.shape[0]
+            xb, yb = x[i:i + batch_size], None if labels is None else labels[i:i + batch_size]
+            total += evaluate(vae, xb, iwae_samples=0, batch_size=batch_size, labels=yb)["elbo"] * xb.shape[0]
             n += xb.shape[0]
     total, n = world.all_sum([total, n])
     return total / n

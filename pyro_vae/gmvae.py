@@ -23,8 +23,14 @@ from torch import nn
 
 from .errors import DataError
 from .errors import ConfigError
-from .model import FAMILIES, VAE, KLWeight, _check_beta, _check_count
+from .model import FAMILIES, VAE, KLWeight, _check_beta, _check_count, join
 from .priors import Prior
+
+
+def onehot(c, k):
+    """Component indices as one-hot vectors (..., k); vectors (one-hot, or relaxed by the ``relaxed``
+    estimator) pass through."""
+    return c if c.is_floating_point() else F.one_hot(c, k).float()
 
 
 class MixtureOfGaussians(Prior):
@@ -40,11 +46,14 @@ class MixtureOfGaussians(Prior):
         self.raw_scales = nn.Parameter(torch.zeros(components, latent_dim))
 
     def p_c(self, n):
+        """p(c): batch (n,)."""
         return dist.Categorical(logits=self.logits.expand(n, -1))
 
     def p_z(self, c):
-        """p(z|c) for component indices c of any shape: batch shape c.shape, event (latent_dim,)."""
-        return dist.Normal(self.locs[c], F.softplus(self.raw_scales[c]) + 1e-4).to_event(1)
+        """p(z|c) for component indices c of any shape, or one-hot (relaxed) vectors (..., K):
+        batch the indices' shape, event (latent_dim,)."""
+        c = onehot(c, len(self.logits))
+        return dist.Normal(c @ self.locs, F.softplus(c @ self.raw_scales) + 1e-4).to_event(1)
 
     @property
     def size_per_point(self):
@@ -79,11 +88,6 @@ class GMVAE(VAE):
                               f"Gaussians; leave model.prior at its default (got {model_cfg['prior']['kind']!r})")
         return MixtureOfGaussians(model_cfg["latent_dim"], components=model_cfg["components"])
 
-    def _with_component(self, h, c):
-        """[h, onehot(c)] broadcast together (c enumerated: shape (K, 1); sampled: (n,))."""
-        onehot = F.one_hot(c, self.components).to(h.dtype)
-        shape = torch.broadcast_shapes(h.shape[:-1], onehot.shape[:-1])
-        return torch.cat([h.expand(*shape, h.shape[-1]), onehot.expand(*shape, self.components)], -1)
 
     def model(self, x=None, num_data=None, num_samples=1, beta=1.0):
         """p(c) p(z|c) p(x|z), the c and z terms weighted by ``beta``."""
@@ -111,21 +115,21 @@ class GMVAE(VAE):
             h = self.encode(x)
             with KLWeight(beta):
                 c = pyro.sample("c", dist.Categorical(logits=self.classifier(h)))
-                return pyro.sample("z", self.posterior(self._with_component(h, c)))
+                return pyro.sample("z", self.posterior(join(h, onehot(c, self.components))))
 
     # -- evaluation: c summed out --------------------------------------------------------------
     def q_c(self, x):
         """q(c|x): batch (n,)."""
         return dist.Categorical(logits=self.classifier(self.encode(x)))
 
-    def q(self, x):
+    def q(self, x, y=None):
         """q(z|x) = sum_c q(c|x) q(z|x, c), a mixture: batch (n,), event (latent_dim,)."""
         h = self.encode(x)
-        every = torch.arange(self.components, device=h.device).expand(h.shape[0], -1)  # (n, K)
-        comp = self.posterior(self._with_component(h.unsqueeze(-2), every))  # batch (n, K)
+        every = torch.eye(self.components, device=h.device)  # (K, K): one row per component
+        comp = self.posterior(join(h.unsqueeze(-2), every))  # batch (n, K)
         return dist.MixtureSameFamily(dist.Categorical(logits=self.classifier(h)), comp)
 
-    def log_weights(self, x, num_samples, q=None):
+    def log_weights(self, x, num_samples, q=None, y=None):
         q = self.q(x) if q is None else q
         z = q.sample((num_samples,))  # a mixture has no rsample; evaluation needs none
         return self.likelihood(self.decode(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)

@@ -99,18 +99,31 @@ class StreamedData(Data):
     def num_train(self):
         return len(self.source)
 
+    @property
+    def has_train_labels(self):  # the source's items carry labels whenever its test images do
+        return self.test_labels is not None
+
+    def semi_supervised(self, num_labels, seed):
+        raise DataError("semi-supervised training (m2) keeps its data in memory; images read from disk are not "
+                        "supported yet: use an in-memory dataset (mnist, npz)")
+
     def to(self, device):
         test_labels = None if self.test_labels is None else self.test_labels.to(device)
         return StreamedData(self.source, self.test.to(device), test_labels, self.binarize, self.workers, device)
 
-    def _load(self, rows):
+    def _load(self, rows, labels=False):
         if not rows:
             return
         loader = DataLoader(self.source, batch_sampler=[r.tolist() for r in rows], num_workers=self.workers,
                             pin_memory=self.device.type == "cuda", persistent_workers=False,
                             prefetch_factor=4 if self.workers else None)
-        for x, _ in loader:
-            yield x.to(self.device, non_blocking=True).float().div_(255)
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True).float().div_(255), y.to(self.device) if labels else None
+
+    def example_labels(self, n=256):
+        if not self.has_train_labels:
+            return None
+        return torch.as_tensor([self.source[i][1] for i in range(min(n, self.num_train))], device=self.device)
 
     def example_batch(self, n=256):
         n = min(n, self.num_train)

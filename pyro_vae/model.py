@@ -32,6 +32,13 @@ def posterior_mean(q, num_samples=64):
         return q.sample((num_samples,)).mean(0)
 
 
+def join(a, b):
+    """[a, b] along the last dimension, their leading dimensions broadcast together (features and a
+    one-hot label, z and a label; enumerated labels carry extra leading dimensions)."""
+    shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    return torch.cat([a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])], -1)
+
+
 class KLWeight(Messenger):
     """Multiply the log-density of the sample sites inside by ``beta`` >= 0: ``poutine.scale``,
     but allowing 0 (beta = 0, or the first step of a cyclical warm-up, drops the KL term)."""
@@ -76,11 +83,34 @@ class VAE(nn.Module):
         self.precision = None  # or torch.bfloat16: the encoder and decoder bodies run under autocast
         prior.bind(self)
 
-    # -- what the builder asks of a family ---------------------------------------------------
-    #: inputs the posterior head takes beyond the encoder's features
+    # -- what the builder and the loop ask of a family ------------------------------------------
+    #: training batches carry labels y (``Data.batches(labels=True)``)
+    needs_labels = False
+    #: evaluation needs the labels: its bound is on log p(x|y) (cvae)
+    conditional = False
+
     @classmethod
     def posterior_inputs(cls, model_cfg):
+        """Inputs the posterior head takes beyond the encoder's features."""
         return 0
+
+    @classmethod
+    def decoder_inputs(cls, model_cfg):
+        """Inputs the decoder takes beyond z."""
+        return 0
+
+    @classmethod
+    def options(cls, cfg):
+        """Keyword arguments of the family's constructor beyond the parts, from the whole config."""
+        return {}
+
+    def adapt_data(self, data, cfg):
+        """The data as this family trains on them (checked; M2 hides all labels but ``data.labels``)."""
+        return data
+
+    def batch_inputs(self, batch):
+        """The keyword arguments of ``model``/``guide`` for one training batch from ``Data.batches``."""
+        return {"x": batch}
 
     @classmethod
     def make_prior(cls, model_cfg, priors):
@@ -148,8 +178,9 @@ class VAE(nn.Module):
         """The encoder's features, in float32 (the body in ``precision`` under autocast, if set)."""
         return self._run(self.encoder, x)
 
-    def decode(self, z):
-        """The decoder's raw outputs, in float32: the likelihood, prior and posterior always see float32."""
+    def decode(self, z, y=None):
+        """The decoder's raw outputs, in float32: the likelihood, prior and posterior always see float32.
+        (``y``: the label, for the families conditioned on one.)"""
         return self._run(self.decoder, z)
 
     def _run(self, net, inputs):
@@ -159,8 +190,20 @@ class VAE(nn.Module):
             out = net(inputs)
         return out.float()
 
-    def q(self, x):
+    def q(self, x, y=None):
+        """q(z|x) (``y``: labels, for the families conditioned on them)."""
         return self.posterior(self.encode(x))
+
+    def elbo_terms(self, x, num_samples=1, y=None):
+        """Per data point: distortion -E_q log p(x|z), rate KL(q || p), the posterior mean of z (for
+        active units) and the KL per latent dimension (or None); ELBO = -(distortion + rate)."""
+        from .evaluate import draw, kl_per_dim, rate
+
+        q = self.q(x, y)
+        z = draw(q, num_samples)
+        distortion = -self.likelihood(self.decode(z)).log_prob(x).mean(0)
+        return {"distortion": distortion, "rate": rate(self, x, q), "mean": posterior_mean(q),
+                "kl_per_dim": kl_per_dim(self, x, q)}
 
     def log_weights(self, x, num_samples, q=None):
         """log p(x|z), log p(z), log q(z|x) at z ~ q(z|x): three tensors of shape (num_samples, n), beta = 1.
@@ -170,15 +213,17 @@ class VAE(nn.Module):
         return self.likelihood(self.decode(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
 
     @torch.no_grad()
-    def sample(self, n, mean=True):
+    def sample(self, n, mean=True, y=None):
         """n draws z ~ p(z), then E[x|z] (``mean=True``) or a draw x ~ p(x|z): shape (n, *data_shape)."""
         _check_count(n, "n")
+        if y is not None:
+            raise DataError("this model has no labels to condition on: --label needs model.kind = \"cvae\" or \"m2\"")
         z = self.prior(n).sample()
         out = self.decode(z)
         return self.likelihood.mean(out) if mean else self.likelihood(out).sample()
 
     @torch.no_grad()
-    def reconstruct(self, x):
+    def reconstruct(self, x, y=None):
         """E[x|z] at z = E_q[z]."""
         return self.likelihood.mean(self.decode(posterior_mean(self.q(x))))
 
@@ -196,4 +241,4 @@ class VAE(nn.Module):
         return math.prod(self.data_shape)
 
 
-from . import gmvae  # noqa: E402,F401  (registers model.kind = "gmvae")
+from . import conditional, gmvae  # noqa: E402,F401  (register model.kind = "cvae", "m2", "gmvae")

@@ -185,6 +185,8 @@ def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
     if not is_image_shape(vae.data_shape):
         return written
     x = data.test[: n * n // 2]
+    if hasattr(vae, "classes"):  # a family with labels: its own figures
+        return written + label_figures(vae, data, out)
     with torch.no_grad():
         recon = vae.reconstruct(x)
         rows = torch.stack([x.reshape(-1, n, *vae.data_shape), recon.reshape(-1, n, *vae.data_shape)], 1)
@@ -206,6 +208,45 @@ def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
         written.append("traversals.png")
         if vae.latent_dim == 2:
             written += _latent_2d(vae, data, out)
+    return written
+
+
+def class_rows(vae, columns=8, seed=0):
+    """E[x|z, y] with one row per class y and one column per z ~ p(z) (drawn with ``seed``), the same z
+    down each column: what the label changes with the style held fixed. Shape (classes * columns, ...)."""
+    import torch
+
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = vae.prior(columns).sample()
+        y = torch.eye(vae.classes, device=z.device).unsqueeze(1)  # (K, 1, K)
+        return vae.decode_mean(z, y).reshape(-1, *vae.data_shape)
+
+
+def style_transfer(vae, x, y):
+    """Row i: the test image x_i, then E[x|z_i, y'] for every label y', with z_i = E_q[z|x_i, y_i] (the
+    image's style under its own label). Shape (n * (classes + 1), *data_shape)."""
+    import torch
+
+    from .model import posterior_mean
+
+    with torch.no_grad():
+        z = posterior_mean(vae.q(x, y))  # (n, L)
+        every = torch.eye(vae.classes, device=z.device).unsqueeze(1)  # (K, 1, K)
+        out = vae.decode_mean(z, every).transpose(0, 1)  # (n, K, ...)
+        return torch.cat([x.unsqueeze(1), out], 1).reshape(-1, *vae.data_shape)
+
+
+def label_figures(vae, data, out, n=8):
+    """class_rows.png and style_transfer.png for the families with labels (cvae, m2)."""
+    save_grid(class_rows(vae, n), out / "class_rows.png", nrow=n, row_labels=[f"y = {c}" for c in range(vae.classes)],
+              title="E[x|z, y]: one row per label, the same z down each column")
+    written = ["class_rows.png"]
+    if data.test_labels is not None:
+        x, y = data.test[:n], data.test_labels[:n]
+        save_grid(style_transfer(vae, x, y), out / "style_transfer.png", nrow=vae.classes + 1,
+                  title="each test image, then its style z decoded with every label 0, 1, ...")
+        written.append("style_transfer.png")
     return written
 
 

@@ -19,13 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .builder import build_beta_schedules, build_lr_schedule, prepare
+from .builder import build_beta_schedules, build_lr_schedule, prepare, step_inputs
 from .callbacks import RunInfo, build_loggers
 from .checkpoint import restore_module, save_checkpoint
 from .config import dump_toml, validate
 from .data import TORCHVISION_DATASETS, Data, resolve_root
 from .errors import CheckpointError, PyroVAEError, TrainingError, TrainingInterrupted
-from .evaluate import bits_per_dim, rate, shared_test_elbo
+from .evaluate import bits_per_dim, classification, rate, shared_test_elbo
 from .monitor import DivergenceMonitor
 from .plots import save_grid
 from .run import (CHECKPOINT, CONFIG, METRICS, SAMPLES, RunFolder, default_out, read_metrics, resume_changes,
@@ -47,14 +47,16 @@ def accumulated_step(model, guide, elbo, optimizer, parts, seeds=None, average=N
     """One SVI step over micro-batches: ``elbo.loss_and_grads`` on each tuple of arguments in
     ``parts`` (with ``torch.manual_seed(seeds[i])`` first, if given) accumulates the gradients;
     ``average(loss, stop)`` (a ``distributed.GradientAverager``) averages them and the loss over the
-    micro-batches of every rank; then one optimiser step. Returns (loss, stop: any rank's flag)."""
+    micro-batches of every rank; then one optimiser step. A part that is a dict is passed as keyword
+    arguments. Returns (loss, stop: any rank's flag)."""
     optimizer.zero_grad(set_to_none=True)
     loss = 0.0
-    for i, args in enumerate(parts):
+    for i, part in enumerate(parts):
+        args, extra = ((), part) if isinstance(part, dict) else (part, {})
         if seeds is not None:
             torch.manual_seed(seeds[i])
         with pyro.validation_enabled(validate):
-            loss += elbo.loss_and_grads(model, guide, *args, **kwargs)
+            loss += elbo.loss_and_grads(model, guide, *args, **extra, **kwargs)
     if average is not None:
         loss, stop = average(loss, stop)
     if math.isfinite(loss):
@@ -83,6 +85,13 @@ class _Interrupts:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def split_inputs(inputs, parts):
+    """Keyword arguments for ``parts`` micro-batches: every tensor cut into ``parts`` pieces along its
+    first dimension (as even as its length allows), other values repeated."""
+    pieces = {k: v.tensor_split(parts) if torch.is_tensor(v) else [v] * parts for k, v in inputs.items()}
+    return [{k: v[i] for k, v in pieces.items()} for i in range(parts)]
 
 
 def _epoch_generator(seed, epoch, device):
@@ -289,15 +298,19 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                     beta_sum = partial["beta_sum"]
                 t0 = time.perf_counter()
                 share = {"part": (world.rank, world.size)} if world.distributed else {}  # a rank's slice of each batch
-                bar = tqdm(data.batches(batch_size, g, first, g_state, **share), total=steps,
+                labels = {"labels": True} if vae.needs_labels else {}  # (x, y) pairs for the families with labels
+                bar = tqdm(data.batches(batch_size, g, first, g_state, **labels, **share), total=steps,
                            initial=first, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
                            mininterval=0.5, unit="batch")
-                for step, x in enumerate(bar, start=first):
+                for step, batch in enumerate(bar, start=first):
                     global_step = (epoch - 1) * steps + step
                     beta = (dual.beta if dual is not None else t["beta"]) * warmup(global_step)
                     beta_sum += beta
+                    inputs = step_inputs(vae, data, cfg, batch, global_step, **share)
+                    if hasattr(elbo, "set_step"):  # estimators with a schedule (relaxed: the temperature)
+                        elbo.set_step(global_step)
                     loss, stop = accumulated_step(
-                        vae.model, vae.guide, elbo, optimizer, [(xm,) for xm in x.split(batch_size // micro)],
+                        vae.model, vae.guide, elbo, optimizer, split_inputs(inputs, len(mine)),
                         [distributed.stream_seed(cfg["seed"], global_step, m) for m in mine], average,
                         stop=interrupts.signal is not None, validate=epoch == 1 and step == 0,
                         max_grad_norm=t["grad_clip"], num_data=num_data, beta=beta)
@@ -312,7 +325,8 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                         c.on_step(run, epoch, step + 1, global_step + 1, loss / num_data, beta)
                     if dual is not None and global_step % dual.update_every == 0:
                         with torch.no_grad():
-                            dual.update(world.all_sum([rate(vae, x).mean().item()])[0] / world.size)
+                            dual.update(world.all_sum([rate(vae, inputs["x"], vae.q(inputs["x"], inputs.get("y"))).mean().item()])[0]
+                                        / world.size)
                     if stop or (not world.distributed and interrupts.signal):
                         seconds += time.perf_counter() - t0
                         checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "total": total, "beta_sum": beta_sum,
@@ -325,7 +339,8 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                         bar.set_postfix(loss=f"{loss / num_data:.2f}")
                 seconds += time.perf_counter() - t0
                 record = {"epoch": epoch, "train_loss": total / steps / num_data,
-                          "test_elbo": shared_test_elbo(vae, data.test, world, cfg["seed"])}
+                          "test_elbo": shared_test_elbo(vae, data.test, world, cfg["seed"], labels=data.test_labels)}
+                record.update({f"test_{k}": v for k, v in classification(vae, data.test, data.test_labels).items()})
                 if getattr(vae.likelihood, "discrete", False):
                     record["test_bits_per_dim"] = bits_per_dim(vae, {"elbo": record["test_elbo"]})["elbo_bits_per_dim"]
                 history.append({**record, "beta": beta_sum / steps, "seconds": seconds})
@@ -346,9 +361,10 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                     break
                 r = history[-1]
                 bpd = f" ({r['test_bits_per_dim']:.3f} bits/dim)" if "test_bits_per_dim" in r else ""
+                bpd += f"  test accuracy {r['test_accuracy']:.4f}" if "test_accuracy" in r else ""
                 log(f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}{bpd}  "
                     f"({seconds:.1f} s, {steps * batch_size / seconds:,.0f} images/s)")
-        if main and save_grid(vae.sample(64), folder.file(SAMPLES), nrow=8):
+        if main and save_grid(_samples(vae), folder.file(SAMPLES), nrow=8):
             log(f"wrote {folder.file(SAMPLES)}")
     except TrainingInterrupted as e:
         _final_status(folder, "interrupted", str(e), saved_epoch, main)
@@ -365,6 +381,15 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
     for c in callbacks:
         c.on_train_end(run, history)
     return vae, history
+
+
+def _samples(vae):
+    """What samples.png shows: 64 draws from the model, or for a family with labels one row per label."""
+    if hasattr(vae, "classes"):
+        from .plots import class_rows
+
+        return class_rows(vae, 8)
+    return vae.sample(64)
 
 
 def _final_status(folder, state, message, epoch, main=True):

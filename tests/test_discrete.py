@@ -13,6 +13,7 @@ from pyro_vae import build_elbo, build_vae
 from pyro_vae.errors import ConfigError
 from pyro_vae.estimators import ESTIMATORS, check_compatible
 from pyro_vae.evaluate import cluster_accuracy, clustering, evaluate
+from pyro_vae.model import join
 
 from .conftest import small_config
 
@@ -52,7 +53,7 @@ def test_the_enumerated_elbo_is_the_explicit_sum_over_the_components(synthetic):
         h = vae.encode(x)
         q_c = torch.distributions.Categorical(logits=vae.classifier(h))
         c = torch.arange(K).reshape(K, 1)  # the enumerated values, as Pyro lays them out
-        q_z = vae.posterior(vae._with_component(h, c))  # batch (K, 8)
+        q_z = vae.posterior(join(h, torch.eye(K).reshape(K, 1, K)))  # batch (K, 8)
         z = q_z.rsample()
         p = vae.prior
         log_c = p.p_c(8).log_prob(c) - q_c.log_prob(c)  # (K, 8)
@@ -115,7 +116,7 @@ def test_gmvae_has_its_own_prior_and_needs_two_components(synthetic):
         gmvae(synthetic, "model.prior.kind=vamp")
     with pytest.raises(ConfigError, match="model.components"):
         small_config("model.kind=gmvae", "model.components=1")
-    with pytest.raises(ConfigError, match="valid kinds: gmvae, vae"):
+    with pytest.raises(ConfigError, match="valid kinds: cvae, gmvae, m2, vae"):
         small_config("model.kind=m3")
 
 
