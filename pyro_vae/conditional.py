@@ -183,6 +183,9 @@ class M2(CVAE):
     """Kingma et al.'s M2 (see the module docstring): a classifier q(y|x) on the encoder's features,
     ``aux_loss`` the weight of -log q(y|x) per labelled point."""
 
+    #: the estimator when the config names none: the discrete latent summed out exactly
+    default_elbo = "enumerate"
+
     needs_labels = False  # the training batches are the unlabelled points; the labelled come beside them
     conditional = False  # evaluation sums y out: bounds on log p(x)
 

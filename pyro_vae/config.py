@@ -173,7 +173,10 @@ def validate(cfg):
     DATASETS.get(out["data"]["dataset"])
     from .model import FAMILIES
 
-    FAMILIES.get(out["model"]["kind"])
+    family = FAMILIES.get(out["model"]["kind"])
+    if out["train"]["elbo"] == DEFAULTS["train"]["elbo"] and getattr(family, "default_elbo", None):
+        # a family with a discrete latent, which the default estimator cannot train: the family's own default
+        out["train"]["elbo"] = {"kind": family.default_elbo, "num_particles": 1}
     for name in out["train"]["loggers"]:
         LOGGERS.get(name) if isinstance(name, str) else LOGGERS.get(repr(name))
     if out["device"] not in ("cpu", "mps") and not out["device"].startswith("cuda"):

@@ -70,6 +70,9 @@ class GMVAE(VAE):
     """A VAE with a discrete component c (see the module docstring): ``prior`` is a
     ``MixtureOfGaussians``, the posterior head takes ``encoder.out_features + components`` inputs."""
 
+    #: the estimator when the config names none: the discrete latent summed out exactly
+    default_elbo = "enumerate"
+
     def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae"):
         if not isinstance(prior, MixtureOfGaussians):
             raise TypeError("a GMVAE's prior is a MixtureOfGaussians")

@@ -245,7 +245,7 @@ def label_figures(vae, data, out, n=8):
     if data.test_labels is not None:
         x, y = data.test[:n], data.test_labels[:n]
         save_grid(style_transfer(vae, x, y), out / "style_transfer.png", nrow=vae.classes + 1,
-                  title="each test image, then its style z decoded with every label 0, 1, ...")
+                  title="input, then its z with y = 0, 1, ...")
         written.append("style_transfer.png")
     return written
 

@@ -175,8 +175,10 @@ def test_m2_trains_and_reports_accuracy(kind, synthetic, tmp_path):
 
 
 def test_m2_resume_equals_an_uninterrupted_run(synthetic, tmp_path):
+    """The labelled stream is a function of seed and step, so resume is exact (here with two micro-batches a
+    step, each with its share of both batches, as two torchrun ranks would have)."""
     cfg = small_config("model.kind=m2", "model.components=4", "data.labels=40", "train.elbo.kind=enumerate",
-                       "train.epochs=2", "data.labelled_batch=16")
+                       "train.epochs=2", "data.labelled_batch=16", "train.micro_batches=2")
     straight, _ = pyro_vae.train(cfg, tmp_path / "straight", data=synthetic, **quiet)
     pyro_vae.train({**cfg, "train": {**cfg["train"], "epochs": 1}}, tmp_path / "resumed", data=synthetic, **quiet)
     resumed, _ = pyro_vae.train(cfg, tmp_path / "resumed", resume=True, data=synthetic, **quiet)
@@ -283,3 +285,10 @@ def test_step_inputs_of_a_semi_supervised_run(synthetic):
     inputs = step_inputs(vae, data, cfg, data.train[:10], 3)
     assert set(inputs) == {"x", "xs", "ys", "num_labelled"}
     assert inputs["xs"].shape[0] == 6 and inputs["num_labelled"] == 40
+
+
+def test_families_with_a_discrete_latent_default_to_enumeration():
+    assert small_config("model.kind=m2")["train"]["elbo"]["kind"] == "enumerate"
+    assert small_config("model.kind=gmvae")["train"]["elbo"]["kind"] == "enumerate"
+    assert small_config("model.kind=cvae")["train"]["elbo"]["kind"] == "jit_meanfield"  # no discrete latent
+    assert small_config("model.kind=m2", "train.elbo.kind=relaxed")["train"]["elbo"]["kind"] == "relaxed"
