@@ -338,8 +338,9 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                     if step % 50 == 0:
                         bar.set_postfix(loss=f"{loss / num_data:.2f}")
                 seconds += time.perf_counter() - t0
+                given = {"labels": data.test_labels} if vae.conditional else {}  # cvae: bounds on log p(x|y)
                 record = {"epoch": epoch, "train_loss": total / steps / num_data,
-                          "test_elbo": shared_test_elbo(vae, data.test, world, cfg["seed"], labels=data.test_labels)}
+                          "test_elbo": shared_test_elbo(vae, data.test, world, cfg["seed"], **given)}
                 record.update({f"test_{k}": v for k, v in classification(vae, data.test, data.test_labels).items()})
                 if getattr(vae.likelihood, "discrete", False):
                     record["test_bits_per_dim"] = bits_per_dim(vae, {"elbo": record["test_elbo"]})["elbo_bits_per_dim"]
