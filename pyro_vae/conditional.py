@@ -136,20 +136,6 @@ class CVAE(VAE):
                 return pyro.sample("z", self.q(x, y))
 
     # -- evaluation and generation -------------------------------------------------------------
-    def log_weights(self, x, num_samples, q=None, y=None):
-        q = self.q(x, y) if q is None else q
-        z = q.rsample((num_samples,))
-        return self.likelihood(self.decode(z, y)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
-
-    def elbo_terms(self, x, num_samples=1, y=None):
-        q = self.q(x, y)
-        z = draw(q, num_samples)
-        distortion = -self.likelihood(self.decode(z, y)).log_prob(x).mean(0)
-        from .evaluate import kl_per_dim
-
-        return {"distortion": distortion, "rate": rate(self, x, q), "mean": posterior_mean(q),
-                "kl_per_dim": kl_per_dim(self, x, q)}
-
     def _labels(self, n, y, device):
         if y is None:
             return torch.arange(n, device=device) % self.classes
@@ -317,7 +303,7 @@ class M2(CVAE):
     def log_weights(self, x, num_samples, q=None, y=None):
         """log p(x|z, y), log p(z) + log p(y), log q(z|x, y) + log q(y|x) at y ~ q(y|x), z ~ q(z|x, y)."""
         if y is not None:
-            return super().log_weights(x, num_samples, None, y)
+            return super().log_weights(x, num_samples, y=y)
         h = self.encode(x)
         qy = self.q_y(h)
         y1h = qy.sample((num_samples,))  # (K, n, classes)

@@ -201,16 +201,16 @@ class VAE(nn.Module):
 
         q = self.q(x, y)
         z = draw(q, num_samples)
-        distortion = -self.likelihood(self.decode(z)).log_prob(x).mean(0)
+        distortion = -self.likelihood(self.decode(z, y)).log_prob(x).mean(0)
         return {"distortion": distortion, "rate": rate(self, x, q), "mean": posterior_mean(q),
                 "kl_per_dim": kl_per_dim(self, x, q)}
 
-    def log_weights(self, x, num_samples, q=None):
+    def log_weights(self, x, num_samples, q=None, y=None):
         """log p(x|z), log p(z), log q(z|x) at z ~ q(z|x): three tensors of shape (num_samples, n), beta = 1.
-        ``q``: q(z|x) if already computed."""
-        q = self.q(x) if q is None else q
+        ``q``: q(z|x) if already computed; ``y``: labels, for the families conditioned on them."""
+        q = self.q(x, y) if q is None else q
         z = q.rsample((num_samples,))
-        return self.likelihood(self.decode(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
+        return self.likelihood(self.decode(z, y)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
 
     @torch.no_grad()
     def sample(self, n, mean=True, y=None):
