@@ -110,13 +110,8 @@ class CVAE(VAE):
         """p(z) p(x|z, y), the z term weighted by ``beta``; y drawn from p(y) if not given (generation)."""
         self._register("decoder", "likelihood", "prior")
         _check_beta(beta)
-        if x is not None:
-            self.check_shape(x)
-        else:
-            _check_count(num_samples, "num_samples")
+        n, device = self._points_of(x, num_samples)
         self._check_y(x, y)
-        n = num_samples if x is None else x.shape[0]
-        device = None if x is None else x.device
         with self._plate(n, num_data, device):
             y1h = pyro.sample("y", self.p_y(n, device)) if y is None else self.onehot(y)
             with KLWeight(beta):
@@ -214,13 +209,8 @@ class M2(CVAE):
         self._check_labelled(xs, ys)
         out = None
         if x is not None or xs is None:
-            if x is not None:
-                self.check_shape(x)
-            else:
-                _check_count(num_samples, "num_samples")
+            n, device = self._points_of(x, num_samples)
             self._check_y(x, y)
-            n = num_samples if x is None else x.shape[0]
-            device = None if x is None else x.device
             with self._plate(n, num_data, device):
                 out = self._points("", x, y, n, beta, device)
         if xs is not None:

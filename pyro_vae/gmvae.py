@@ -23,7 +23,7 @@ from torch import nn
 
 from .errors import DataError
 from .errors import ConfigError
-from .model import FAMILIES, VAE, KLWeight, _check_beta, _check_count, join
+from .model import FAMILIES, VAE, KLWeight, _check_beta, join
 from .priors import Prior
 
 
@@ -96,12 +96,8 @@ class GMVAE(VAE):
         """p(c) p(z|c) p(x|z), the c and z terms weighted by ``beta``."""
         self._register("decoder", "likelihood", "prior")
         _check_beta(beta)
-        if x is not None:
-            self.check_shape(x)
-        else:
-            _check_count(num_samples, "num_samples")
-        n = num_samples if x is None else x.shape[0]
-        with self._plate(n, num_data, None if x is None else x.device):
+        n, device = self._points_of(x, num_samples)
+        with self._plate(n, num_data, device):
             with KLWeight(beta):
                 c = pyro.sample("c", self.prior.p_c(n))
                 z = pyro.sample("z", self.prior.p_z(c))

@@ -127,6 +127,14 @@ class VAE(nn.Module):
             return pyro.plate("data", n)
         return pyro.plate("data", size=num_data, subsample=torch.arange(n, device=device))
 
+    def _points_of(self, x, num_samples):
+        """(n, device) of the model's data plate: the points of ``x``, or ``num_samples`` to generate; checked."""
+        if x is None:
+            _check_count(num_samples, "num_samples")
+            return num_samples, None
+        self.check_shape(x)
+        return x.shape[0], x.device
+
     def _register(self, *parts):
         for part in parts:
             pyro.module(f"{self.name}.{part}", getattr(self, part))
@@ -135,14 +143,10 @@ class VAE(nn.Module):
         """p(z) p(x|z), the prior term weighted by ``beta``. With ``x=None`` it generates ``num_samples`` points."""
         self._register("decoder", "likelihood", "prior", *(("encoder", "posterior") if self.prior.uses_encoder else ()))
         _check_beta(beta)
-        if x is not None:
-            self.check_shape(x)
-        else:
-            _check_count(num_samples, "num_samples")
+        n, device = self._points_of(x, num_samples)
         if num_data is not None:
             _check_count(num_data, "num_data")
-        n = num_samples if x is None else x.shape[0]
-        with self._plate(n, num_data, None if x is None else x.device):
+        with self._plate(n, num_data, device):
             with KLWeight(beta):
                 z = pyro.sample("z", self.prior(n))
             return pyro.sample("x", self.likelihood(self.decode(z)), obs=x)

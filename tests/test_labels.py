@@ -23,6 +23,7 @@ from pyro_vae.plots import plot_run
 from pyro_vae.train import split_inputs
 
 from .conftest import small_config
+from .test_discrete import classifier_gradients
 
 K = 10  # classes of the model (the synthetic data use 4 of them)
 quiet = dict(progress=False, log=lambda *a: None)
@@ -73,17 +74,6 @@ def test_m2_enumerated_elbo_is_the_explicit_sum_over_the_ten_labels(synthetic):
         explicit = (log_qy.exp() * terms).sum()
     assert torch.allclose(enumerated.detach(), explicit, rtol=1e-5)
     assert not torch.allclose(explicit, terms[0].sum(), rtol=1e-5)  # all ten values count, at the same tolerance
-
-
-def classifier_gradients(vae, elbo, x, seeds):
-    grads = []
-    for seed in seeds:
-        pyro.set_rng_seed(seed)
-        vae.zero_grad()
-        with pyro.validation_enabled(False):
-            elbo.loss_and_grads(vae.model, vae.guide, x, num_data=x.shape[0])
-        grads.append(vae.classifier.weight.grad.flatten().clone())
-    return torch.stack(grads)
 
 
 def test_m2_enumeration_has_lower_gradient_variance_than_reinforce_and_the_same_mean(synthetic):
