@@ -1,6 +1,7 @@
 """From a validated config to objects: the VAE, the estimator, the optimiser, the beta schedules,
 and ``prepare``, which loads the data and refuses bad combinations before any training."""
 
+import inspect
 import math
 
 import pyro
@@ -25,6 +26,9 @@ def build_vae(cfg, data_shape):
     reg = component_registries()
     m = cfg["model"]
     family = FAMILIES.get(m["kind"])
+    if m["layers"] and "layers" not in inspect.signature(family).parameters:
+        raise ConfigError(f"model.layers stacks stochastic layers above z, which model.kind = {m['kind']!r} does not "
+                          "have: use model.kind = \"hierarchical\"")
     latent_dim = m["latent_dim"]
     likelihood = reg["model.likelihood"][0].build(m["likelihood"], data_shape=data_shape)
     encoder = reg["model.encoder"][0].build(m["encoder"], data_shape=data_shape)

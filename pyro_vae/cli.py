@@ -71,6 +71,10 @@ def _evaluate(args):
         if key in result:
             v = result[key]
             print(f"{label:28s} {v:10.3f}" if isinstance(v, float) else f"{label:28s} {v:10d}")
+    if "rate_per_layer" in result:
+        print("per stochastic layer (z_l: rate in nats, active units):")
+        for l, (r, a) in enumerate(zip(result["rate_per_layer"], result["active_units_per_layer"]), start=1):
+            print(f"  z_{l}: {r:8.3f}  {a:4d}")
     if "kl_per_dim" in result:
         per_dim = sorted(enumerate(result["kl_per_dim"], start=1), key=lambda jv: -jv[1])
         print("KL per latent dimension, largest first (z_j: nats):")

@@ -42,6 +42,7 @@ DEFAULTS = {
         "prior": {"kind": "standard_normal"},
         "likelihood": {"kind": "bernoulli"},
         "posterior": {"kind": "diagonal_normal"},
+        "layers": [],
     },
     "train": {
         "elbo": {"kind": "jit_meanfield", "num_particles": 1},

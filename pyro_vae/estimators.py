@@ -10,12 +10,17 @@ Pyro would refuse, or silently degrade, are refused here with a message before t
 - ``min_particles``: the K below which it is not the estimator it claims (2 for IWAE, Renyi, DReG,
   tail-adaptive; default 1);
 - ``requires_rsample``: every guide sample site must be reparameterised (default False);
-- ``needs_detached_q``: it evaluates log q at detached parameters, so the guide's distributions
-  must allow that (``objectives.detach_params``; default False);
+- ``needs_detached_q``: it evaluates log q with the guide's parameters held fixed (``ParticleObjective``
+  does so for any reparameterised guide: a distribution's own parameters detached, or, for layered
+  guides and flows, the guide run again at the detached draws; default False);
 - ``relaxes``: the discrete distributions it replaces by continuous relaxations (``relaxed``); any
   other discrete guide site is refused;
 - ``allows_shared_params``: the model may use parameters the guide registered (default True;
-  False for DReG, whose phi/theta split is the guide's/the model's parameters).
+  False for DReG, whose phi/theta split is the guide's/the model's parameters);
+- ``mean_field``: it takes KL(q(z_s) || p(z_s)) in closed form site by site, which needs a guide whose
+  latents do not depend on each other (default: True for ``TraceMeanField_ELBO`` and subclasses).
+  As Pyro's own check does, a guide that draws its latents in another order than the model
+  (a chain x -> z_1 -> z_2 against z_2 -> z_1 -> x) is refused.
 
 **Which way each bound points** (for a reparameterised guide, per data point, K particles):
 ELBO (trace, meanfield, stl, tracegraph) <= IWAE_K (iwae, dreg's loss) <= log p(x), IWAE_K rising
@@ -32,8 +37,7 @@ from pyro.poutine.messenger import Messenger
 
 from .checks import number, positive
 from .errors import ConfigError
-from .objectives import (DReG, JitTraceELBO, JitTraceMeanFieldELBO, RenyiBound, STL, TailAdaptiveELBO, detach_params,
-                         trace_params)
+from .objectives import (DReG, JitTraceELBO, JitTraceMeanFieldELBO, RenyiBound, STL, TailAdaptiveELBO, trace_params)
 from .registry import Registry
 
 ESTIMATORS = Registry("train.elbo")
@@ -286,9 +290,14 @@ def check_compatible(elbo, model, guide, *args, **kwargs):
             if not s["fn"].has_rsample and not isinstance(s["fn"], relaxes):
                 raise ConfigError(f"the {name} estimator relaxes Categorical sites, but site {s['name']!r} draws from "
                                   f"{type(s['fn']).__name__}: use kind = \"score_function\" or \"trace\"")
-    if getattr(elbo, "needs_detached_q", False):
-        for s in latents:
-            detach_params(s["fn"])  # refuses distributions whose parameters live in modules (flows)
+    if getattr(elbo, "mean_field", isinstance(elbo, infer.TraceMeanField_ELBO)):
+        order = [s["name"] for s in latents]
+        in_model = [n for n, s in model_trace.nodes.items() if n in set(order) and s["type"] == "sample"]
+        if len(order) > 1 and in_model != order:
+            raise ConfigError(f"the {name} estimator takes the KL in closed form site by site, which needs a mean-field "
+                              f"guide; this guide draws {', '.join(order)} in another order than the model "
+                              f"({', '.join(in_model)}), so its latents depend on each other: use kind = \"trace\", "
+                              "\"jit_trace\", \"iwae\" or another Monte Carlo estimator")
     if not getattr(elbo, "allows_shared_params", True):
         guide_params = {id(p) for p in trace_params(guide_trace)}
         if any(id(p) in guide_params for p in trace_params(model_trace)):

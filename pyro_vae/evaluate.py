@@ -6,6 +6,8 @@
   (a lower bound in expectation that tightens as K grows), computed per data point as a
   log-mean-exp and chunked over K so large K fits in memory.
 - Active units (Burda et al. 2016): dimensions u with Cov_x(E_q[z_u]) > 0.01.
+- Several stochastic layers (``hierarchical``): the rate's share per layer, E_q[log q(z_l|z_{l-1}) -
+  log p(z_l|z_{l+1})] (``rate_per_layer``, summing to the rate), and ``active_units_per_layer``.
 - KL per latent dimension, where q and p factorise over dimensions (sums to the rate).
 - Cluster accuracy (models with a discrete component, ``gmvae``): each cluster takes the label most
   of its points carry; the share of points whose cluster's label is theirs.
@@ -114,7 +116,7 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         check_logpx_work(vae, x.shape[0], iwae_samples)
     y = _labels_for(vae, x, labels)
     sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0, "log_px": 0.0}
-    means, per_dim = [], []
+    means, per_dim, layer_rates, layer_means = [], [], [], []
     for i, xb in enumerate(tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False)):
         yb = None if y is None else y[i * batch_size:(i + 1) * batch_size]
         t = vae.elbo_terms(xb, elbo_samples, **({} if yb is None else {"y": yb}))
@@ -124,6 +126,9 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         if iwae_samples:
             sums["log_px"] += iwae_log_px(vae, xb, iwae_samples, yb).sum().item()
         means.append(t["mean"])
+        if t.get("layer_rates") is not None:  # several stochastic layers: each one's share of the rate
+            layer_rates.append(torch.stack([r.sum() for r in t["layer_rates"]]))
+            layer_means.append(t["layer_means"])
         kd = t["kl_per_dim"]
         per_dim.append(None if kd is None else kd.sum(0))
     n = x.shape[0]
@@ -135,6 +140,10 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
     result.update(bits_per_dim(vae, result))
     mu = torch.cat(means)
     result["active_units"] = int((mu.var(0) > 0.01).sum()) if n > 1 else 0
+    if layer_rates:
+        result["rate_per_layer"] = (torch.stack(layer_rates).sum(0) / n).tolist()
+        result["active_units_per_layer"] = [int((torch.cat(m).var(0) > 0.01).sum()) if n > 1 else 0
+                                            for m in zip(*layer_means)]
     if per_dim and per_dim[0] is not None:
         result["kl_per_dim"] = (torch.stack(per_dim).sum(0) / n).tolist()
     return result

@@ -9,6 +9,7 @@ likelihood with fixed scale; with a ``full_normal`` guide the exact posterior is
 
 import torch
 from torch.distributions import MultivariateNormal
+from torch.nn.functional import softplus
 
 from .builder import build_vae
 from .config import load_config
@@ -85,7 +86,7 @@ def set_exact_posterior(vae):
     post.linear.weight[:L] = A
     post.linear.bias[:L] = -A @ b
     diag = chol.diagonal() - post.min_scale
-    post.linear.bias[L:2 * L] = diag + torch.log(-torch.expm1(-diag))  # softplus^-1
+    post.linear.bias[L:2 * L] = _softplus_inverse(diag)
     post.linear.bias[2 * L:] = chol[post.rows, post.cols]
 
 
@@ -94,3 +95,90 @@ def sample_data(vae, n, seed=0):
     """n points from the model itself."""
     torch.manual_seed(seed)
     return vae.model(num_samples=n)
+
+
+# -- two or more stochastic layers: the linear-Gaussian chain ----------------------------------
+def linear_chain_config(latent_dims=(2, 1), scale=0.5, overrides=()):
+    """``hierarchical`` with linear layers: z_L ~ N(0, I), z_{l-1} | z_l ~ N(A_l z_l + c_l, diag s_l^2),
+    x | z_1 ~ N(W z_1 + b, s^2 I); q(z_1|x) full_normal on x, q(z_l|z_{l-1}) linear."""
+    first, *rest = latent_dims
+    layers = ", ".join(f"{{latent_dim = {d}, hidden = []}}" for d in rest)
+    return linear_gaussian_config(first, scale, "full_normal", ["model.kind=hierarchical", f"model.layers=[{layers}]",
+                                                                   *overrides])
+
+
+def _layer(layer, what):
+    """(A, c, s) of a linear GaussianLayer with constant scales: u -> N(A u + c, diag s^2)."""
+    head = layer.head
+    if not isinstance(layer.net, torch.nn.Identity):
+        raise ConfigError(f"the closed forms need linear layers (hidden = []) in {what}")
+    d = head.latent_dim
+    if head.linear.weight[d:].abs().max() > 0:
+        raise ConfigError(f"the closed forms need constant scales in {what}: zero the scale rows of its weight "
+                          "(constant_scales)")
+    return head.linear.weight[:d], head.linear.bias[:d], softplus(head.linear.bias[d:]) + head.min_scale
+
+
+@torch.no_grad()
+def constant_scales(vae):
+    """Zero the weights of every layer's scale output, so each p(z_{l-1}|z_l) and q(z_l|z_{l-1}) has a fixed scale."""
+    for layer in [*vae.up, *vae.down]:
+        layer.head.linear.weight[layer.head.latent_dim:] = 0
+
+
+def chain_prior_of_z1(vae):
+    """p(z_1) = N(m, C), propagated down the chain from p(z_L) = N(0, I)."""
+    if type(vae.prior).__name__ != "StandardNormal":
+        raise ConfigError("the closed forms need a standard_normal prior on the top layer")
+    top = vae.dims[-1]
+    m, C = torch.zeros(top), torch.eye(top)
+    for i, layer in reversed(list(enumerate(vae.down))):
+        A, c, s = _layer(layer, f"down[{i}]")
+        m, C = A @ m + c, A @ C @ A.T + torch.diag(s ** 2)
+    return m, C
+
+
+def exact_chain_log_px(vae, x):
+    """log N(x; W m + b, W C W^T + s^2 I) with p(z_1) = N(m, C): the chain's marginal likelihood."""
+    W, b, s = _parts(vae)
+    m, C = chain_prior_of_z1(vae)
+    cov = W @ C @ W.T + s ** 2 * torch.eye(W.shape[0], dtype=W.dtype)
+    return MultivariateNormal(W @ m + b, covariance_matrix=cov).log_prob(x.flatten(1))
+
+
+@torch.no_grad()
+def set_exact_chain_posterior(vae):
+    """Make the guide the exact posterior of a two-layer linear chain whose top layer has one dimension:
+    q(z_1|x) = p(z_1|x) (full_normal), q(z_2|z_1) = p(z_2|z_1) (x is independent of z_2 given z_1)."""
+    if len(vae.up) != 1 or vae.dims[-1] != 1:
+        raise ConfigError("set_exact_chain_posterior needs two layers and a one-dimensional top layer "
+                          "(a diagonal q(z_2|z_1) is then exact)")
+    W, b, s = _parts(vae)
+    m, C = chain_prior_of_z1(vae)
+    L = W.shape[1]
+    Ci = torch.linalg.inv(C)
+    S = torch.linalg.inv(Ci + W.T @ W / s ** 2)
+    post = vae.posterior
+    if type(post).__name__ != "FullNormal" or list(vae.encoder.net):
+        raise ConfigError("set_exact_chain_posterior needs an identity encoder (hidden = []) and a full_normal posterior")
+    A1 = S @ W.T / s ** 2  # loc = A1 x + S (Ci m - W^T b / s^2)
+    chol = torch.linalg.cholesky(S)
+    post.linear.weight.zero_()
+    post.linear.bias.zero_()
+    post.linear.weight[:L] = A1
+    post.linear.bias[:L] = S @ (Ci @ m) - A1 @ b
+    post.linear.bias[L:2 * L] = _softplus_inverse(chol.diagonal() - post.min_scale)
+    post.linear.bias[2 * L:] = chol[post.rows, post.cols]
+    # p(z_2|z_1) with p(z_2) = N(0, 1), z_1 | z_2 ~ N(A z_2 + c, diag s1^2): precision 1 + A^T A / s1^2
+    A, c, s1 = _layer(vae.down[0], "down[0]")
+    v = 1.0 / (1.0 + (A[:, 0] ** 2 / s1 ** 2).sum())
+    gain = v * A[:, 0] / s1 ** 2  # E[z_2|z_1] = gain . (z_1 - c)
+    head = vae.up[0].head
+    head.linear.weight.zero_()
+    head.linear.weight[0] = gain
+    head.linear.bias[0] = -gain @ c
+    head.linear.bias[1] = _softplus_inverse(v.sqrt() - head.min_scale)
+
+
+def _softplus_inverse(y):
+    return y + torch.log(-torch.expm1(-y))

@@ -245,4 +245,4 @@ class VAE(nn.Module):
         return math.prod(self.data_shape)
 
 
-from . import conditional, gmvae  # noqa: E402,F401  (register model.kind = "cvae", "m2", "gmvae")
+from . import conditional, gmvae, hierarchical  # noqa: E402,F401  (register "cvae", "m2", "gmvae", "hierarchical")

@@ -228,9 +228,11 @@ class ResNetDecoder(Decoder):
 
 class AutoregressiveFlow(nn.Module):
     """``layers`` affine autoregressive transforms with the coordinates reversed between layers;
-    ``transforms()`` lists them for ``TransformedDistribution`` (``inverse=True``: each one inverted)."""
+    ``transforms()`` lists them for ``TransformedDistribution`` (``inverse=True``: each one inverted).
+    With ``context_dim`` > 0 each autoregressive net also sees a context vector (Kingma et al. 2016's
+    IAF conditioned on the encoder's features h): ``transforms(context=h)``."""
 
-    def __init__(self, latent_dim, layers=2, hidden=None):
+    def __init__(self, latent_dim, layers=2, hidden=None, context_dim=0):
         from .errors import ConfigError
 
         super().__init__()
@@ -238,13 +240,23 @@ class AutoregressiveFlow(nn.Module):
             raise ConfigError("a flow needs latent_dim >= 2 (an autoregressive flow on one dimension is affine)")
         positive("flow layers", layers, integer=True)
         hidden = [hidden or 3 * latent_dim + 1]
-        self.flows = nn.ModuleList(T.affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(layers))
+        self.context_dim = int(context_dim)
+        if self.context_dim:
+            make = lambda: T.conditional_affine_autoregressive(latent_dim, self.context_dim, hidden_dims=hidden)  # noqa: E731
+        else:
+            make = lambda: T.affine_autoregressive(latent_dim, hidden_dims=hidden)  # noqa: E731
+        self.flows = nn.ModuleList(make() for _ in range(layers))
         self.register_buffer("flip", torch.arange(latent_dim - 1, -1, -1))
 
-    def transforms(self, inverse=False):
+    def transforms(self, inverse=False, context=None):
+        if self.context_dim and context is None:
+            from .errors import DataError
+
+            raise DataError("this flow is conditioned on a context: pass transforms(context=h)")
         out = []
         for i, flow in enumerate(self.flows):
             if i:
                 out.append(T.Permute(self.flip))
+            flow = flow.condition(context) if self.context_dim else flow
             out.append(flow.inv if inverse else flow)
         return out

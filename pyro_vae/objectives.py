@@ -16,10 +16,13 @@ import copy
 import math
 from typing import NamedTuple, Optional
 
+import pyro
 import torch
+from pyro import poutine
 from pyro.distributions.torch import Independent
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO, TraceTailAdaptive_ELBO
 from pyro.infer.enum import get_importance_trace
+from pyro.poutine.util import prune_subsample_sites
 
 from .compiled import CompiledELBO
 from .errors import ConfigError
@@ -103,12 +106,36 @@ class ParticleObjective(LossFromDifferentiable, ELBO):
         log_q = sum(s["log_prob"] for s in guide_sites) / scale
         log_q_det = None
         if self.needs_detached_q:
-            log_q_det = sum(detach_params(s["fn"]).log_prob(s["value"]) * s["scale"] for s in guide_sites) / scale
+            log_q_det = self._log_q_fixed_params(guide, guide_sites, log_q, scale, args, kwargs)
         # (K, n); Pyro adds the particle dimension only when K > 1
         shape = (self.num_particles, -1)
         log_q_det = None if log_q_det is None else log_q_det.reshape(shape)
         return Weights(log_p.reshape(shape), log_q.reshape(shape), log_q_det, guide_sites[0]["value"], scale,
                        trace_params(model_trace), trace_params(guide_trace))
+
+
+    def _log_q_fixed_params(self, guide, guide_sites, log_q, scale, args, kwargs):
+        """log q(z; phi) whose gradient is the pathwise part only, d log q / dz * dz / dphi.
+
+        One latent site whose distribution holds its parameters: the site's distribution with them
+        detached. Otherwise (several layers, where q(z_2|z_1)'s parameters depend on z_1 through
+        phi *and* through the draw; flows, whose parameters live in modules): the total derivative
+        less the partial one at fixed z, log q - log q(z-bar) + log q(z-bar).detach(), with log q(z-bar)
+        from the guide run again at the drawn values detached."""
+        if len(guide_sites) == 1:
+            (s,) = guide_sites
+            try:
+                return detach_params(s["fn"]).log_prob(s["value"]) * s["scale"] / scale
+            except ConfigError:
+                pass
+        fixed = {s["name"]: s["value"].detach() for s in guide_sites}
+        program = poutine.condition(guide, data=fixed)
+        if self.vectorize_particles and self.num_particles > 1:  # the same outer plate as the traced guide
+            program = pyro.plate("num_particles_vectorized", self.num_particles, dim=-self.max_plate_nesting)(program)
+        trace = prune_subsample_sites(poutine.trace(program).get_trace(*args, **kwargs))
+        trace.compute_log_prob()
+        at_fixed_z = sum(trace.nodes[s["name"]]["log_prob"] for s in guide_sites) / scale
+        return log_q - at_fixed_z + at_fixed_z.detach()
 
 
 class RenyiBound(CompiledELBO, ParticleObjective):
@@ -182,7 +209,8 @@ class TailAdaptiveELBO(TraceTailAdaptive_ELBO):
         _, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
         log_w = sum(s["log_prob_sum"] for s in model_trace.nodes.values() if s["type"] == "sample")
         log_w = log_w - sum(s["log_prob_sum"] for s in guide_trace.nodes.values() if s["type"] == "sample")
-        return -float(log_w.detach()) / self.num_particles, surrogate
+        # the K vectorised particles are one trace: their sum; Trace_ELBO.loss_and_grads divides by K
+        return -float(log_w.detach()), surrogate
 
 
 class JitTraceELBO(CompiledELBO, LossFromDifferentiable, Trace_ELBO):

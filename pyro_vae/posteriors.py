@@ -96,16 +96,35 @@ class FullNormal(Posterior):
         return self.family(loc, scale_tril=tril, validate_args=False)
 
 
+class ContextFlow(dist.TransformedDistribution):
+    """A flow whose transforms are conditioned on a context of batch shape ``batch_shape``: a value
+    that only broadcasts against it (a mixture's (n, 1, L) against K components) is expanded first,
+    since the conditioned networks need the value and the context of the same leading shape."""
+
+    def log_prob(self, value):
+        shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        if value.shape[:-1] != shape:  # not the flow's own draw (whose inverse is cached): expand it
+            value = value.expand(*shape, value.shape[-1])
+        return super().log_prob(value)
+
+
 @POSTERIORS.register("flow")
 class FlowPosterior(Posterior):
     """q(z|x): a diagonal normal N(mu(h), diag sigma(h)^2) refined by ``layers`` inverse autoregressive
     transforms (Kingma et al. 2016), z_t = m_t(z_{t-1}) + s_t(z_{t-1}) * z_{t-1}; sampling and the
-    density of its own samples each cost one pass per layer. The IAF weights are shared by all x."""
+    density of its own samples each cost one pass per layer. ``conditional = false``: the IAF weights
+    are shared by all x; ``true``: each autoregressive net also sees the encoder's features h,
+    m_t(z_{t-1}, h), s_t(z_{t-1}, h), as in the paper."""
 
-    def __init__(self, in_features, latent_dim, layers=2, hidden=None, min_scale=1e-6):
+    def __init__(self, in_features, latent_dim, layers=2, hidden=None, min_scale=1e-6, conditional=False):
         super().__init__()
-        self.flow = AutoregressiveFlow(latent_dim, layers, hidden)
+        if not isinstance(conditional, bool):
+            raise ConfigError(f"model.posterior.conditional must be true or false, got {conditional!r}")
+        self.conditional = conditional
+        self.flow = AutoregressiveFlow(latent_dim, layers, hidden, context_dim=in_features if conditional else 0)
         self.base = DiagonalNormal(in_features, latent_dim, min_scale)
 
     def forward(self, h):
+        if self.conditional:
+            return ContextFlow(self.base(h), self.flow.transforms(context=h), validate_args=False)
         return dist.TransformedDistribution(self.base(h), self.flow.transforms(), validate_args=False)
