@@ -106,11 +106,12 @@ def run_one(paper, model, k, layers, epochs, args):
         result = json.loads(kept.read_text())
         if result.get("protocol") == protocol:
             return name, result
-    t0 = time.perf_counter()
     resume = (out / "checkpoint.pt").exists()
     pyro_vae.train(cfg, str(out), resume=resume, progress=not args.quiet,
                    log=(lambda *a, **kw: None) if args.quiet else print)
-    train_seconds = time.perf_counter() - t0
+    # the training time of every epoch, across interruptions and resumes
+    train_seconds = sum(json.loads(line).get("seconds") or 0.0 for line in (out / "metrics.jsonl").read_text().splitlines()
+                        if line.strip())
     cfg, vae, data = load_run(str(out))
     x = data.test[: args.test_points or None]
     torch.manual_seed(args.seed)

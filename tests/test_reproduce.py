@@ -68,3 +68,13 @@ def test_a_small_reproduction_trains_evaluates_and_writes_the_table(reproduce, t
     monkeypatch.setattr(reproduce.pyro_vae, "train", lambda *a, **k: pytest.fail("trained again"))
     reproduce.main()
     assert (tmp_path / "burda2016.md").read_text() == table
+
+
+def test_vampprior_settings_and_the_warmup_share(reproduce):
+    cfg = load_config(overrides=reproduce.vampprior_overrides("vamp", 1, 1, 2000))
+    assert cfg["model"]["prior"] == {"kind": "vamp", "pseudo_inputs": 500} and cfg["model"]["latent_dim"] == 40
+    assert cfg["train"]["kl_warmup"] == {"kind": "linear", "epochs": 100} and cfg["data"]["batch_size"] == 100
+    cut = load_config(overrides=reproduce.vampprior_overrides("vae", 1, 1, 200))
+    assert cut["train"]["kl_warmup"]["epochs"] == 10 and cut["model"]["prior"]["kind"] == "standard_normal"
+    with pytest.raises(SystemExit, match="only --layers 1"):
+        reproduce.vampprior_overrides("vamp", 1, 2, 200)
