@@ -116,7 +116,7 @@ def test_gmvae_has_its_own_prior_and_needs_two_components(synthetic):
         gmvae(synthetic, "model.prior.kind=vamp")
     with pytest.raises(ConfigError, match="model.components"):
         small_config("model.kind=gmvae", "model.components=1")
-    with pytest.raises(ConfigError, match="valid kinds: cvae, gmvae, m2, vae"):
+    with pytest.raises(ConfigError, match="valid kinds: cvae, gmvae, hierarchical, m2, vae"):
         small_config("model.kind=m3")
 
 
