@@ -73,20 +73,27 @@ def exact_elbo(vae, x):
 @torch.no_grad()
 def set_exact_posterior(vae):
     """Make a ``full_normal`` guide equal to p(z|x) for every x: loc = A x + c, scale_tril = chol(S)."""
+    L = vae.latent_dim
+    _set_gaussian_posterior(vae, torch.zeros(L), torch.eye(L), "set_exact_posterior")
+
+
+def _set_gaussian_posterior(vae, m, C, who):
+    """Set a ``full_normal`` q(z|x) on an identity encoder to p(z|x) for the prior p(z) = N(m, C) and the
+    linear-Gaussian p(x|z): S = (C^-1 + W^T W / s^2)^-1, loc = S (C^-1 m + W^T (x - b) / s^2) = A x + c."""
     post = vae.posterior
     if type(post).__name__ != "FullNormal" or list(vae.encoder.net):
-        raise ConfigError("set_exact_posterior needs an identity encoder (hidden = []) and a full_normal posterior")
+        raise ConfigError(f"{who} needs an identity encoder (hidden = []) and a full_normal posterior")
     W, b, s = _parts(vae)
     L = W.shape[1]
-    S = torch.linalg.inv(torch.eye(L, dtype=W.dtype) + W.T @ W / s ** 2)
+    Ci = torch.linalg.inv(C)
+    S = torch.linalg.inv(Ci + W.T @ W / s ** 2)
     A = S @ W.T / s ** 2
     chol = torch.linalg.cholesky(S)
     post.linear.weight.zero_()
     post.linear.bias.zero_()
     post.linear.weight[:L] = A
-    post.linear.bias[:L] = -A @ b
-    diag = chol.diagonal() - post.min_scale
-    post.linear.bias[L:2 * L] = _softplus_inverse(diag)
+    post.linear.bias[:L] = S @ (Ci @ m) - A @ b
+    post.linear.bias[L:2 * L] = _softplus_inverse(chol.diagonal() - post.min_scale)
     post.linear.bias[2 * L:] = chol[post.rows, post.cols]
 
 
@@ -153,22 +160,7 @@ def set_exact_chain_posterior(vae):
     if len(vae.up) != 1 or vae.dims[-1] != 1:
         raise ConfigError("set_exact_chain_posterior needs two layers and a one-dimensional top layer "
                           "(a diagonal q(z_2|z_1) is then exact)")
-    W, b, s = _parts(vae)
-    m, C = chain_prior_of_z1(vae)
-    L = W.shape[1]
-    Ci = torch.linalg.inv(C)
-    S = torch.linalg.inv(Ci + W.T @ W / s ** 2)
-    post = vae.posterior
-    if type(post).__name__ != "FullNormal" or list(vae.encoder.net):
-        raise ConfigError("set_exact_chain_posterior needs an identity encoder (hidden = []) and a full_normal posterior")
-    A1 = S @ W.T / s ** 2  # loc = A1 x + S (Ci m - W^T b / s^2)
-    chol = torch.linalg.cholesky(S)
-    post.linear.weight.zero_()
-    post.linear.bias.zero_()
-    post.linear.weight[:L] = A1
-    post.linear.bias[:L] = S @ (Ci @ m) - A1 @ b
-    post.linear.bias[L:2 * L] = _softplus_inverse(chol.diagonal() - post.min_scale)
-    post.linear.bias[2 * L:] = chol[post.rows, post.cols]
+    _set_gaussian_posterior(vae, *chain_prior_of_z1(vae), "set_exact_chain_posterior")
     # p(z_2|z_1) with p(z_2) = N(0, 1), z_1 | z_2 ~ N(A z_2 + c, diag s1^2): precision 1 + A^T A / s1^2
     A, c, s1 = _layer(vae.down[0], "down[0]")
     v = 1.0 / (1.0 + (A[:, 0] ** 2 / s1 ** 2).sum())

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .checks import positive
-from .errors import ConfigError, DataError
-from .model import FAMILIES, VAE, KLWeight, _check_beta, _check_count, posterior_mean
+from .errors import ConfigError
+from .model import FAMILIES, VAE, posterior_mean
 from .networks import _activation, _check_hidden, mlp
 from .posteriors import DiagonalNormal
 
@@ -30,7 +30,7 @@ LAYER_KEYS = {"latent_dim": None, "hidden": [100, 100], "activation": "tanh"}
 
 
 def layer_specs(layers):
-    """Check the ``model.layers`` list; return full tables."""
+    """Check the ``model.layers`` list (at least one layer); return full tables."""
     if not isinstance(layers, list):
         raise ConfigError(f"model.layers must be a list of tables like {{ latent_dim = 50, hidden = [100, 100] }}, "
                           f"got {layers!r}")
@@ -49,6 +49,9 @@ def layer_specs(layers):
         full["hidden"] = _check_hidden(full["hidden"])
         _activation(full["activation"])
         out.append(full)
+    if not out:
+        raise ConfigError("model.kind = \"hierarchical\" needs at least one layer above z_1: "
+                          "--set 'model.layers=[{latent_dim = 50, hidden = [100, 100]}]'")
     return out
 
 
@@ -75,9 +78,6 @@ class Hierarchical(VAE):
     def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae", layers=()):
         super().__init__(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name)
         layers = layer_specs(list(layers))
-        if not layers:
-            raise ConfigError("model.kind = \"hierarchical\" needs at least one layer above z_1: "
-                              "--set 'model.layers=[{latent_dim = 50, hidden = [100, 100]}]'")
         dims = [self.latent_dim] + [spec["latent_dim"] for spec in layers]
         self.dims = dims
         self.up = nn.ModuleList(GaussianLayer(a, b, s["hidden"], s["activation"]) for a, b, s in zip(dims, dims[1:], layers))
@@ -90,9 +90,6 @@ class Hierarchical(VAE):
     @classmethod
     def make_prior(cls, model_cfg, priors):
         layers = layer_specs(model_cfg["layers"])
-        if not layers:
-            raise ConfigError("model.kind = \"hierarchical\" needs at least one layer above z_1: "
-                              "--set 'model.layers=[{latent_dim = 50, hidden = [100, 100]}]'")
         prior = priors.build(model_cfg["prior"], latent_dim=layers[-1]["latent_dim"])
         if prior.uses_encoder:
             raise ConfigError(f"model.prior = {model_cfg['prior']['kind']!r} is built from q(z|x), which here is "
@@ -103,62 +100,49 @@ class Hierarchical(VAE):
     def sites(self):
         return [f"z{i + 1}" for i in range(len(self.dims))]
 
-    # -- the two Pyro programs ------------------------------------------------------------
-    def model(self, x=None, num_data=None, num_samples=1, beta=1.0):
-        """p(z_L) prod_l p(z_{l-1}|z_l) p(x|z_1), the z terms weighted by ``beta``."""
-        self._register("decoder", "likelihood", "prior", "down")
-        _check_beta(beta)
-        n, device = self._points_of(x, num_samples)
-        if num_data is not None:
-            _check_count(num_data, "num_data")
+    # -- the latent sites of the two Pyro programs (VAE.model and VAE.guide around them) -------------
+    def prior_latents(self, n):
+        """z_L ~ p(z_L), then z_{l-1} ~ p(z_{l-1}|z_l) down to z_1, which the decoder takes."""
+        self._register("down")
         names = self.sites
-        with self._plate(n, num_data, device):
-            with KLWeight(beta):
-                z = pyro.sample(names[-1], self.prior(n))
-                for name, layer in zip(reversed(names[:-1]), reversed(self.down)):
-                    z = pyro.sample(name, layer(z))
-            return pyro.sample("x", self.likelihood(self.decode(z)), obs=x)
+        z = pyro.sample(names[-1], self.prior(n))
+        for name, layer in zip(reversed(names[:-1]), reversed(self.down)):
+            z = pyro.sample(name, layer(z))
+        return z
 
-    def guide(self, x=None, num_data=None, num_samples=1, beta=1.0):
-        """q(z_1|x) prod_l q(z_l|z_{l-1}), weighted by ``beta``. Needs ``x``."""
-        if x is None:
-            raise DataError("the guide q(z|x) needs data x")
-        self.check_shape(x)
-        _check_beta(beta)
-        self._register("encoder", "posterior", "up")
+    def posterior_latents(self, x):
+        """z_1 ~ q(z_1|x), then z_l ~ q(z_l|z_{l-1}) up to z_L."""
+        self._register("up")
         names = self.sites
-        with self._plate(x.shape[0], num_data, x.device):
-            with KLWeight(beta):
-                z = pyro.sample(names[0], self.q(x))
-                for name, layer in zip(names[1:], self.up):
-                    z = pyro.sample(name, layer(z))
-            return z
+        z = pyro.sample(names[0], self.q(x), infer=dict(getattr(self.posterior, "infer", {})))
+        for name, layer in zip(names[1:], self.up):
+            z = pyro.sample(name, layer(z))
+        return z
 
     # -- evaluation and generation -----------------------------------------------------------
     def _chain(self, q1, num_samples):
         """(zs, log q per layer, log p per layer) at z_1 ~ q1, z_l ~ q(z_l|z_{l-1}); each (num_samples, n)."""
         zs = [q1.rsample((num_samples,))]
         log_q = [q1.log_prob(zs[0])]
-        ups = []
         for layer in self.up:
-            ups.append(layer(zs[-1]))
-            zs.append(ups[-1].rsample())
-            log_q.append(ups[-1].log_prob(zs[-1]))
+            q = layer(zs[-1])
+            zs.append(q.rsample())
+            log_q.append(q.log_prob(zs[-1]))
         log_p = [down(z_above).log_prob(z) for down, z, z_above in zip(self.down, zs, zs[1:])]
         log_p.append(self.prior(q1.batch_shape[0]).log_prob(zs[-1]))
-        return zs, log_q, log_p, ups
+        return zs, log_q, log_p
 
     def log_weights(self, x, num_samples, q=None, y=None):
         """log p(x|z_1), log p(z_1..L) = log p(z_L) + sum log p(z_l|z_{l+1}), log q(z_1..L|x): (num_samples, n)."""
         q = self.q(x) if q is None else q
-        zs, log_q, log_p, _ = self._chain(q, num_samples)
+        zs, log_q, log_p = self._chain(q, num_samples)
         return self.likelihood(self.decode(zs[0])).log_prob(x), sum(log_p), sum(log_q)
 
     def elbo_terms(self, x, num_samples=1, y=None):
         """Distortion -E_q log p(x|z_1); rate E_q[log q(z|x) - log p(z)] (Monte Carlo) and its share per
         layer, E_q[log q(z_l|z_{l-1}) - log p(z_l|z_{l+1})]; per layer E_q[z_l] (active units)."""
         q1 = self.q(x)
-        zs, log_q, log_p, _ = self._chain(q1, num_samples)
+        zs, log_q, log_p = self._chain(q1, num_samples)
         layer_rates = [(a - b).mean(0) for a, b in zip(log_q, log_p)]
         means = self.layer_means(q1)
         distortion = -self.likelihood(self.decode(zs[0])).log_prob(x).mean(0)
@@ -176,18 +160,6 @@ class Hierarchical(VAE):
             means.append(q.mean.mean(0))
             z = q.sample()
         return means
-
-    @torch.no_grad()
-    def sample(self, n, mean=True, y=None):
-        """z_L ~ p(z_L), down the chain to z_1, then E[x|z_1] (``mean``) or a draw x ~ p(x|z_1)."""
-        _check_count(n, "n")
-        if y is not None:
-            raise DataError("this model has no labels to condition on: --label needs model.kind = \"cvae\" or \"m2\"")
-        z = self.prior(n).sample()
-        for layer in reversed(self.down):
-            z = layer(z).sample()
-        out = self.decode(z)
-        return self.likelihood.mean(out) if mean else self.likelihood(out).sample()
 
     def guide_parameters(self):
         return [*super().guide_parameters(), *self.up.parameters()]

@@ -123,6 +123,8 @@ class VAE(nn.Module):
         terms are scaled by num_data / n. The batch comes from outside, so the plate is handed it
         as its subsample (``plate(subsample_size=n)`` would draw randperm(num_data) every step, only
         to index data it is not given)."""
+        if num_data is not None:
+            _check_count(num_data, "num_data")
         if num_data is None or num_data == n:
             return pyro.plate("data", n)
         return pyro.plate("data", size=num_data, subsample=torch.arange(n, device=device))
@@ -144,11 +146,9 @@ class VAE(nn.Module):
         self._register("decoder", "likelihood", "prior", *(("encoder", "posterior") if self.prior.uses_encoder else ()))
         _check_beta(beta)
         n, device = self._points_of(x, num_samples)
-        if num_data is not None:
-            _check_count(num_data, "num_data")
         with self._plate(n, num_data, device):
             with KLWeight(beta):
-                z = pyro.sample("z", self.prior(n))
+                z = self.prior_latents(n)
             return pyro.sample("x", self.likelihood(self.decode(z)), obs=x)
 
     def guide(self, x=None, num_data=None, num_samples=1, beta=1.0):
@@ -160,7 +160,15 @@ class VAE(nn.Module):
         self._register("encoder", "posterior")
         with self._plate(x.shape[0], num_data, x.device):
             with KLWeight(beta):
-                return pyro.sample("z", self.posterior(self.encode(x)), infer=dict(getattr(self.posterior, "infer", {})))
+                return self.posterior_latents(x)
+
+    def prior_latents(self, n):
+        """The model's latent sites for ``n`` points, inside its data plate: z ~ p(z); returns the decoder's input."""
+        return pyro.sample("z", self.prior(n))
+
+    def posterior_latents(self, x):
+        """The guide's latent sites for the points ``x``, inside its data plate: z ~ q(z|x)."""
+        return pyro.sample("z", self.q(x), infer=dict(getattr(self.posterior, "infer", {})))
 
     # -- direct access, for evaluation and figures -----------------------------------------
     def check_shape(self, x):
@@ -218,11 +226,12 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n, mean=True, y=None):
-        """n draws z ~ p(z), then E[x|z] (``mean=True``) or a draw x ~ p(x|z): shape (n, *data_shape)."""
+        """n draws z ~ p(z) (``prior_latents``: down a chain of layers), then E[x|z] (``mean=True``) or a draw
+        x ~ p(x|z): shape (n, *data_shape)."""
         _check_count(n, "n")
         if y is not None:
             raise DataError("this model has no labels to condition on: --label needs model.kind = \"cvae\" or \"m2\"")
-        z = self.prior(n).sample()
+        z = self.prior_latents(n)
         out = self.decode(z)
         return self.likelihood.mean(out) if mean else self.likelihood(out).sample()
 
