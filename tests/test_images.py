@@ -126,6 +126,60 @@ def test_image_folder_with_train_and_test_subfolders_uses_them(tmp_path):
     assert torch.equal((data.test * 255).round(), data.test * 255)  # 8-bit levels
 
 
+@pytest.mark.parametrize("run_mode", ["L", "RGB"])
+def test_every_png_flavour_and_jpeg_decode_to_what_pil_gives(tmp_path, run_mode):
+    """Decoding from the file's bytes gives what PIL's ``convert`` to the run's mode gives, for every
+    kind of file (8-bit grey and RGB, palette, alpha, 16 bits, 1 bit, JPEG)."""
+    from pyro_vae.images import ImageFiles
+
+    rng = np.random.default_rng(0)
+    grey = (rng.random((9, 7)) * 255).astype(np.uint8)
+    rgb = (rng.random((9, 7, 3)) * 255).astype(np.uint8)
+    images = {"grey.png": Image.fromarray(grey), "rgb.png": Image.fromarray(rgb),
+              "palette.png": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=7),
+              "la.png": Image.fromarray(grey).convert("LA"), "rgba.png": Image.fromarray(rgb).convert("RGBA"),
+              "bits16.png": Image.fromarray(grey.astype(np.uint16) * 257), "bit1.png": Image.fromarray(grey > 127),
+              "jpeg.jpg": Image.fromarray(rgb)}
+    files = []
+    for name, im in images.items():
+        im.save(tmp_path / name)
+        files.append(str(tmp_path / name))
+    first = files[0] if run_mode == "L" else files[1]
+    data = ImageFiles([first] + files, None, image_size=0)
+    assert data.mode == run_mode
+    for i, f in enumerate(data.files):
+        with Image.open(f) as im:
+            want = np.asarray(im.convert(run_mode))
+        want = torch.from_numpy(want.copy())
+        want = want.unsqueeze(0) if want.dim() == 2 else want.permute(2, 0, 1)
+        got = data[i][0]
+        assert got.dtype == torch.uint8 and torch.equal(got, want), f
+
+
+def test_a_batch_read_whole_equals_its_images_read_one_by_one_and_threads_come_back(tmp_path):
+    from pyro_vae.images import Batch, ImageFiles, collate
+
+    write_images(tmp_path / "rgb", 12, (6, 5, 3), classes=3)
+    data = load_data("image_folder", path=str(tmp_path / "rgb"), binarize="none", workers=1)
+    files = data.source
+    assert isinstance(files, ImageFiles) and files.shape == (3, 6, 5)
+    idx = [7, 0, 3, 3, 9]
+    x, y = collate(files.__getitems__(idx))
+    assert x.dtype == torch.uint8 and x.shape == (5, 3, 6, 5) and x.is_contiguous()
+    assert torch.equal(x, torch.stack([files[i][0] for i in idx])) and y.tolist() == [files[i][1] for i in idx]
+    assert isinstance(files.__getitems__(idx), Batch)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        it = data.batches(4, torch.Generator().manual_seed(0))
+        next(it)
+        assert torch.get_num_threads() == 1  # one worker decodes: training keeps the other thread
+        it.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("size", [32, 64])
 def test_resnet_networks_map_images_to_features_and_back(size):
     enc, dec = ResNetEncoder((3, size, size), widths=[8, 16], blocks=2), ResNetDecoder(6, 2 * 3 * size * size, (3, size, size), widths=[8, 16])
