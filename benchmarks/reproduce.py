@@ -104,9 +104,9 @@ def run_one(paper, model, k, layers, epochs, args):
     protocol = {"eval_k": args.eval_k, "test_points": args.test_points, "epochs": epochs}
     if kept.exists():
         result = json.loads(kept.read_text())
-        if result.get("protocol") == protocol:
+        if result.get("protocol") == protocol and "log_px_per_image" in result:
             return name, result
-    resume = (out / "checkpoint.pt").exists()
+    resume = (out / "checkpoint.pt").exists()  # a finished run is not trained again, only evaluated
     pyro_vae.train(cfg, str(out), resume=resume, progress=not args.quiet,
                    log=(lambda *a, **kw: None) if args.quiet else print)
     # the training time of every epoch, across interruptions and resumes
@@ -116,8 +116,10 @@ def run_one(paper, model, k, layers, epochs, args):
     x = data.test[: args.test_points or None]
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    r = evaluate(vae, x, iwae_samples=args.eval_k, batch_size=cfg["eval"]["batch_size"], progress=not args.quiet)
-    result = {"protocol": protocol, "log_px": r["log_px"], "elbo": r["elbo"], "active_units": r["active_units"],
+    r = evaluate(vae, x, iwae_samples=args.eval_k, batch_size=cfg["eval"]["batch_size"], progress=not args.quiet,
+                 per_point=True)
+    result = {"protocol": protocol, "log_px": r["log_px"], "log_px_se": r["log_px_se"],
+              "log_px_per_image": r["log_px_per_point"], "elbo": r["elbo"], "active_units": r["active_units"],
               "active_units_per_layer": r.get("active_units_per_layer", [r["active_units"]]),
               "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0, "test_points": x.shape[0]}
     kept.write_text(json.dumps(result, indent=1))
@@ -136,9 +138,25 @@ def table(paper, rows, budget):
     for model, k, layers, _, r in rows:
         nll, au = spec["numbers"].get((model, k, layers), (math.nan, ""))
         ours_au = "+".join(str(a) for a in r["active_units_per_layer"])
-        lines.append(f"| {model} | {k} | {layers} | {nll:.2f} | {-r['log_px']:.2f} | {-r['elbo']:.2f} | {au} | {ours_au} "
-                     f"| {r['train_seconds'] / 60:.1f} |")
+        lines.append(f"| {model} | {k} | {layers} | {nll:.2f} | {-r['log_px']:.2f} ± {r['log_px_se']:.2f} | "
+                     f"{-r['elbo']:.2f} | {au} | {ours_au} | {r['train_seconds'] / 60:.1f} |")
+    lines += ["", "± is the standard error over the test images."] + paired(rows)
     return "\n".join(lines) + "\n"
+
+
+def paired(rows):
+    """Each row against the first, image by image: the mean of -log p(x) differences and its standard
+    error (the same images score both, so the difference is far more certain than either number)."""
+    if len(rows) < 2:
+        return []
+    base_name, base = rows[0][3], torch.tensor(rows[0][4]["log_px_per_image"], dtype=torch.float64)
+    out = ["", f"Paired with {base_name} on the same images (-log p(x) of the row minus the first's; negative: better):",
+           ""]
+    for *_, name, r in rows[1:]:
+        d = -(torch.tensor(r["log_px_per_image"], dtype=torch.float64) - base)
+        se = (d.std() / math.sqrt(d.numel())).item()
+        out.append(f"- {name}: {d.mean().item():+.2f} ± {se:.2f} nats ({abs(d.mean().item()) / se:.1f} standard errors)")
+    return out
 
 
 def main():

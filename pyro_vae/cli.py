@@ -70,7 +70,8 @@ def _evaluate(args):
     for key, label in names.items():
         if key in result:
             v = result[key]
-            print(f"{label:28s} {v:10.3f}" if isinstance(v, float) else f"{label:28s} {v:10d}")
+            se = f"  ± {result['log_px_se']:.3f} (standard error over the test points)" if key == "log_px" else ""
+            print(f"{label:28s} {v:10.3f}{se}" if isinstance(v, float) else f"{label:28s} {v:10d}")
     if "rate_per_layer" in result:
         print("per stochastic layer (z_l: rate in nats, active units):")
         for l, (r, a) in enumerate(zip(result["rate_per_layer"], result["active_units_per_layer"]), start=1):

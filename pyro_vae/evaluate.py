@@ -105,9 +105,12 @@ def _labels_for(vae, x, labels):
 
 
 @torch.no_grad()
-def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress=False, labels=None):
-    """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0), rate, distortion, active units.
-    ``labels``: the points' labels, needed by families conditioned on them (cvae: log p(x|y))."""
+def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress=False, labels=None,
+             per_point=False):
+    """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0) with ``log_px_se``, its standard error over
+    the points (sd / sqrt(n)), rate, distortion, active units. ``labels``: the points' labels, needed by
+    families conditioned on them (cvae: log p(x|y)). ``per_point=True`` adds ``log_px_per_point`` (a
+    list), so two models scored on the same points can be compared pairwise."""
     vae.check_shape(x)
     for name, value, low in (("iwae_samples", iwae_samples, 0), ("batch_size", batch_size, 1),
                              ("elbo_samples", elbo_samples, 1)):
@@ -116,7 +119,7 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         check_logpx_work(vae, x.shape[0], iwae_samples)
     y = _labels_for(vae, x, labels)
     sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0, "log_px": 0.0}
-    means, per_dim, layer_rates, layer_means = [], [], [], []
+    means, per_dim, layer_rates, layer_means, log_px = [], [], [], [], []
     for i, xb in enumerate(tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False)):
         yb = None if y is None else y[i * batch_size:(i + 1) * batch_size]
         t = vae.elbo_terms(xb, elbo_samples, **({} if yb is None else {"y": yb}))
@@ -124,7 +127,8 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         sums["rate"] += t["rate"].sum().item()
         sums["elbo"] -= (t["distortion"] + t["rate"]).sum().item()
         if iwae_samples:
-            sums["log_px"] += iwae_log_px(vae, xb, iwae_samples, yb).sum().item()
+            log_px.append(iwae_log_px(vae, xb, iwae_samples, yb).double())
+            sums["log_px"] += log_px[-1].sum().item()
         means.append(t["mean"])
         if t.get("layer_rates") is not None:  # several stochastic layers: each one's share of the rate
             layer_rates.append(torch.stack([r.sum() for r in t["layer_rates"]]))
@@ -137,6 +141,10 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         del result["log_px"]
     else:
         result["iwae_samples"] = iwae_samples
+        points = torch.cat(log_px)
+        result["log_px_se"] = (points.std() / math.sqrt(n)).item() if n > 1 else math.nan
+        if per_point:
+            result["log_px_per_point"] = points.tolist()
     result.update(bits_per_dim(vae, result))
     mu = torch.cat(means)
     result["active_units"] = int((mu.var(0) > 0.01).sum()) if n > 1 else 0

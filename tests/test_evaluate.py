@@ -43,8 +43,8 @@ def test_iwae_bounds(small_vae, synthetic):
 def test_evaluate_reports_consistent_numbers(small_vae, synthetic):
     torch.manual_seed(0)
     r = evaluate(small_vae, synthetic.test, iwae_samples=20, batch_size=128)
-    assert set(r) == {"elbo", "log_px", "rate", "distortion", "active_units", "iwae_samples", "kl_per_dim",
-                      "bits_per_dim", "elbo_bits_per_dim"}
+    assert set(r) == {"elbo", "log_px", "log_px_se", "rate", "distortion", "active_units", "iwae_samples",
+                      "kl_per_dim", "bits_per_dim", "elbo_bits_per_dim"}
     d = math.prod(synthetic.data_shape)  # bernoulli: a mass over {0, 1}, so bits/dim is -log2 p(x) / D
     assert r["bits_per_dim"] == pytest.approx(-r["log_px"] / (d * math.log(2)))
     assert r["elbo_bits_per_dim"] >= r["bits_per_dim"] - 0.05  # the ELBO bound is the longer code (MC noise aside)
@@ -53,6 +53,13 @@ def test_evaluate_reports_consistent_numbers(small_vae, synthetic):
     assert r["rate"] >= 0 and r["distortion"] >= 0  # Bernoulli: -log p(x|z) >= 0
     assert 0 <= r["active_units"] <= 4
     assert all(math.isfinite(v) for v in r.values() if not isinstance(v, list))
+    torch.manual_seed(0)  # the same draws, batch by batch: the per-point values behind the mean and its error
+    points = evaluate(small_vae, synthetic.test, iwae_samples=20, batch_size=128, per_point=True)["log_px_per_point"]
+    points = torch.tensor(points, dtype=torch.float64)
+    assert points.numel() == synthetic.test.shape[0] and (points <= 0).all()
+    assert points.mean().item() == pytest.approx(r["log_px"], rel=1e-6)
+    assert r["log_px_se"] == pytest.approx((points.std() / math.sqrt(points.numel())).item(), rel=1e-6)
+    assert 0 < r["log_px_se"] < points.std().item() / 10
 
 
 def test_iwae_chunking_is_exact(small_vae, monkeypatch):

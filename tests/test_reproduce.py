@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pyro_vae import load_config
 from pyro_vae.optim import burda_schedule
@@ -64,6 +65,11 @@ def test_a_small_reproduction_trains_evaluates_and_writes_the_table(reproduce, t
     for r in results:
         assert r["log_px"] < 0 and r["log_px"] >= r["elbo"] - 1.0 and r["test_points"] == 50
     assert len(results[1]["active_units_per_layer"]) == 2
+    for r in results:  # the kept per-image values are the ones the mean and its standard error come from
+        images = torch.tensor(r["log_px_per_image"], dtype=torch.float64)
+        assert images.numel() == 50 and images.mean().item() == pytest.approx(r["log_px"], rel=1e-6)
+        assert r["log_px_se"] == pytest.approx((images.std() / 50 ** 0.5).item(), rel=1e-6)
+    assert "± " in rows[0] and "Paired with burda2016-iwae-k2-l1" in table and "- burda2016-iwae-k2-l2: " in table
     # a second call reuses the kept results: nothing trains again
     monkeypatch.setattr(reproduce.pyro_vae, "train", lambda *a, **k: pytest.fail("trained again"))
     reproduce.main()
@@ -78,3 +84,13 @@ def test_vampprior_settings_and_the_warmup_share(reproduce):
     assert cut["train"]["kl_warmup"]["epochs"] == 10 and cut["model"]["prior"]["kind"] == "standard_normal"
     with pytest.raises(SystemExit, match="only --layers 1"):
         reproduce.vampprior_overrides("vamp", 1, 2, 200)
+
+
+def test_the_paired_difference_is_the_mean_of_the_per_image_differences_with_its_standard_error(reproduce):
+    base = [-90.0, -100.0, -110.0, -95.0]
+    other = [-89.0, -98.0, -110.5, -94.5]  # differences of -log p(x): -1, -2, +0.5, -0.5
+    rows = [("vae", 1, 1, "a", {"log_px_per_image": base}), ("iwae", 5, 2, "b", {"log_px_per_image": other})]
+    line = reproduce.paired(rows)[-1]
+    d = torch.tensor([-1.0, -2.0, 0.5, -0.5], dtype=torch.float64)
+    assert line.startswith(f"- b: {d.mean().item():+.2f} ± {(d.std() / 2).item():.2f} nats")
+    assert reproduce.paired(rows[:1]) == []
