@@ -116,6 +116,19 @@ def test_image_folder_errors_say_what_to_do(tmp_path):
             load_data(name, root=str(tmp_path), binarize="none")
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_corrupt_or_truncated_image_is_named_in_a_clear_error(tmp_path, workers):
+    write_images(tmp_path / "imgs", 20, (8, 8))
+    names = sorted(os.listdir(tmp_path / "imgs"))
+    whole = (tmp_path / "imgs" / names[3]).read_bytes()
+    (tmp_path / "imgs" / names[3]).write_bytes(whole[:len(whole) // 2])  # truncated mid-stream
+    (tmp_path / "imgs" / names[5]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image")  # a PNG signature only
+    data = load_data("image_folder", path=str(tmp_path / "imgs"), binarize="none", workers=workers, test_size=1)
+    with pytest.raises(Exception, match=r"cannot read the image .*\.png .*remove or replace it") as e:
+        list(data.batches(6, torch.Generator().manual_seed(0)))
+    assert isinstance(e.value, DataError) or "DataError" in str(e.value)  # a worker's error comes back as text
+
+
 def test_image_folder_with_train_and_test_subfolders_uses_them(tmp_path):
     write_images(tmp_path / "split/train", 30, (8, 8, 3), classes=2)
     write_images(tmp_path / "split/test", 7, (8, 8, 3), classes=2, seed=1)
