@@ -11,16 +11,20 @@ with no Python or poutine overhead. In Pyro 1.9.2 they recompile far too often f
   it is read, so the key changes whenever CPython hands out a new address;
 - a traced graph freezes every Python number it read, such as a KL weight ``beta``.
 
-``CompiledELBO`` keeps one Pyro ``CompiledFunction`` per (model, guide, argument shapes and
+``CompiledELBO`` keeps one traced graph per (model, guide, argument shapes and
 dtypes, the other arguments): tensor arguments are graph inputs, and so is every float keyword
 argument (``beta=...``), passed as a 0-dim tensor, so a KL warm-up reaches the graph; ints,
 strings and the like are constants of the graph. It works for any model/guide pair. The loss
 value and gradients equal the uncompiled estimator's draw for draw (the random state is restored
-after tracing, which runs the model three times). Calls made with Pyro's validation on run
+after tracing, which runs the model twice). Calls made with Pyro's validation on run
 uncompiled, so its checks still run (the training loop validates its first step).
 
-Pyro's ``CompiledFunction`` is called through two of its attributes (``_param_names``,
-``compiled``); on a Pyro release without them the estimator runs uncompiled, with one warning.
+The graphs are ``torch.jit.trace``d here, not by ``pyro.ops.jit.trace``: ``_Traced`` does what Pyro's
+``CompiledFunction`` does (find the parameters with a ``param_only`` trace, make their unconstrained
+tensors graph inputs, replay ``pyro.param`` values through ``poutine.replay``) on public Pyro API
+only, and a later call feeds the param store's tensors straight in, with no effect calls (about
+0.4 ms a step here). A model that ``torch.jit.trace`` cannot follow, or a torch without it, runs
+uncompiled with one warning.
 """
 
 import functools
@@ -28,6 +32,7 @@ import warnings
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 
 _EAGER = object()  # a key whose graph could not be traced: run uncompiled
@@ -52,27 +57,44 @@ class _ParamsGone(Exception):
     pass
 
 
-class _Unsupported(Exception):
-    pass
+class _Traced:
+    """``fn(*inputs)`` (a loss reading Pyro parameters) as one ``torch.jit.trace`` graph whose inputs
+    are the parameters' unconstrained tensors, then ``inputs``. ``trace`` records it (running ``fn``
+    twice: once to find the parameters, once under the tracer); a call runs the graph with the
+    param store's current tensors."""
 
+    def __init__(self, fn, ignore_warnings=True, jit_options=None):
+        self.fn, self.ignore_warnings, self.jit_options = fn, ignore_warnings, dict(jit_options or {})
+        self.names, self.graph = None, None
 
-def _run(compiled, inputs):
-    """Call a traced ``pyro.ops.jit.CompiledFunction`` with the current values of its parameters.
+    def trace(self, *inputs):
+        with poutine.block(), poutine.trace(param_only=True) as capture:
+            self.fn(*inputs)
+        names = sorted(capture.trace.nodes)
+        params = tuple(pyro.param(name).unconstrained() for name in names)
 
-    What ``CompiledFunction.__call__`` does after its first call, minus the ``pyro.param`` effect
-    calls and the trace watching for new parameters (a traced graph runs no Python, so none can
-    appear): about 0.4 ms a step here."""
-    try:
-        names, graphs = compiled._param_names, compiled.compiled
-    except AttributeError as e:
-        raise _Unsupported(f"this Pyro's CompiledFunction has no {e.name}") from None
-    store = dict(pyro.get_param_store().named_parameters())  # name -> unconstrained tensor, the graph's inputs
-    try:
-        params = [store[name] for name in names]
-    except KeyError:
-        raise _ParamsGone from None
-    (graph,) = graphs.values()
-    return graph(*params, *inputs)
+        def with_params(*params_and_inputs):
+            # pyro.param transforms the store's tensor, which is the graph input, and every
+            # pyro.param call inside fn replays these values
+            constrained = {name: pyro.param(name) for name in names}
+            return poutine.replay(self.fn, params=constrained)(*params_and_inputs[len(names):])
+
+        if self.ignore_warnings:
+            with_params = pyro.util.ignore_jit_warnings()(with_params)
+        options = {"check_trace": False, **self.jit_options}
+        options.pop("time_compilation", None)  # Pyro's own option, not torch's
+        with pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.trace.* is deprecated")
+            self.graph = torch.jit.trace(with_params, params + tuple(inputs), **options)
+        self.names = names
+
+    def __call__(self, *inputs):
+        store = dict(pyro.get_param_store().named_parameters())  # name -> unconstrained tensor
+        try:
+            params = [store[name] for name in self.names]
+        except KeyError:
+            raise _ParamsGone from None
+        return self.graph(*params, *inputs)
 
 
 class CompiledELBO:
@@ -112,33 +134,29 @@ class CompiledELBO:
             return self._eager_loss(model, guide, *args, **kwargs)
         if graph is None:
             fn = functools.partial(self._traced_loss, model, guide, layout, constants, fixed, names)
-            graph = self._graphs[key] = pyro.ops.jit.trace(
-                fn, ignore_warnings=self.ignore_jit_warnings, jit_options=dict(self.jit_options or {}))
+            graph = self._graphs[key] = _Traced(fn, self.ignore_jit_warnings, self.jit_options)
         if graph is _EAGER:
             return self._eager_loss(model, guide, *args, **kwargs)
         device = tensors[0].device if tensors else None
         as_input = lambda v: v if torch.is_tensor(v) else torch.tensor(v, device=device)  # noqa: E731
         inputs = [as_input(a) for a in args if _is_input(a)] + [as_input(kwargs[k]) for k in names]
-        first = not getattr(graph, "compiled", True)
+        first = graph.graph is None
         rng = pyro.util.get_rng_state() if first else None
         try:
             # run the traced graph as recorded: the graph executor's autodiff pass would replace
             # ATen's backward kernels with slower symbolic ones (softplus: 5 passes instead of 1)
             with torch.jit.optimized_execution(False):
-                if not first:
-                    return _run(graph, inputs)
-                # tracing runs the model three times; put the random state back afterwards, so the
-                # compiled step draws exactly what the uncompiled one would (resumed runs stay exact)
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*torch.jit.trace.* is deprecated")
-                    graph(*inputs)
-                pyro.util.set_rng_state(rng)
-                return _run(graph, inputs)
+                if first:
+                    # tracing runs the model twice; put the random state back afterwards, so the
+                    # compiled step draws exactly what the uncompiled one would (resumed runs stay exact)
+                    graph.trace(*inputs)
+                    pyro.util.set_rng_state(rng)
+                return graph(*inputs)
         except _ParamsGone:  # the param store was cleared: trace again, which registers them anew
             del self._graphs[key]
             return self.differentiable_loss(model, guide, *args, **kwargs)
-        except Exception as e:  # a model torch.jit.trace cannot follow, or a Pyro we do not know
-            if not first and not isinstance(e, _Unsupported):  # it had compiled: a real error, not a tracing limit
+        except Exception as e:  # a model torch.jit.trace cannot follow, or a torch without it
+            if not first:  # it had compiled: a real error, not a tracing limit
                 raise
             warnings.warn(f"{type(self).__name__}: could not compile this model ({type(e).__name__}: {e}); "
                           "running it uncompiled", RuntimeWarning, stacklevel=2)
