@@ -3,6 +3,7 @@ write a table beside the paper's own column.
 
     PYRO_VAE_DATA=../shared/data python benchmarks/reproduce.py --paper burda2016 \\
         --model vae,iwae --k 1,5,50 --layers 1,2 [--budget-epochs E] [--eval-k 5000] [--test-points N]
+    PYRO_VAE_DATA=../shared/data python benchmarks/reproduce.py --run vae:1:1 --run iwae:5:2 --budget-epochs 100
 
 Papers (dynamically binarised MNIST, 60,000 training and 10,000 test images, -log p(x) in nats):
 
@@ -168,6 +169,9 @@ def main():
     p.add_argument("--budget-epochs", type=int, default=0, help="train this many epochs (0: the paper's full schedule)")
     p.add_argument("--eval-k", type=int, default=5000, help="importance samples for the test log p(x) (paper: 5000)")
     p.add_argument("--test-points", type=int, default=0, help="evaluate on the first N test images (0: all 10,000)")
+    p.add_argument("--run", action="append", default=[], metavar="MODEL:K:LAYERS",
+                   help="one run, e.g. --run vae:1:1 --run iwae:5:2 (repeatable; instead of the cross product of "
+                        "--model, --k and --layers); the first is the one the others are paired with")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], help="one more config override, e.g. device=cuda")
     p.add_argument("--out", default="runs/reproduce")
@@ -175,22 +179,26 @@ def main():
     args = p.parse_args()
     spec = PAPERS[args.paper]
     models = args.model.split(",")
-    for m in models:
+    try:
+        ks = [int(v) for v in args.k.split(",")]
+        layer_counts = [int(v) for v in args.layers.split(",")]
+        combos = [(m, k, n) for n in layer_counts for m in models for k in ks]
+        if args.run:
+            combos = [(m, int(k), int(n)) for m, k, n in (r.split(":") for r in args.run)]
+    except ValueError:
+        p.error("--k and --layers take comma-separated integers, --run takes MODEL:K:LAYERS (e.g. iwae:5:2)")
+    for m, k, n in combos:
         if m not in spec["models"]:
             p.error(f"--paper {args.paper} knows the models {', '.join(spec['models'])}, not {m!r}")
-    ks = [int(v) for v in args.k.split(",")]
-    layer_counts = [int(v) for v in args.layers.split(",")]
-    if any(k < 1 for k in ks) or any(n not in (1, 2) for n in layer_counts):
-        p.error("--k takes sample counts >= 1; --layers takes 1 and/or 2")
+        if k < 1 or n not in (1, 2):
+            p.error("sample counts k must be >= 1 and layers 1 or 2")
     epochs = args.budget_epochs or spec["full_epochs"]
     rows = []
-    for layers in layer_counts:
-        for model in models:
-            for k in ks:
-                name, result = run_one(args.paper, model, k, layers, epochs, args)
-                rows.append((model, k, layers, name, result))
-                print(f"{name}: -log p(x) = {-result['log_px']:.2f}, -ELBO = {-result['elbo']:.2f}, "
-                      f"active units {result['active_units_per_layer']}")
+    for model, k, layers in combos:
+        name, result = run_one(args.paper, model, k, layers, epochs, args)
+        rows.append((model, k, layers, name, result))
+        print(f"{name}: -log p(x) = {-result['log_px']:.2f}, -ELBO = {-result['elbo']:.2f}, "
+              f"active units {result['active_units_per_layer']}")
     text = table(args.paper, rows, epochs)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"{args.paper}.md").write_text(text)

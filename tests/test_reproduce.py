@@ -74,6 +74,16 @@ def test_a_small_reproduction_trains_evaluates_and_writes_the_table(reproduce, t
     monkeypatch.setattr(reproduce.pyro_vae, "train", lambda *a, **k: pytest.fail("trained again"))
     reproduce.main()
     assert (tmp_path / "burda2016.md").read_text() == table
+    # --run picks runs in a given order (the first is the one paired with): the same kept results
+    monkeypatch.setattr(sys, "argv", argv + ["--run", "iwae:2:2", "--run", "iwae:2:1"])
+    reproduce.main()
+    picked = (tmp_path / "burda2016.md").read_text()
+    assert picked.index("| iwae | 2 | 2 |") < picked.index("| iwae | 2 | 1 |")
+    assert "Paired with burda2016-iwae-k2-l2" in picked
+    for bad in (["--run", "iwae:2"], ["--run", "gan:1:1"], ["--run", "iwae:0:1"]):
+        monkeypatch.setattr(sys, "argv", argv + bad)
+        with pytest.raises(SystemExit):
+            reproduce.main()
 
 
 def test_vampprior_settings_and_the_warmup_share(reproduce):
