@@ -44,7 +44,7 @@ class Registry:
         return decorator
 
     def __contains__(self, name):
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
     def __iter__(self):
         return iter(self._entries)
@@ -53,6 +53,9 @@ class Registry:
         return sorted(set(self._entries) - self._hidden)
 
     def get(self, name):
+        if not isinstance(name, str):  # a list, a table, a number: no kind is named so (and some are unhashable)
+            raise ConfigError(f"{self.what}: a kind is a name (a string), got {name!r}; "
+                              f"valid kinds: {', '.join(self.names())}")
         if name not in self._entries:
             hint = difflib.get_close_matches(str(name), self._entries, n=1)
             did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""

@@ -86,6 +86,23 @@ def test_any_config_is_valid_or_a_config_error(raw):
     assert validate(tomllib.loads(dump_toml(cfg))) == cfg
 
 
+def test_a_kind_that_is_not_a_name_is_a_config_error_in_every_registry():
+    """Hypothesis found {kind = []} crashing with TypeError (a list cannot be a dict key)."""
+    from pyro_vae.config import component_registries
+
+    kinds = ([], {}, 3, 2.5, True, ["standard_normal"])
+    for dotted in component_registries():
+        section, key = dotted.split(".")
+        for kind in kinds:
+            with pytest.raises(ConfigError, match="a kind is a name"):
+                validate({section: {key: {"kind": kind}}})
+    for section, key in (("model", "kind"), ("data", "dataset"), ("model", "layers")):
+        for kind in kinds:
+            with pytest.raises(ConfigError):
+                validate({"model": {"kind": "hierarchical", "layers": kind}} if key == "layers"
+                         else {section: {key: kind}})
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.kl_warmup={kind='linear', epochs=inf}", "train.kl_warmup.epochs must be a positive number, got inf"),
     ("train.kl_warmup={kind='cyclical', cycles=2.0}", "cycles must be an integer >= 1, got 2.0"),
