@@ -175,6 +175,8 @@ def validate(cfg):
     from .model import FAMILIES
 
     family = FAMILIES.get(out["model"]["kind"])
+    if getattr(family, "check_config", None) is not None:  # a family's own keys (hierarchical: model.layers)
+        family.check_config(out["model"])
     if out["train"]["elbo"] == DEFAULTS["train"]["elbo"] and getattr(family, "default_elbo", None):
         # a family with a discrete latent, which the default estimator cannot train: the family's own default
         out["train"]["elbo"] = {"kind": family.default_elbo, "num_particles": 1}

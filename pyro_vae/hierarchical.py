@@ -75,6 +75,11 @@ class Hierarchical(VAE):
     #: an estimator with the KL in closed form (meanfield) is wrong for dependent layers: trace it
     default_elbo = "jit_trace"
 
+    @staticmethod
+    def check_config(model):
+        """``validate``'s check of this family's own keys (the ``[model]`` table)."""
+        layer_specs(model["layers"])
+
     def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae", layers=()):
         super().__init__(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name)
         layers = layer_specs(list(layers))
