@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 import pyro_vae
-from pyro_vae.evaluate import evaluate
+from pyro_vae.evaluate import evaluate, standard_error
 from pyro_vae.run import load_run
 
 #: the papers' -log p(x) (and active units) on dynamically binarised MNIST, k = 5000
@@ -155,7 +155,7 @@ def paired(rows):
            ""]
     for *_, name, r in rows[1:]:
         d = -(torch.tensor(r["log_px_per_image"], dtype=torch.float64) - base)
-        se = (d.std() / math.sqrt(d.numel())).item()
+        se = standard_error(d)
         out.append(f"- {name}: {d.mean().item():+.2f} ± {se:.2f} nats ({abs(d.mean().item()) / se:.1f} standard errors)")
     return out
 

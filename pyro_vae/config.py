@@ -181,7 +181,7 @@ def validate(cfg):
         # a family with a discrete latent, which the default estimator cannot train: the family's own default
         out["train"]["elbo"] = {"kind": family.default_elbo, "num_particles": 1}
     for name in out["train"]["loggers"]:
-        LOGGERS.get(name) if isinstance(name, str) else LOGGERS.get(repr(name))
+        LOGGERS.get(name)
     if out["device"] not in ("cpu", "mps") and not out["device"].startswith("cuda"):
         raise ConfigError(f"device must be \"cpu\", \"cuda\" (or \"cuda:N\") or \"mps\", got {out['device']!r}")
     return out

@@ -118,7 +118,7 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
     if iwae_samples:
         check_logpx_work(vae, x.shape[0], iwae_samples)
     y = _labels_for(vae, x, labels)
-    sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0, "log_px": 0.0}
+    sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0}
     means, per_dim, layer_rates, layer_means, log_px = [], [], [], [], []
     for i, xb in enumerate(tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False)):
         yb = None if y is None else y[i * batch_size:(i + 1) * batch_size]
@@ -128,7 +128,6 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         sums["elbo"] -= (t["distortion"] + t["rate"]).sum().item()
         if iwae_samples:
             log_px.append(iwae_log_px(vae, xb, iwae_samples, yb).double())
-            sums["log_px"] += log_px[-1].sum().item()
         means.append(t["mean"])
         if t.get("layer_rates") is not None:  # several stochastic layers: each one's share of the rate
             layer_rates.append(torch.stack([r.sum() for r in t["layer_rates"]]))
@@ -137,12 +136,9 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         per_dim.append(None if kd is None else kd.sum(0))
     n = x.shape[0]
     result = {k: v / n for k, v in sums.items()}
-    if not iwae_samples:
-        del result["log_px"]
-    else:
-        result["iwae_samples"] = iwae_samples
+    if iwae_samples:
         points = torch.cat(log_px)
-        result["log_px_se"] = (points.std() / math.sqrt(n)).item() if n > 1 else math.nan
+        result.update(log_px=points.mean().item(), log_px_se=standard_error(points), iwae_samples=iwae_samples)
         if per_point:
             result["log_px_per_point"] = points.tolist()
     result.update(bits_per_dim(vae, result))
@@ -155,6 +151,11 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
     if per_dim and per_dim[0] is not None:
         result["kl_per_dim"] = (torch.stack(per_dim).sum(0) / n).tolist()
     return result
+
+
+def standard_error(values):
+    """The standard error of the mean of ``values`` (a 1-d tensor): sd / sqrt(n); nan for one value."""
+    return (values.std() / math.sqrt(values.numel())).item() if values.numel() > 1 else math.nan
 
 
 def bits_per_dim(vae, result):

@@ -72,10 +72,13 @@ class ImageFiles(Dataset):
             raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None
         return im if im.mode == self.mode else im.convert(self.mode)
 
-    def _decode(self, i):
+    def _pixels(self, i):
+        """File i's pixels, (H, W, C) uint8 (read-only, over PIL's bytes)."""
         im = self._image(i)
-        x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-        return x.view(im.size[1], im.size[0], -1).permute(2, 0, 1)  # (C, H, W)
+        return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.size[1], im.size[0], -1)
+
+    def _decode(self, i):
+        return torch.from_numpy(self._pixels(i).copy()).permute(2, 0, 1)  # (C, H, W)
 
     def _check(self, i, shape):
         if self.shape is not None and tuple(shape) != self.shape:
@@ -96,9 +99,9 @@ class ImageFiles(Dataset):
         c, h, w = self.shape
         out = np.empty((len(indices), h, w, c), dtype=np.uint8)
         for k, i in enumerate(indices):
-            im = self._image(i)
-            self._check(i, (c, im.size[1], im.size[0]))
-            out[k] = np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(h, w, c)
+            a = self._pixels(i)
+            self._check(i, (a.shape[2], *a.shape[:2]))
+            out[k] = a
         y = [self.labels[i] for i in indices] if self.labels is not None else [-1] * len(indices)
         return Batch(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(y))
 

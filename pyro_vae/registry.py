@@ -57,7 +57,7 @@ class Registry:
             raise ConfigError(f"{self.what}: a kind is a name (a string), got {name!r}; "
                               f"valid kinds: {', '.join(self.names())}")
         if name not in self._entries:
-            hint = difflib.get_close_matches(str(name), self._entries, n=1)
+            hint = difflib.get_close_matches(name, self._entries, n=1)
             did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(
                 f"{self.what}: unknown kind {name!r}{did_you_mean}; "
