@@ -5,7 +5,7 @@ few labelled digits and many unlabelled ones, y summed out by enumeration where 
     python examples/semi_supervised.py --quick          # synthetic data, seconds
 
 The same from the shell:
-    pyro-vae train --set model.kind=m2 --set data.labels=3000 --set train.elbo.kind=enumerate
+    pyro-vae train --set model.kind=m2 --set data.labels=3000   # enumeration and grey levels: m2's defaults
     pyro-vae evaluate runs/DIR                          # test ELBO, log p(x), test accuracy
     pyro-vae sample runs/DIR --label 7                  # sevens: the model conditioned on y = 7
     pyro-vae plot runs/DIR                              # class_rows.png, style_transfer.png

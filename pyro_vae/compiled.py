@@ -108,7 +108,8 @@ class CompiledELBO:
         self._graphs = {}
 
     def _particle(self, model_trace, guide_trace):
-        """(loss value, surrogate loss) of one particle, both tensors (no ``.item()`` under tracing)."""
+        """(loss value, surrogate loss) of one particle, tensors (no ``.item()`` under tracing); value None:
+        the surrogate's value is the loss (no score-function terms), so the graph carries no detach arithmetic."""
         raise NotImplementedError
 
     def _traced_loss(self, model, guide, layout, constants, fixed, names, *inputs):
@@ -167,8 +168,9 @@ class CompiledELBO:
 
     def _eager_loss(self, model, guide, *args, **kwargs):
         """The loss, uncompiled: its value is the estimate, its gradient the estimator's."""
-        loss = 0.0
+        loss = None
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             value, surrogate = self._particle(model_trace, guide_trace)
-            loss = loss + (value + (surrogate - surrogate.detach())) / self.num_particles
-        return loss
+            particle = surrogate if value is None else value + (surrogate - surrogate.detach())
+            loss = particle if loss is None else loss + particle
+        return loss if self.num_particles == 1 else loss / self.num_particles

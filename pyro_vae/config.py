@@ -57,6 +57,7 @@ DEFAULTS = {
         "micro_batches": 0,
         "precision": "fp32",
         "aux_loss": 46.0,
+        "labelled_weight": 0.0,
         "early_stop": 0,
         "loggers": [],
         "out": "runs/NAME",
@@ -105,6 +106,8 @@ _BOUNDS = {
     "train.target_rate": dict(low=0, hint=" (nats; 0: off)"),
     "train.beta_lr": dict(low=0, strict=True),
     "train.aux_loss": dict(low=0, hint=" (m2: weight of -log q(y|x) per labelled point)"),
+    "train.labelled_weight": dict(low=0, hint=" (m2: weight of a labelled point's ELBO; 1: the joint likelihood; "
+                                              "0: balanced, N_unlabelled / N_labelled)"),
     "train.grad_clip": dict(low=0, hint=" (the largest gradient norm; 0: off)"),
     "train.micro_batches": dict(integer=True, low=0, hint=" (micro-batches per batch; 0: one per rank)"),
     "train.early_stop": dict(integer=True, low=0, hint=" (epochs without a better test ELBO; 0: off)"),
@@ -160,6 +163,13 @@ def validate(cfg):
     from .plugins import load_plugins
 
     cfg = {**cfg, "plugins": load_plugins(plugins)}  # imported first: they register the kinds read below
+    from .model import FAMILIES
+
+    model_section = cfg.get("model", {})
+    family = FAMILIES.get(model_section.get("kind", out["model"]["kind"]) if isinstance(model_section, dict)
+                          else out["model"]["kind"])
+    # a family's own defaults (m2: enumeration, grey levels) lie between ours and the user's config
+    merge(out, family.config_defaults, "")
     merge(out, cfg, "")
     registries["train.elbo"][0].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
     registries["train.kl_warmup"][0].build(out["train"]["kl_warmup"], steps_per_epoch=1, total_steps=1)
@@ -172,14 +182,8 @@ def validate(cfg):
     from .data import DATASETS
 
     DATASETS.get(out["data"]["dataset"])
-    from .model import FAMILIES
-
-    family = FAMILIES.get(out["model"]["kind"])
     if getattr(family, "check_config", None) is not None:  # a family's own keys (hierarchical: model.layers)
         family.check_config(out["model"])
-    if out["train"]["elbo"] == DEFAULTS["train"]["elbo"] and getattr(family, "default_elbo", None):
-        # a family with a discrete latent, which the default estimator cannot train: the family's own default
-        out["train"]["elbo"] = {"kind": family.default_elbo, "num_particles": 1}
     for name in out["train"]["loggers"]:
         LOGGERS.get(name)
     if out["device"] not in ("cpu", "mps") and not out["device"].startswith("cuda"):
@@ -272,8 +276,34 @@ def load_config(path=None, overrides=()):
             raise ConfigError(f"config file {path} is not UTF-8 text; TOML files are UTF-8") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    # component tables given in the file replace the default table; --set edits within it
-    return validate(apply_overrides(validate(cfg), overrides))
+    # component tables given in the file replace the default table; --set edits within it. Then only
+    # what the file and --set name is kept, so a family's own defaults fill the rest (model.kind=m2 on
+    # the command line trains with enumeration unless train.elbo is named too)
+    given = set(flatten(cfg)) | _override_keys(overrides)
+    return validate(_given_only(apply_overrides(validate(cfg), overrides), given))
+
+
+def _override_keys(overrides):
+    """The dotted keys that overrides set (``"a.b=1"`` strings, or a mapping)."""
+    if isinstance(overrides, Mapping):
+        return {str(key) for key in overrides}
+    return {item.split("=", 1)[0].strip() for item in overrides}
+
+
+def _given_only(cfg, given, prefix=""):
+    """``cfg`` less what no key of ``given`` names: a leaf, or a component table, is kept where a given key
+    is it, lies inside it, or holds it."""
+    out = {}
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        named = any(g == dotted or g.startswith(dotted + ".") or dotted.startswith(g + ".") for g in given)
+        if not named:
+            continue
+        if isinstance(value, dict) and dotted not in component_registries() and dotted not in given:
+            out[key] = _given_only(value, given, dotted + ".")
+        else:
+            out[key] = value
+    return out
 
 
 def dump_toml(cfg):

@@ -73,7 +73,7 @@ class Hierarchical(VAE):
     ``down[l]``: p(z_{l+1}|z_{l+2}); ``prior``: p(z_L)."""
 
     #: an estimator with the KL in closed form (meanfield) is wrong for dependent layers: trace it
-    default_elbo = "jit_trace"
+    config_defaults = {"train": {"elbo": {"kind": "jit_trace", "num_particles": 1}}}
 
     @staticmethod
     def check_config(model):

@@ -88,6 +88,9 @@ class VAE(nn.Module):
     needs_labels = False
     #: evaluation needs the labels: its bound is on log p(x|y) (cvae)
     conditional = False
+    #: config values (nested like the config) this family trains with where the user's config sets none
+    #: of its own: a layer between the defaults of ``config.DEFAULTS`` and the user's file and ``--set``
+    config_defaults = {}
 
     @classmethod
     def posterior_inputs(cls, model_cfg):

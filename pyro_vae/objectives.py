@@ -228,4 +228,4 @@ class JitTraceMeanFieldELBO(CompiledELBO, LossFromDifferentiable, TraceMeanField
 
     def _particle(self, model_trace, guide_trace):
         _, surrogate = TraceMeanField_ELBO._differentiable_loss_particle(self, model_trace, guide_trace)
-        return surrogate.detach(), surrogate
+        return None, surrogate  # no score-function terms: the surrogate is the loss

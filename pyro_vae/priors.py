@@ -46,6 +46,17 @@ class Prior(nn.Module):
         return base.expand((n, self.latent_dim)).to_event(1)
 
 
+class UnitNormal(dist.Normal):
+    """N(0, 1) as a type of its own, so that KL(q || N(0, 1)) dispatches to its short closed form."""
+
+
+@torch.distributions.kl.register_kl(torch.distributions.Normal, UnitNormal)
+def _kl_normal_unit(q, p):
+    """KL(N(m, s^2) || N(0, 1)) = (m^2 + s^2 - 1) / 2 - log s: seven operations where the general
+    Normal-Normal form takes ten, on the default model's every step."""
+    return 0.5 * (q.loc.pow(2) + q.scale.pow(2) - 1) - q.scale.log()
+
+
 @PRIORS.register("standard_normal")
 class StandardNormal(Prior):
     """p(z) = N(0, I)."""
@@ -56,7 +67,7 @@ class StandardNormal(Prior):
         self.register_buffer("scale", torch.ones(latent_dim))
 
     def forward(self, n):
-        return self._iid(dist.Normal(self.loc, self.scale, validate_args=False), n)
+        return self._iid(UnitNormal(self.loc, self.scale, validate_args=False), n)
 
 
 @PRIORS.register("learned_normal")

@@ -234,6 +234,7 @@ RESUME_RULES = [
     ("train.micro_batches", APPLY, "the next steps' random streams follow the new count"),
     ("train.early_stop", APPLY, "judged on the whole history"),
     ("train.aux_loss", APPLY, "the auxiliary classification weight from the next step"),
+    ("train.labelled_weight", APPLY, "the labelled points' weight from the next step"),
     ("train.optimizer.kind", REFUSE, "the optimiser's saved state (e.g. Adam's moments) belongs to the old kind"),
     ("train.optimizer", APPLY, "applied to the optimiser from the next step"),
     ("train.epochs", APPLY, "training continues to the new count"),

@@ -36,7 +36,7 @@ def m2(synthetic, *overrides):
 
 # -- M2: the two programs --------------------------------------------------------------------
 def test_m2_sites_plates_and_scales(synthetic):
-    _, vae = m2(synthetic)
+    _, vae = m2(synthetic, "train.labelled_weight=1")  # the joint likelihood: each point counted once
     x, xs, ys = synthetic.example_batch(6), synthetic.train[10:14], synthetic.train_labels[10:14]
     args = dict(num_data=100, xs=xs, ys=ys, num_labelled=40)
     guide = poutine.trace(vae.guide).get_trace(x, **args)
@@ -51,6 +51,27 @@ def test_m2_sites_plates_and_scales(synthetic):
     # the auxiliary term: aux_loss * log q(y|x) of the labelled points
     log_q = torch.log_softmax(vae.classifier(vae.encode(xs)), -1)[torch.arange(4), ys]
     assert torch.allclose(model.nodes["aux"]["fn"].log_prob(torch.zeros(4)), 46.0 * log_q)
+
+
+def test_m2_labelled_weight_scales_the_labelled_elbo_but_not_the_auxiliary_term(synthetic):
+    _, vae = m2(synthetic, "train.labelled_weight=7.5")
+    x, xs, ys = synthetic.example_batch(6), synthetic.train[10:14], synthetic.train_labels[10:14]
+    args = dict(num_data=100, xs=xs, ys=ys, num_labelled=40)
+    guide = poutine.trace(vae.guide).get_trace(x, **args)
+    model = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x, **args)
+    for trace, names in ((model, ("labelled_y", "labelled_z", "labelled_x")), (guide, ("labelled_z",))):
+        assert [trace.nodes[n]["scale"] for n in names] == pytest.approx([10 * 7.5] * len(names))
+    assert model.nodes["aux"]["scale"] == pytest.approx(10)  # N_l / n_l alone: the classifier's weight is aux_loss
+    assert model.nodes["x"]["scale"] == guide.nodes["z"]["scale"] == pytest.approx(100 / 6)  # the unlabelled: as before
+    with pytest.raises(ConfigError, match="labelled_weight"):
+        m2(synthetic, "train.labelled_weight=-1")
+    # 0: balanced, N_u / N_l = 100 / 40, so the labelled batch weighs what the unlabelled one does
+    _, balanced = m2(synthetic, "train.labelled_weight=0")
+    guide = poutine.trace(balanced.guide).get_trace(x, **args)
+    model = poutine.trace(poutine.replay(balanced.model, trace=guide)).get_trace(x, **args)
+    assert model.nodes["labelled_x"]["scale"] == guide.nodes["labelled_z"]["scale"] == pytest.approx(10 * 100 / 40)
+    labelled_only = poutine.trace(balanced.model).get_trace(xs=xs, ys=ys, num_labelled=40)
+    assert labelled_only.nodes["labelled_x"]["scale"] == pytest.approx(10)  # no unlabelled points: weight 1
 
 
 def test_m2_enumerated_elbo_is_the_explicit_sum_over_the_ten_labels(synthetic):
@@ -282,3 +303,24 @@ def test_families_with_a_discrete_latent_default_to_enumeration():
     assert small_config("model.kind=gmvae")["train"]["elbo"]["kind"] == "enumerate"
     assert small_config("model.kind=cvae")["train"]["elbo"]["kind"] == "jit_meanfield"  # no discrete latent
     assert small_config("model.kind=m2", "train.elbo.kind=relaxed")["train"]["elbo"]["kind"] == "relaxed"
+
+
+def test_a_familys_defaults_fill_only_what_the_user_leaves_unset(tmp_path):
+    m2_cfg = pyro_vae.load_config(overrides=["model.kind=m2", "data.labels=3000"])
+    assert m2_cfg["data"]["binarize"] == "none"  # grey levels, as Pyro's SS-VAE reads MNIST
+    assert m2_cfg["model"]["likelihood"] == {"kind": "bernoulli", "allow_grey": True}
+    # a value the user names wins, even where it equals the global default
+    named = pyro_vae.load_config(overrides=["model.kind=m2", "data.labels=3000", "data.binarize=dynamic",
+                                            "train.elbo.kind=jit_meanfield", "model.likelihood.kind=bernoulli"])
+    assert named["data"]["binarize"] == "dynamic" and named["train"]["elbo"]["kind"] == "jit_meanfield"
+    assert named["model"]["likelihood"] == {"kind": "bernoulli"}
+    # a file's family, changed on the command line: nothing of the first family's defaults stays
+    path = tmp_path / "m2.toml"
+    path.write_text('[model]\nkind = "m2"\n[data]\nlabels = 100\n')
+    assert pyro_vae.load_config(path)["data"]["binarize"] == "none"
+    vae_cfg = pyro_vae.load_config(path, ["model.kind=vae"])
+    assert vae_cfg["data"]["binarize"] == "dynamic" and vae_cfg["train"]["elbo"]["kind"] == "jit_meanfield"
+    assert vae_cfg["data"]["labels"] == 100  # what the file names stays
+    # a complete config (a run's config.toml) is taken as it is: resume sees what was trained
+    full = pyro_vae.config.validate({**m2_cfg, "data": {**m2_cfg["data"], "binarize": "static"}})
+    assert full["data"]["binarize"] == "static"
