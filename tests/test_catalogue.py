@@ -239,3 +239,20 @@ def test_a_conditional_iaf_depends_on_x_through_its_flow(conditional):
     # the conditioned nets are trained through the context
     q.log_prob(z).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in post.flow.parameters())
+
+
+def test_the_standard_normal_priors_kl_is_the_general_normal_kl():
+    """KL(q || N(0, I)) by its short form (what meanfield uses on the default model) equals torch's
+    Normal-Normal closed form, and the Monte Carlo mean of log q - log p (its definition)."""
+    import pyro.distributions as dist
+
+    torch.manual_seed(0)
+    prior = PRIORS.build({"kind": "standard_normal"}, latent_dim=3)(4)
+    q = dist.Normal(torch.randn(4, 3), torch.rand(4, 3) + 0.2).to_event(1)
+    short = torch.distributions.kl_divergence(q, prior)
+    general = torch.distributions.kl_divergence(q, dist.Normal(torch.zeros(4, 3), torch.ones(4, 3)).to_event(1))
+    assert short.shape == (4,) and torch.allclose(short, general, rtol=1e-6, atol=1e-6)
+    z = q.sample((200_000,))
+    log_ratio = q.log_prob(z) - prior.log_prob(z)
+    se = log_ratio.std(0) / math.sqrt(z.shape[0])
+    assert ((log_ratio.mean(0) - short).abs() < 5 * se).all()
