@@ -279,8 +279,8 @@ def load_config(path=None, overrides=()):
     # component tables given in the file replace the default table; --set edits within it. Then only
     # what the file and --set name is kept, so a family's own defaults fill the rest (model.kind=m2 on
     # the command line trains with enumeration unless train.elbo is named too)
-    given = set(flatten(cfg)) | _override_keys(overrides)
-    return validate(_given_only(apply_overrides(validate(cfg), overrides), given))
+    edited = apply_overrides(validate(cfg), overrides)  # which also checks the overrides' form
+    return validate(_given_only(edited, set(flatten(cfg)) | _override_keys(overrides)))
 
 
 def _override_keys(overrides):

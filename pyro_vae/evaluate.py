@@ -62,7 +62,7 @@ def kl_per_dim(vae, x, q=None):
     q = vae.q(x) if q is None else q
     p = vae.prior(x.shape[0])
     qb, pb = getattr(q, "base_dist", None), getattr(p, "base_dist", None)
-    if type(qb).__name__ != "Normal" or type(pb).__name__ != "Normal":
+    if not (isinstance(qb, torch.distributions.Normal) and isinstance(pb, torch.distributions.Normal)):
         return None
     return kl_divergence(qb, pb)
 

@@ -14,6 +14,9 @@ from torch.nn.functional import softplus
 from .builder import build_vae
 from .config import load_config
 from .errors import ConfigError
+from .likelihoods import GaussianLikelihood
+from .posteriors import FullNormal
+from .priors import StandardNormal
 
 
 def linear_gaussian_config(latent_dim=2, scale=0.5, posterior="full_normal", overrides=()):
@@ -31,8 +34,8 @@ def linear_gaussian_vae(data_dim, latent_dim=2, scale=0.5, posterior="full_norma
 
 def _parts(vae):
     layers = list(vae.decoder.net)
-    if len(layers) != 1 or type(vae.likelihood).__name__ != "GaussianLikelihood" or vae.likelihood.mode != "fixed" \
-            or type(vae.prior).__name__ != "StandardNormal":
+    if len(layers) != 1 or type(vae.likelihood) is not GaussianLikelihood or vae.likelihood.mode != "fixed" \
+            or type(vae.prior) is not StandardNormal:
         raise ConfigError("the closed forms need a linear decoder, a fixed-scale gaussian likelihood and a "
                           "standard_normal prior (see linear_gaussian_config)")
     return layers[0].weight, layers[0].bias, vae.likelihood.fixed_scale
@@ -81,7 +84,7 @@ def _set_gaussian_posterior(vae, m, C, who):
     """Set a ``full_normal`` q(z|x) on an identity encoder to p(z|x) for the prior p(z) = N(m, C) and the
     linear-Gaussian p(x|z): S = (C^-1 + W^T W / s^2)^-1, loc = S (C^-1 m + W^T (x - b) / s^2) = A x + c."""
     post = vae.posterior
-    if type(post).__name__ != "FullNormal" or list(vae.encoder.net):
+    if type(post) is not FullNormal or list(vae.encoder.net):
         raise ConfigError(f"{who} needs an identity encoder (hidden = []) and a full_normal posterior")
     W, b, s = _parts(vae)
     L = W.shape[1]
@@ -135,7 +138,7 @@ def constant_scales(vae):
 
 def chain_prior_of_z1(vae):
     """p(z_1) = N(m, C), propagated down the chain from p(z_L) = N(0, I)."""
-    if type(vae.prior).__name__ != "StandardNormal":
+    if type(vae.prior) is not StandardNormal:
         raise ConfigError("the closed forms need a standard_normal prior on the top layer")
     top = vae.dims[-1]
     m, C = torch.zeros(top), torch.eye(top)
