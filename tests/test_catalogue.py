@@ -256,3 +256,26 @@ def test_the_standard_normal_priors_kl_is_the_general_normal_kl():
     log_ratio = q.log_prob(z) - prior.log_prob(z)
     se = log_ratio.std(0) / math.sqrt(z.shape[0])
     assert ((log_ratio.mean(0) - short).abs() < 5 * se).all()
+
+
+def test_the_posteriors_normal_draws_what_torchs_normal_draws():
+    """posteriors.Normal samples eps with one randn: the same numbers as dist.Normal, eager and traced."""
+    import pyro.distributions as dist
+
+    from pyro_vae.posteriors import Normal
+
+    loc, scale = torch.randn(5, 3), torch.rand(5, 3) + 0.1
+    for shape in ((), (4,)):
+        torch.manual_seed(3)
+        ours = Normal(loc, scale).rsample(shape)
+        torch.manual_seed(3)
+        assert torch.equal(ours, dist.Normal(loc, scale).rsample(shape))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice
+        traced = torch.jit.trace(lambda m, s: Normal(m, s).rsample(), (loc, scale), check_trace=False)
+    torch.manual_seed(4)
+    a = traced(loc, scale)
+    torch.manual_seed(4)
+    assert torch.equal(a, dist.Normal(loc, scale).rsample())
