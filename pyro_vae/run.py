@@ -333,8 +333,18 @@ def load_model(run_dir):
     return cfg, vae
 
 
+#: keys added with a default that differs from what came before them: a config saved without the key
+#: trained with this value, and reads back with it (an old m2 run resumes with the objective it had)
+BEFORE_THE_KEY = {("train", "labelled_weight"): 1.0}
+
+
 def saved_config(cfg, where):
     """A config read back from a checkpoint or model file ``where``, validated (its plugins imported)."""
+    if isinstance(cfg, dict):
+        cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+        for (section, key), value in BEFORE_THE_KEY.items():
+            if isinstance(cfg.get(section), dict) and key not in cfg[section]:
+                cfg[section][key] = value
     try:
         return validate(cfg)
     except ConfigError as e:

@@ -197,6 +197,17 @@ def test_m2_resume_equals_an_uninterrupted_run(synthetic, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_run_saved_before_labelled_weight_reads_back_with_the_weight_it_trained_with():
+    from pyro_vae.run import saved_config
+
+    cfg = small_config("model.kind=m2", "data.labels=40")
+    assert cfg["train"]["labelled_weight"] == 0.0  # new runs: balanced
+    old = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "labelled_weight"}}
+    assert saved_config(old, "old.pt")["train"]["labelled_weight"] == 1.0  # the joint likelihood it trained with
+    assert saved_config(cfg, "new.pt")["train"]["labelled_weight"] == 0.0
+    assert "labelled_weight" not in old["train"]  # the caller's dict is left as it was
+
+
 # -- CVAE --------------------------------------------------------------------------------------
 def cvae(synthetic, *overrides):
     cfg = small_config("model.kind=cvae", "model.components=4", *overrides)
