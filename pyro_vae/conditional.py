@@ -169,7 +169,7 @@ class M2(CVAE):
 
     #: where the config names none: the discrete latent summed out exactly, and the grey levels of the
     #: images as Pyro's SS-VAE reads them (Bernoulli cross-entropy; the classifier sees the whole image,
-    #: not a binarised draw of it: 0.950 against 0.946 test accuracy with 3000 labels)
+    #: not a binarised draw of it: 0.952 against 0.946 test accuracy with 3000 labels after 30 epochs)
     config_defaults = {"train": {"elbo": {"kind": "enumerate", "num_particles": 1}},
                        "data": {"binarize": "none"},
                        "model": {"likelihood": {"kind": "bernoulli", "allow_grey": True}}}

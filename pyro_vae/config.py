@@ -230,19 +230,7 @@ def apply_overrides(cfg, overrides):
     {"key.sub": value}. Setting a component's ``kind`` resets its other parameters to the new
     kind's defaults (before the other overrides apply), so kinds never inherit stray keys."""
     cfg = copy.deepcopy(cfg)
-    if isinstance(overrides, Mapping):
-        parsed = [(str(key).split("."), value) for key, value in overrides.items()]
-    elif not isinstance(overrides, (list, tuple)) or not all(isinstance(item, str) for item in overrides):
-        raise ConfigError(f"overrides must be a list of 'key=value' strings (or a mapping of keys to values), "
-                          f"got {overrides!r} (e.g. [\"train.epochs=1\"])")
-    else:
-        parsed = []
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"--set needs key=value, got {item!r} (e.g. --set train.epochs=1)")
-            key, text = item.split("=", 1)
-            parsed.append((key.strip().split("."), parse_value(text.strip())))
-    parsed.sort(key=lambda kv: kv[0][-1] != "kind")  # kinds first
+    parsed = sorted(_parse_overrides(overrides), key=lambda kv: kv[0][-1] != "kind")  # kinds first
     registries = component_registries()
     for path, value in parsed:
         node = cfg
@@ -254,6 +242,22 @@ def apply_overrides(cfg, overrides):
             node.clear()
         node[path[-1]] = value
     return cfg
+
+
+def _parse_overrides(overrides):
+    """[(key path, value)] from ``"a.b=value"`` strings (values read as TOML) or a mapping {"a.b": value}."""
+    if isinstance(overrides, Mapping):
+        return [(str(key).split("."), value) for key, value in overrides.items()]
+    if not isinstance(overrides, (list, tuple)) or not all(isinstance(item, str) for item in overrides):
+        raise ConfigError(f"overrides must be a list of 'key=value' strings (or a mapping of keys to values), "
+                          f"got {overrides!r} (e.g. [\"train.epochs=1\"])")
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set needs key=value, got {item!r} (e.g. --set train.epochs=1)")
+        key, text = item.split("=", 1)
+        parsed.append((key.strip().split("."), parse_value(text.strip())))
+    return parsed
 
 
 def load_config(path=None, overrides=()):
@@ -280,27 +284,21 @@ def load_config(path=None, overrides=()):
     # what the file and --set name is kept, so a family's own defaults fill the rest (model.kind=m2 on
     # the command line trains with enumeration unless train.elbo is named too)
     edited = apply_overrides(validate(cfg), overrides)  # which also checks the overrides' form
-    return validate(_given_only(edited, set(flatten(cfg)) | _override_keys(overrides)))
+    given = set(flatten(cfg)) | {".".join(path) for path, _ in _parse_overrides(overrides)}
+    return validate(_given_only(edited, given, set(component_registries())))
 
 
-def _override_keys(overrides):
-    """The dotted keys that overrides set (``"a.b=1"`` strings, or a mapping)."""
-    if isinstance(overrides, Mapping):
-        return {str(key) for key in overrides}
-    return {item.split("=", 1)[0].strip() for item in overrides}
-
-
-def _given_only(cfg, given, prefix=""):
-    """``cfg`` less what no key of ``given`` names: a leaf, or a component table, is kept where a given key
-    is it, lies inside it, or holds it."""
+def _given_only(cfg, given, components, prefix=""):
+    """``cfg`` less what no key of ``given`` names: a leaf, or a component table (a key of ``components``),
+    is kept where a given key is it, lies inside it, or holds it."""
     out = {}
     for key, value in cfg.items():
         dotted = f"{prefix}{key}"
         named = any(g == dotted or g.startswith(dotted + ".") or dotted.startswith(g + ".") for g in given)
         if not named:
             continue
-        if isinstance(value, dict) and dotted not in component_registries() and dotted not in given:
-            out[key] = _given_only(value, given, dotted + ".")
+        if isinstance(value, dict) and dotted not in components and dotted not in given:
+            out[key] = _given_only(value, given, components, dotted + ".")
         else:
             out[key] = value
     return out
