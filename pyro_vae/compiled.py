@@ -49,8 +49,14 @@ def _is_input(value):
     return torch.is_tensor(value) or isinstance(value, float)
 
 
-def _signature(args):
-    return tuple((tuple(a.shape), a.dtype, a.device) for a in args)
+def _arg_key(value):
+    """What a graph is specialised on for one argument: a tensor's shape, dtype and device; that it is
+    a float (both inputs); anything else by its type and value (a constant of the graph)."""
+    if isinstance(value, torch.Tensor):
+        return value.shape, value.dtype, value.device
+    if isinstance(value, float):
+        return float
+    return type(value), value
 
 
 class _ParamsGone(Exception):
@@ -63,8 +69,9 @@ class _Traced:
     twice: once to find the parameters, once under the tracer); a call runs the graph with the
     param store's current tensors."""
 
-    def __init__(self, fn, ignore_warnings=True, jit_options=None):
+    def __init__(self, fn, ignore_warnings=True, jit_options=None, keyword_inputs=()):
         self.fn, self.ignore_warnings, self.jit_options = fn, ignore_warnings, dict(jit_options or {})
+        self.keyword_inputs = keyword_inputs  # the float keyword arguments that follow ``inputs``, by name
         self.names, self.graph = None, None
 
     def trace(self, *inputs):
@@ -105,7 +112,20 @@ class CompiledELBO:
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("ignore_jit_warnings", True)
         super().__init__(*args, **kwargs)
-        self._graphs = {}
+        self._graphs, self._scalars = {}, {}
+
+    def _scalar(self, value, device):
+        """A float as a 0-dim tensor graph input; the same tensor again for the same value (a constant
+        beta makes no new tensor each step)."""
+        if torch.is_tensor(value):
+            return value
+        key = (value, device)
+        tensor = self._scalars.get(key)
+        if tensor is None:
+            if len(self._scalars) > 16:  # an annealed beta: a new value every step
+                self._scalars.clear()
+            tensor = self._scalars[key] = torch.tensor(value, device=device)
+        return tensor
 
     def _particle(self, model_trace, guide_trace):
         """(loss value, surrogate loss) of one particle, tensors (no ``.item()`` under tracing); value None:
@@ -122,25 +142,24 @@ class CompiledELBO:
     def differentiable_loss(self, model, guide, *args, **kwargs):
         if is_validation_enabled() or torch.jit.is_tracing():
             return self._eager_loss(model, guide, *args, **kwargs)
-        layout = tuple(_is_input(a) for a in args)
-        constants = tuple(a for a in args if not _is_input(a))
-        names = tuple(sorted(k for k, v in kwargs.items() if _is_input(v)))
-        fixed = {k: v for k, v in kwargs.items() if k not in names}
-        tensors = [a for a in args if torch.is_tensor(a)]
-        key = (_ident(model), _ident(guide), layout, _signature(tensors),
-               tuple(type(a) for a in args), constants, tuple(sorted(fixed.items())), names)
         try:
+            key = (_ident(model), _ident(guide), tuple(map(_arg_key, args)),
+                   tuple(sorted((k, _arg_key(v)) for k, v in kwargs.items())))
             graph = self._graphs.get(key)
         except TypeError:  # an argument that cannot be a key (a list, a dict): nothing to compile against
             return self._eager_loss(model, guide, *args, **kwargs)
         if graph is None:
+            layout = tuple(_is_input(a) for a in args)
+            constants = tuple(a for a in args if not _is_input(a))
+            names = tuple(sorted(k for k, v in kwargs.items() if _is_input(v)))
+            fixed = {k: v for k, v in kwargs.items() if k not in names}
             fn = functools.partial(self._traced_loss, model, guide, layout, constants, fixed, names)
-            graph = self._graphs[key] = _Traced(fn, self.ignore_jit_warnings, self.jit_options)
+            graph = self._graphs[key] = _Traced(fn, self.ignore_jit_warnings, self.jit_options, names)
         if graph is _EAGER:
             return self._eager_loss(model, guide, *args, **kwargs)
-        device = tensors[0].device if tensors else None
-        as_input = lambda v: v if torch.is_tensor(v) else torch.tensor(v, device=device)  # noqa: E731
-        inputs = [as_input(a) for a in args if _is_input(a)] + [as_input(kwargs[k]) for k in names]
+        device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
+        inputs = [a if isinstance(a, torch.Tensor) else self._scalar(a, device) for a in args if _is_input(a)]
+        inputs += [self._scalar(kwargs[k], device) for k in graph.keyword_inputs]
         first = graph.graph is None
         rng = pyro.util.get_rng_state() if first else None
         try:

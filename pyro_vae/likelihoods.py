@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.functional import logsigmoid, softplus
 
 from .checks import number, positive
+from .distributions import SameShape
 from .errors import ConfigError, DataError
 from .registry import Registry
 
@@ -39,6 +40,8 @@ class Likelihood(nn.Module):
     def split(self, out):
         """(..., k * D) decoder output -> k tensors of shape (..., *data_shape)."""
         batch = out.shape[:-1]
+        if self.params_per_element == 1:  # a reshape alone: unbind's backward would copy the gradient
+            return (out.reshape(*batch, *self.data_shape),)
         return out.reshape(*batch, self.params_per_element, *self.data_shape).unbind(len(batch))
 
     def forward(self, out):
@@ -61,7 +64,17 @@ class Likelihood(nn.Module):
             )
 
 
-class IndependentBernoulli(dist.Independent):
+class Bernoulli(SameShape, dist.Bernoulli):
+    """dist.Bernoulli(logits=...) with its logits kept as they are (``SameShape``)."""
+
+    def __init__(self, logits, validate_args=None):
+        if self._init_params(validate_args, logits=logits):
+            self._param = logits
+        else:
+            super().__init__(logits=logits, validate_args=validate_args)
+
+
+class IndependentBernoulli(SameShape, dist.Independent):
     """Bernoulli(logits) over a whole data point: log p(x) = sum_d x_d l_d - sum_d softplus(l_d).
 
     Two reductions instead of Bernoulli.log_prob's elementwise cross-entropy tensor and its sum:
@@ -86,7 +99,7 @@ class BernoulliLikelihood(Likelihood):
 
     def forward(self, out):
         (logits,) = self.split(out)
-        return IndependentBernoulli(dist.Bernoulli(logits=logits, validate_args=False), len(self.data_shape))
+        return IndependentBernoulli(Bernoulli(logits, validate_args=False), len(self.data_shape))
 
     def check_data(self, x):
         super().check_data(x)

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from .checks import number
+from .distributions import SameShape
 from .errors import ConfigError
 from .networks import AutoregressiveFlow
 from .registry import Registry
@@ -16,10 +17,14 @@ from .registry import Registry
 POSTERIORS = Registry("model.posterior")
 
 
-class Normal(dist.Normal):
+class Normal(SameShape, dist.Normal):
     """dist.Normal drawing eps with one ``torch.randn``: torch's Normal, under ``torch.jit.trace``,
     records zeros, ones and normal(zeros, ones) for it (the same numbers, three ops and two buffers
-    on every compiled step)."""
+    on every compiled step); loc and scale of one shape are kept as they are (``SameShape``)."""
+
+    def __init__(self, loc, scale, validate_args=None):
+        if not self._init_params(validate_args, loc=loc, scale=scale):
+            super().__init__(loc, scale, validate_args=validate_args)
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)

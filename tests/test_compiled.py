@@ -244,3 +244,52 @@ def test_bf16_networks_compile_draw_for_draw_and_stay_near_fp32(jit, plain, synt
         assert_same(elbo, eager, vae, x, 0)
         half = loss_and_grads(eager, vae, x, 0)[0]
     assert half != full and abs(half - full) < 0.01 * abs(full)
+
+
+def test_same_shape_distributions_keep_torchs_semantics():
+    """posteriors.Normal and likelihoods.Bernoulli skip broadcast_tensors and a same-shape expand, and
+    otherwise behave as torch's: expand to a larger shape, broadcasting parameters, numbers."""
+    import pyro.distributions as dist
+
+    from pyro_vae.likelihoods import Bernoulli, IndependentBernoulli
+    from pyro_vae.posteriors import Normal
+
+    loc, scale, logits = torch.randn(4, 3), torch.rand(4, 3) + 0.1, torch.randn(4, 3)
+    for ours, theirs in ((Normal(loc, scale), dist.Normal(loc, scale)),
+                         (Bernoulli(logits), dist.Bernoulli(logits=logits)),
+                         (IndependentBernoulli(Bernoulli(logits), 1), dist.Bernoulli(logits=logits).to_event(1))):
+        assert ours.expand(ours.batch_shape) is ours
+        big = ours.expand((2, *ours.batch_shape))
+        assert type(big) is type(ours) and big.batch_shape == theirs.expand((2, *theirs.batch_shape)).batch_shape
+        x = theirs.sample((2,))
+        torch.testing.assert_close(big.log_prob(x), theirs.log_prob(x))
+        torch.testing.assert_close(ours.mean, theirs.mean)
+    assert Normal(loc, scale).loc is loc  # kept as given, no broadcast view
+    wide = Normal(torch.zeros(3), torch.tensor(2.0))  # shapes that need broadcasting: torch's path
+    assert wide.batch_shape == (3,) and torch.equal(wide.scale, torch.full((3,), 2.0))
+    assert Normal(0.0, 1.0).batch_shape == () and Bernoulli(0.5).batch_shape == ()
+
+
+def test_the_default_graph_has_no_distribution_bookkeeping_ops(small_vae, synthetic):
+    """The compiled default step holds the model's arithmetic only: no expand, broadcast_tensors or
+    unbind from distributions and plates (each a backward node; unbind's backward copies the gradient)."""
+    elbo = build_elbo(small_config())
+    with pyro.validation_enabled(False):
+        elbo.differentiable_loss(small_vae.model, small_vae.guide, synthetic.example_batch(8), num_data=100, beta=1.0)
+    (graph,) = elbo._graphs.values()
+    ops = {node.kind() for node in graph.graph.graph.nodes()}
+    assert "aten::linear" in ops and "aten::softplus" in ops
+    assert not ops & {"aten::expand", "aten::broadcast_tensors", "aten::unbind"}, ops
+
+
+def test_a_constant_beta_reuses_one_input_tensor(small_vae, synthetic):
+    """A float argument becomes a 0-dim tensor input once per value, not once per step."""
+    elbo = build_elbo(small_config())
+    x = synthetic.example_batch(8)
+    with pyro.validation_enabled(False):
+        for beta in (1.0, 1.0, 0.5, 1.0):
+            elbo.differentiable_loss(small_vae.model, small_vae.guide, x, num_data=100, beta=beta)
+        assert sorted(k[0] for k in elbo._scalars) == [0.5, 1.0]
+        for i in range(40):  # an annealed beta: the cache stays small
+            elbo.differentiable_loss(small_vae.model, small_vae.guide, x, num_data=100, beta=i / 40)
+    assert 0 < len(elbo._scalars) <= 17 and (39 / 40, torch.device("cpu")) in elbo._scalars
