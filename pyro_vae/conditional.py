@@ -23,9 +23,9 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from torch import nn
 
 from .errors import ConfigError, DataError
+from .networks import Linear
 from .evaluate import draw, rate
 from .model import FAMILIES, VAE, KLWeight, _check_beta, _check_count, join, posterior_mean
 
@@ -182,7 +182,7 @@ class M2(CVAE):
         super().__init__(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name, classes)
         self.aux_loss = float(aux_loss)
         self.labelled_weight = float(labelled_weight)
-        self.classifier = nn.Linear(encoder.out_features, self.classes)
+        self.classifier = Linear(encoder.out_features, self.classes)
 
     @classmethod
     def options(cls, cfg):

@@ -24,6 +24,7 @@ from torch import nn
 from .errors import DataError
 from .errors import ConfigError
 from .model import FAMILIES, VAE, KLWeight, _check_beta, join
+from .networks import Linear
 from .priors import Prior
 
 
@@ -78,7 +79,7 @@ class GMVAE(VAE):
             raise TypeError("a GMVAE's prior is a MixtureOfGaussians")
         super().__init__(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name)
         self.components = len(prior.logits)
-        self.classifier = nn.Linear(encoder.out_features, self.components)
+        self.classifier = Linear(encoder.out_features, self.components)
 
     @classmethod
     def posterior_inputs(cls, model_cfg):

@@ -40,10 +40,22 @@ def _check_hidden(hidden):
     return [positive("each 'hidden' size", h, integer=True) for h in hidden]
 
 
+class Linear(nn.Linear):
+    """y = x W^T + b, nn.Linear's parameters and numbers, written as ``addmm`` on x flattened to two
+    dimensions. ``F.linear`` makes W^T inside one traced op, so a traced backward would read a
+    tensor the tracer never saw; here every tensor the backward reads is recorded, and a compiled
+    step can hold the backward pass too (``compiled.py``)."""
+
+    def forward(self, x):
+        flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+        y = torch.mm(flat, self.weight.t()) if self.bias is None else torch.addmm(self.bias, flat, self.weight.t())
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 def mlp(sizes, activation, final_activation):
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
+        layers.append(Linear(a, b))
         if i < len(sizes) - 2 or final_activation:
             layers.append(_activation(activation)())
     return nn.Sequential(*layers)
@@ -119,7 +131,7 @@ class ConvEncoder(Encoder):
             nn.Conv2d(c, channels, 4, 2, 1), act(),
             nn.Conv2d(channels, 2 * channels, 4, 2, 1), act(),
             nn.Flatten(),
-            nn.Linear(2 * channels * (h // 4) * (w // 4), hidden), act(),
+            Linear(2 * channels * (h // 4) * (w // 4), hidden), act(),
         )
         self.out_features = hidden
 
@@ -138,7 +150,7 @@ class ConvDecoder(Decoder):
         self.out_channels = out_features // (h * w)
         self.grid = (2 * channels, h // 4, w // 4)
         act = _activation(activation)
-        self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(self.grid)), act())
+        self.dense = nn.Sequential(Linear(latent_dim, hidden), act(), Linear(hidden, math.prod(self.grid)), act())
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1), act(),
             nn.ConvTranspose2d(channels, self.out_channels, 4, 2, 1),
@@ -194,7 +206,7 @@ class ResNetEncoder(Encoder):
             layers += [ResidualBlock(width, activation) for _ in range(blocks)]
             layers.append(nn.Conv2d(width, widths[min(i + 1, len(widths) - 1)], 4, 2, 1))
         act = _activation(activation)
-        self.net = nn.Sequential(*layers, act(), nn.Flatten(), nn.Linear(math.prod(grid), hidden), act())
+        self.net = nn.Sequential(*layers, act(), nn.Flatten(), Linear(math.prod(grid), hidden), act())
         self.out_features = hidden
 
     def forward(self, x):
@@ -214,7 +226,7 @@ class ResNetDecoder(Decoder):
         widths, self.grid = _stages(tuple(data_shape), widths, blocks)
         c, h, w = data_shape
         act = _activation(activation)
-        self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(self.grid)))
+        self.dense = nn.Sequential(Linear(latent_dim, hidden), act(), Linear(hidden, math.prod(self.grid)))
         layers = []
         for i, width in reversed(list(enumerate(widths))):
             layers.append(nn.ConvTranspose2d(widths[min(i + 1, len(widths) - 1)], width, 4, 2, 1))

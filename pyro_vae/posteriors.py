@@ -11,7 +11,7 @@ from torch.nn.functional import softplus
 from .checks import number
 from .distributions import SameShape
 from .errors import ConfigError
-from .networks import AutoregressiveFlow
+from .networks import AutoregressiveFlow, Linear
 from .registry import Registry
 
 POSTERIORS = Registry("model.posterior")
@@ -75,7 +75,7 @@ class DiagonalNormal(Posterior):
         super().__init__()
         self.latent_dim = latent_dim
         self.min_scale = number("model.posterior.min_scale", min_scale, low=0)
-        self.linear = nn.Linear(in_features, 2 * latent_dim)
+        self.linear = Linear(in_features, 2 * latent_dim)
         self.family = Normal if reparameterized else ScoreFunctionNormal
         self.infer = _infer(reparameterized, baseline)
 
@@ -95,7 +95,7 @@ class FullNormal(Posterior):
         self.min_scale = number("model.posterior.min_scale", min_scale, low=0)
         self.family = dist.MultivariateNormal if reparameterized else ScoreFunctionMultivariateNormal
         self.infer = _infer(reparameterized, baseline)
-        self.linear = nn.Linear(in_features, 2 * latent_dim + latent_dim * (latent_dim - 1) // 2)
+        self.linear = Linear(in_features, 2 * latent_dim + latent_dim * (latent_dim - 1) // 2)
         nn.init.zeros_(self.linear.weight[2 * latent_dim:])  # start near the diagonal case
         nn.init.zeros_(self.linear.bias[2 * latent_dim:])
         self.register_buffer("rows", torch.tril_indices(latent_dim, latent_dim, -1)[0])

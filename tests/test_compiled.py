@@ -139,7 +139,9 @@ def check_catalogue_case(prior, likelihood, posterior, synthetic, grey):
             warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
             loss_and_grads(elbo, vae, x, seed=0)  # compiles
             assert_same(elbo, eager, vae, x, seed=1)
-        assert len(elbo._graphs) == 1
+            assert_same_step(elbo, eager, list(vae.parameters()), vae.model, vae.guide, x, seed=2)  # one graph or autograd
+            assert_same_step(elbo, eager, list(vae.parameters()), vae.model, vae.guide, x, seed=3)
+        assert len(elbo._graphs) == 2  # the loss; the training step
 
 
 @pytest.mark.parametrize("spec", ["kind='iwae'", "kind='renyi', alpha=0.5", "kind='stl', num_particles=2"])
@@ -278,7 +280,7 @@ def test_the_default_graph_has_no_distribution_bookkeeping_ops(small_vae, synthe
         elbo.differentiable_loss(small_vae.model, small_vae.guide, synthetic.example_batch(8), num_data=100, beta=1.0)
     (graph,) = elbo._graphs.values()
     ops = {node.kind() for node in graph.graph.graph.nodes()}
-    assert "aten::linear" in ops and "aten::softplus" in ops
+    assert "aten::addmm" in ops and "aten::softplus" in ops
     assert not ops & {"aten::expand", "aten::broadcast_tensors", "aten::unbind"}, ops
 
 
@@ -293,3 +295,99 @@ def test_a_constant_beta_reuses_one_input_tensor(small_vae, synthetic):
         for i in range(40):  # an annealed beta: the cache stays small
             elbo.differentiable_loss(small_vae.model, small_vae.guide, x, num_data=100, beta=i / 40)
     assert 0 < len(elbo._scalars) <= 17 and (39 / 40, torch.device("cpu")) in elbo._scalars
+
+
+def step_grads(elbo, params, model, guide, x, seed, beta=1.0):
+    """``elbo.loss_and_grads`` as the training loop calls it: (loss, every parameter's .grad)."""
+    for p in params:
+        p.grad = None
+    pyro.set_rng_seed(seed)
+    loss = elbo.loss_and_grads(model, guide, x, num_data=1000, beta=beta)
+    return loss, [None if p.grad is None else p.grad.clone() for p in params]
+
+
+def assert_same_step(elbo, eager, params, model, guide, x, seed, beta=1.0):
+    a, ga = step_grads(elbo, params, model, guide, x, seed, beta)
+    b, gb = step_grads(eager, params, model, guide, x, seed, beta)
+    assert a == pytest.approx(b, rel=1e-6, abs=1e-3)
+    for u, v in zip(ga, gb):
+        assert (u is None) == (v is None)
+        if u is not None:
+            torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-4)
+
+
+def one_graph_steps(elbo):
+    """The compiled steps whose graph holds the backward pass too (not fallen back to autograd)."""
+    from pyro_vae.compiled import _EAGER
+
+    return [k for k, g in elbo._graphs.items() if k[0] and g is not _EAGER]
+
+
+@pytest.mark.parametrize("jit,plain", PAIRS)
+def test_the_training_step_is_one_graph_equal_to_eager_autograd(jit, plain, synthetic):
+    """loss_and_grads runs forward and backward as one traced graph: the loss and every gradient equal
+    Pyro's eager estimator draw for draw, at every beta, and gradients accumulate as autograd's do."""
+    vae = build_vae(small_config(), synthetic.data_shape)
+    params = list(vae.parameters())
+    elbo, eager = build_elbo(small_config(f"train.elbo.kind={jit}")), build_elbo(small_config(f"train.elbo.kind={plain}"))
+    x = synthetic.example_batch(32)
+    with pyro.validation_enabled(False):
+        for seed, beta in enumerate([1.0, 0.25, 0.0, 1.0]):
+            assert_same_step(elbo, eager, params, vae.model, vae.guide, x, seed, beta)
+        assert len(one_graph_steps(elbo)) == 1
+        for e in (elbo, eager):  # two calls without zero_grad: the gradients add up
+            for p in params:
+                p.grad = None
+            pyro.set_rng_seed(7)
+            e.loss_and_grads(vae.model, vae.guide, x, num_data=1000)
+            e.loss_and_grads(vae.model, vae.guide, x, num_data=1000)
+            e.total = [p.grad.clone() for p in params]
+    for u, v in zip(elbo.total, eager.total):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-4)
+
+
+def test_a_traced_backward_that_would_replay_a_stale_tensor_is_refused(synthetic):
+    """nn.Linear on a 3-d input flattens it inside one traced op, so its weight gradient reads a tensor
+    the tracer never saw and would replay the first batch's copy: the check at other values refuses the
+    one-graph step (without it the gradients are wrong on the next batch), and the step falls back to the
+    forward graph and autograd, equal to eager."""
+    from pyro_vae import compiled
+    from pyro_vae.networks import Linear
+
+    d, latent = synthetic.data_shape[-1] * synthetic.data_shape[-2], 3
+    enc, dec = torch.nn.Linear(d, 2 * latent), Linear(latent, d)
+
+    def model(x, num_data, beta=1.0):
+        pyro.module("stale_dec", dec)
+        with pyro.plate("data", num_data, subsample=torch.arange(x.shape[0])):
+            z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0).expand([x.shape[0], latent]).to_event(1))
+            logits = dec(z)
+            pyro.sample("x", pyro.distributions.Bernoulli(logits=logits).to_event(1), obs=x.reshape(x.shape[0], -1))
+
+    def guide(x, num_data, beta=1.0):
+        pyro.module("stale_enc", enc)
+        with pyro.plate("data", num_data, subsample=torch.arange(x.shape[0])):
+            loc, raw = enc(x.reshape(1, x.shape[0], -1))[0].chunk(2, -1)  # a 3-d input to F.linear
+            pyro.sample("z", pyro.distributions.Normal(loc, torch.nn.functional.softplus(raw) + 1e-3).to_event(1))
+
+    params = list(enc.parameters()) + list(dec.parameters())
+    first, second = synthetic.example_batch(16), synthetic.example_batch(32)[16:]
+    eager = build_elbo(small_config("train.elbo.kind=meanfield"))
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the forward graph compiles: no warning
+        elbo = build_elbo(small_config())
+        for x, seed in ((first, 0), (second, 1)):
+            assert_same_step(elbo, eager, params, model, guide, x, seed)
+        assert one_graph_steps(elbo) == []
+
+        unchecked = build_elbo(small_config())
+        original = compiled._Traced._check
+        compiled._Traced._check = lambda *a: None
+        try:
+            step_grads(unchecked, params, model, guide, first, 0)
+            _, wrong = step_grads(unchecked, params, model, guide, second, 1)
+        finally:
+            compiled._Traced._check = original
+        _, right = step_grads(eager, params, model, guide, second, 1)
+        assert len(one_graph_steps(unchecked)) == 1
+        assert not torch.allclose(wrong[0], right[0], rtol=1e-3, atol=1e-3)  # the encoder's weight
