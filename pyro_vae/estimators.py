@@ -86,11 +86,11 @@ def _pyro(cls, name, doc):
 
 for _name, _cls, _doc in (
     ("trace", infer.Trace_ELBO, "Trace_ELBO: reparameterised (pathwise) Monte Carlo ELBO, score function where needed."),
-    ("jit_trace", JitTraceELBO, "Trace_ELBO compiled once with Pyro's JIT (compiled.py: Pyro's JitTrace_ELBO, fixed)."),
+    ("jit_trace", JitTraceELBO, "Trace_ELBO traced once (compiled.py): the loss, and the training step's forward and backward, each one graph."),
     ("meanfield", infer.TraceMeanField_ELBO,
      "TraceMeanField_ELBO: E_q log p(x|z) by Monte Carlo, KL(q || p) in closed form where known."),
     ("jit_meanfield", JitTraceMeanFieldELBO,
-     "TraceMeanField_ELBO compiled once with Pyro's JIT (compiled.py: Pyro's JitTraceMeanField_ELBO, fixed)."),
+     "TraceMeanField_ELBO traced once (compiled.py): the loss, and the training step's forward and backward, each one graph."),
     ("tracegraph", infer.TraceGraph_ELBO, "TraceGraph_ELBO: score-function terms Rao-Blackwellised by the dependency graph."),
 ):
     _pyro(_cls, _name, _doc)

@@ -138,6 +138,18 @@ class ParticleObjective(LossFromDifferentiable, ELBO):
         return log_q - at_fixed_z + at_fixed_z.detach()
 
 
+def logsumexp(x, dim=0):
+    """log sum_k exp(x_k) along ``dim``, as a tree of ``torch.logaddexp`` (ceil(log2 K) steps). Its
+    backward reads only its inputs; torch.logsumexp's (and exp's) reads their outputs, which a traced
+    backward cannot follow, so a compiled IWAE step could not be one graph."""
+    x = x.movedim(dim, 0)
+    while x.shape[0] > 1:
+        half = x.shape[0] // 2
+        pairs = torch.logaddexp(x[:half], x[half:2 * half])
+        x = torch.cat([pairs, x[2 * half:]]) if x.shape[0] % 2 else pairs
+    return x[0]
+
+
 class RenyiBound(CompiledELBO, ParticleObjective):
     """-(N/n) sum_i (1/(1-alpha)) log (1/K) sum_k w_ik^(1-alpha); differentiating it gives the
     reparameterised Renyi/IWAE gradient (weights softmax_k((1-alpha) log w_ik)). Compiled
@@ -152,7 +164,7 @@ class RenyiBound(CompiledELBO, ParticleObjective):
     def _eager_loss(self, model, guide, *args, **kwargs):
         log_p, log_q, _, _, scale, _, _ = self.log_weights(model, guide, *args, **kwargs)
         a = 1.0 - self.alpha
-        bound = (torch.logsumexp(a * (log_p - log_q), dim=0) - math.log(self.num_particles)) / a
+        bound = (logsumexp(a * (log_p - log_q), dim=0) - math.log(self.num_particles)) / a
         return -scale * bound.sum()
 
 

@@ -152,11 +152,37 @@ def test_our_particle_objectives_compile_and_match_eager(spec, small_vae, synthe
     class Eager:
         differentiable_loss = elbo._eager_loss
 
+        @staticmethod
+        def loss_and_grads(*args, **kwargs):
+            loss = elbo._eager_loss(*args, **kwargs)
+            loss.backward()
+            return loss.item()
+
+    params = list(small_vae.parameters())
     with pyro.validation_enabled(False):
         loss_and_grads(elbo, small_vae, x, seed=0)  # compiles
         for seed, beta in ((1, 1.0), (2, 0.5)):
             assert_same(elbo, Eager, small_vae, x, seed, beta)
-    assert len(elbo._graphs) == 1
+            assert_same_step(elbo, Eager, params, small_vae.model, small_vae.guide, x, seed, beta)
+    assert len(elbo._graphs) == 2 and len(one_graph_steps(elbo)) == 1
+
+
+def test_logsumexp_by_logaddexp_equals_torchs():
+    """The particle objectives' log-sum-exp (a logaddexp tree, whose backward reads its inputs only):
+    torch.logsumexp's values and gradients, for any K, along any dim, with -inf entries."""
+    from pyro_vae.objectives import logsumexp
+
+    for k in (1, 2, 3, 5, 8, 13):
+        x = (torch.randn(k, 7, dtype=torch.float64) * 30).requires_grad_()
+        if k > 1:  # a point whose first particle has weight 0
+            with torch.no_grad():
+                x[0, 0] = -float("inf")
+        ours, theirs = logsumexp(x, 0), torch.logsumexp(x, 0)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        w = torch.randn(7, dtype=torch.float64)
+        torch.testing.assert_close(torch.autograd.grad((ours * w).sum(), x)[0], torch.autograd.grad((theirs * w).sum(), x)[0])
+        y = torch.randn(4, k)
+        torch.testing.assert_close(logsumexp(y, 1), torch.logsumexp(y, 1))
 
 
 def test_pyro_still_recompiles_jit_meanfield_on_every_call(small_vae, synthetic):
