@@ -270,6 +270,7 @@ def test_bf16_networks_compile_draw_for_draw_and_stay_near_fp32(jit, plain, synt
         vae.precision = torch.bfloat16
         assert vae.encode(x).dtype == torch.float32 and vae.q(x).mean.dtype == torch.float32
         assert_same(elbo, eager, vae, x, 0)
+        assert_same_step(elbo, eager, list(vae.parameters()), vae.model, vae.guide, x, 1)
         half = loss_and_grads(eager, vae, x, 0)[0]
     assert half != full and abs(half - full) < 0.01 * abs(full)
 
