@@ -29,11 +29,12 @@ uncompiled with one warning.
 A training step (``loss_and_grads``) is one graph more: the tracer also records the backward pass
 that ``torch.autograd.grad`` runs, so the step runs forward and backward in one interpreter call,
 with no autograd graph built or walked, and adds the gradients to ``.grad`` as autograd would
-(the default MNIST step: 1.04-1.08x hand-written PyTorch with fused Adam). A backward formula can read a tensor made inside one traced
-op (``F.linear``'s W^T, hence ``networks.Linear``), which the graph would replay as a constant; so
-the graph is checked once against autograd at moved parameters, reordered data and another draw,
-and where torch refuses it or the check fails the step runs the loss graph and ``backward()``, the
-same numbers. Hooks on parameters' gradients do not run in a one-graph step: use the uncompiled
+(the default MNIST step: 1.04-1.08x hand-written PyTorch with fused Adam). A backward formula can
+read a tensor made inside one traced op (``F.linear``'s W^T, hence ``networks.Linear``), which the
+graph would replay as a constant; so the graph is checked once against autograd at moved
+parameters, reordered data and another draw, and where torch refuses it or the check fails the
+step runs the loss graph and ``backward()``, the same numbers. Hooks on parameters' gradients do
+not run in a one-graph step: use the uncompiled
 estimator (``meanfield``, ``trace``) for them.
 """
 
