@@ -5,6 +5,8 @@ parameters of one shape) and Pyro's plates ``expand`` every site's distribution 
 batch shape (an ``expand`` per parameter, even to the shape it has). Each is a view in the forward
 pass and a node in the backward pass, on every step. ``SameShape`` skips both where the shapes
 already agree, which on the default model is every step; other shapes take torch's own path.
+``logsumexp`` and ``log_softmax`` compute what torch's do with a backward pass that a traced
+backward can follow (see ``compiled.py``).
 """
 
 import torch
@@ -30,3 +32,23 @@ class SameShape:
         if _instance is None:  # torch's expand refuses a subclass with its own __init__ unless given the instance
             _instance = type(self).__new__(type(self))
         return super().expand(batch_shape, _instance)
+
+
+def logsumexp(x, dim=0):
+    """log sum_k exp(x_k) along ``dim``. With a gradient to come, as a tree of ``torch.logaddexp``
+    (ceil(log2 K) steps), whose backward reads only its inputs: torch.logsumexp's backward reads its
+    output, which a traced backward cannot follow (a compiled step would not be one graph). Without
+    one, torch.logsumexp (one kernel)."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return torch.logsumexp(x, dim)
+    x = x.movedim(dim, 0)
+    while x.shape[0] > 1:
+        half = x.shape[0] // 2
+        pairs = torch.logaddexp(x[:half], x[half:2 * half])
+        x = torch.cat([pairs, x[2 * half:]]) if x.shape[0] % 2 else pairs
+    return x[0]
+
+
+def log_softmax(x, dim=-1):
+    """x - log sum exp x along ``dim``: torch's log_softmax, whose backward reads its output, made of ``logsumexp``."""
+    return x - logsumexp(x, dim).unsqueeze(dim)

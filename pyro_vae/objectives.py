@@ -25,6 +25,7 @@ from pyro.infer.enum import get_importance_trace
 from pyro.poutine.util import prune_subsample_sites
 
 from .compiled import CompiledELBO
+from .distributions import logsumexp
 from .errors import ConfigError
 
 
@@ -136,18 +137,6 @@ class ParticleObjective(LossFromDifferentiable, ELBO):
         trace.compute_log_prob()
         at_fixed_z = sum(trace.nodes[s["name"]]["log_prob"] for s in guide_sites) / scale
         return log_q - at_fixed_z + at_fixed_z.detach()
-
-
-def logsumexp(x, dim=0):
-    """log sum_k exp(x_k) along ``dim``, as a tree of ``torch.logaddexp`` (ceil(log2 K) steps). Its
-    backward reads only its inputs; torch.logsumexp's (and exp's) reads their outputs, which a traced
-    backward cannot follow, so a compiled IWAE step could not be one graph."""
-    x = x.movedim(dim, 0)
-    while x.shape[0] > 1:
-        half = x.shape[0] // 2
-        pairs = torch.logaddexp(x[:half], x[half:2 * half])
-        x = torch.cat([pairs, x[2 * half:]]) if x.shape[0] % 2 else pairs
-    return x[0]
 
 
 class RenyiBound(CompiledELBO, ParticleObjective):

@@ -10,9 +10,10 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from torch import nn
-from torch.nn.functional import log_softmax, softplus
+from torch.nn.functional import softplus
 
 from .checks import positive
+from .distributions import log_softmax, logsumexp
 from .networks import AutoregressiveFlow
 from .posteriors import DiagonalNormal
 from .registry import Registry
@@ -131,7 +132,7 @@ class DiagonalNormalMixture(dist.TorchDistribution):
         flat = z.reshape(-1, L).double()
         quad = flat.pow(2) @ prec.T - 2 * flat @ (locs * prec).T + (locs.pow(2) * prec).sum(-1)
         log_comp = -0.5 * quad - self.scales.double().log().sum(-1) - 0.5 * L * math.log(2 * math.pi)
-        log_p = torch.logsumexp(log_comp + log_softmax(self.logits.double(), -1), dim=-1)
+        log_p = logsumexp(log_comp + log_softmax(self.logits.double(), -1), dim=-1)
         return log_p.to(z.dtype).reshape(z.shape[:-1])
 
     def sample(self, sample_shape=torch.Size()):

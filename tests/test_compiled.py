@@ -168,21 +168,30 @@ def test_our_particle_objectives_compile_and_match_eager(spec, small_vae, synthe
 
 
 def test_logsumexp_by_logaddexp_equals_torchs():
-    """The particle objectives' log-sum-exp (a logaddexp tree, whose backward reads its inputs only):
-    torch.logsumexp's values and gradients, for any K, along any dim, with -inf entries."""
-    from pyro_vae.objectives import logsumexp
+    """distributions.logsumexp (a logaddexp tree where a gradient follows, whose backward reads its
+    inputs only) and log_softmax: torch's values and gradients, for any K, along any dim, with -inf."""
+    from pyro_vae.distributions import log_softmax, logsumexp
 
     for k in (1, 2, 3, 5, 8, 13):
         x = (torch.randn(k, 7, dtype=torch.float64) * 30).requires_grad_()
         if k > 1:  # a point whose first particle has weight 0
             with torch.no_grad():
                 x[0, 0] = -float("inf")
-        ours, theirs = logsumexp(x, 0), torch.logsumexp(x, 0)
-        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
         w = torch.randn(7, dtype=torch.float64)
-        torch.testing.assert_close(torch.autograd.grad((ours * w).sum(), x)[0], torch.autograd.grad((theirs * w).sum(), x)[0])
-        y = torch.randn(4, k)
+        for dim in (0, -2):
+            ours, theirs = logsumexp(x, dim), torch.logsumexp(x, dim)
+            assert ours.grad_fn.name() != theirs.grad_fn.name()  # the tree, not torch's op
+            torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(torch.autograd.grad((ours * w).sum(), x)[0],
+                                       torch.autograd.grad((theirs * w).sum(), x)[0])
+        y = torch.randn(4, k, dtype=torch.float64, requires_grad=True)
         torch.testing.assert_close(logsumexp(y, 1), torch.logsumexp(y, 1))
+        v = torch.randn(4, k, dtype=torch.float64)
+        ours, theirs = log_softmax(y, -1), torch.log_softmax(y, -1)
+        torch.testing.assert_close(ours, theirs)
+        torch.testing.assert_close(torch.autograd.grad((ours * v).sum(), y)[0], torch.autograd.grad((theirs * v).sum(), y)[0])
+        with torch.no_grad():  # no gradient to come: torch's own kernel
+            assert torch.equal(logsumexp(y, 1), torch.logsumexp(y, 1))
 
 
 def test_pyro_still_recompiles_jit_meanfield_on_every_call(small_vae, synthetic):
