@@ -19,7 +19,15 @@ from .registry import Registry
 ENCODERS = Registry("model.encoder")
 DECODERS = Registry("model.decoder")
 
-_ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+class ReLU(nn.Threshold):
+    """max(x, 0) as ``threshold(x, 0, 0)``: nn.ReLU's values and gradients (0 at x = 0), but its backward
+    reads x, not the output, so a compiled step can hold the backward pass (``compiled.py``)."""
+
+    def __init__(self):
+        super().__init__(0.0, 0.0)
+
+
+_ACTIVATIONS = {"softplus": nn.Softplus, "relu": ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
 
 def _activation(name):

@@ -427,3 +427,22 @@ def test_a_traced_backward_that_would_replay_a_stale_tensor_is_refused(synthetic
         _, right = step_grads(eager, params, model, guide, second, 1)
         assert len(one_graph_steps(unchecked)) == 1
         assert not torch.allclose(wrong[0], right[0], rtol=1e-3, atol=1e-3)  # the encoder's weight
+
+
+def test_relu_networks_step_as_one_graph_with_nn_relus_numbers(synthetic):
+    """networks.ReLU is threshold(x, 0, 0): nn.ReLU's values and gradients (0 at exactly 0), with a
+    backward that reads its input, so a relu MLP's compiled step is one graph, equal to eager."""
+    from pyro_vae.networks import ReLU
+
+    x = torch.tensor([-1.0, 0.0, 0.0, 2.0, -0.0, 3.5], requires_grad=True)
+    ours, theirs = ReLU()(x), torch.nn.ReLU()(x)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(torch.autograd.grad(ours.sum(), x)[0], torch.autograd.grad(theirs.sum(), x)[0])
+    cfg = small_config("model.encoder.activation='relu'", "model.decoder.activation='relu'")
+    vae = build_vae(cfg, synthetic.data_shape)
+    elbo, eager = build_elbo(small_config()), build_elbo(small_config("train.elbo.kind=meanfield"))
+    x = synthetic.example_batch(16)
+    with pyro.validation_enabled(False):
+        for seed in (0, 1):
+            assert_same_step(elbo, eager, list(vae.parameters()), vae.model, vae.guide, x, seed)
+    assert len(one_graph_steps(elbo)) == 1
