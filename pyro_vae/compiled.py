@@ -34,10 +34,10 @@ read a tensor made inside one traced op (``F.linear``'s W^T, hence ``networks.Li
 graph would replay as a constant; so the graph is checked once against autograd at moved
 parameters, reordered data and another draw, and where torch refuses it or the check fails the
 step runs the loss graph and ``backward()``, the same numbers. Hooks on parameters' gradients do
-not run in a one-graph step: use the uncompiled
-estimator (``meanfield``, ``trace``) for them.
+not run in a one-graph step: use the uncompiled estimator (``meanfield``, ``trace``) for them.
 """
 
+import contextlib
 import functools
 import warnings
 
@@ -143,9 +143,9 @@ class _Traced:
 
     def _check(self, fn, params, inputs):
         """Raise ``_Uncompiled`` unless the graph equals ``fn`` at other values of everything it reads."""
-        others = [_other(a) for a in inputs]
         if not any(a.dim() and a.shape[0] > 1 for a in inputs):  # nothing to reorder: the data are unchecked
             raise _Uncompiled("a batch of one point")
+        others = [_other(a) for a in inputs]
         saved, rng = [p.detach().clone() for p in params], pyro.util.get_rng_state()
         noise = torch.Generator().manual_seed(0)
         try:
@@ -247,10 +247,9 @@ class CompiledELBO:
                     graph.trace(*inputs)
                     pyro.util.set_rng_state(rng)
                 params = graph.params()
-                if graph.grads:  # the gradients are outputs: no autograd graph to record
-                    with torch.no_grad():
-                        return graph.graph(*params, *inputs), params
-                return graph.graph(*params, *inputs), params
+                # a step's gradients are outputs of its graph: no autograd graph to record
+                with torch.no_grad() if graph.grads else contextlib.nullcontext():
+                    return graph.graph(*params, *inputs), params
         except _ParamsGone:  # the param store was cleared: trace again, which registers them anew
             del self._graphs[key]
             raise

@@ -27,10 +27,10 @@ class SameShape:
         return True
 
     def expand(self, batch_shape, _instance=None):
-        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
-            return self
-        if _instance is None:  # torch's expand refuses a subclass with its own __init__ unless given the instance
-            _instance = type(self).__new__(type(self))
+        if _instance is None:
+            if torch.Size(batch_shape) == self.batch_shape:
+                return self
+            _instance = type(self).__new__(type(self))  # torch's expand refuses a subclass with its own __init__ otherwise
         return super().expand(batch_shape, _instance)
 
 
