@@ -2,7 +2,7 @@
 written as PNG files, read back batch by batch by a DataLoader (``data.dataset = "image_folder"``),
 against the in-memory MNIST tensor, with the default model and loop (batch 128, jit_meanfield).
 
-    PYRO_VAE_DATA=../shared/data python benchmarks/dataloader.py [--workers 2] [--rounds 2] [--folder DIR]
+    PYRO_VAE_DATA=../shared/data python benchmarks/dataloader.py [--workers auto] [--rounds 2] [--folder DIR]
 
 The PNG folder is written once (to ``--folder``, default a temporary folder) and reused if it is
 there. Each round trains one whole epoch from memory, then one whole epoch from the PNG files (its
@@ -23,6 +23,7 @@ import torch
 import pyro_vae
 from pyro_vae.builder import load_config_data, prepare
 from pyro_vae.data import load_data
+from pyro_vae.images import pyspng, resolve_workers
 from pyro_vae.train import _epoch_generator, svi_step
 
 
@@ -57,7 +58,8 @@ def epoch(data, cfg, name, epoch_number):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=2, help="epochs of each variant, alternating")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--workers", type=lambda v: v if v == "auto" else int(v), default="auto",
+                   help="DataLoader worker processes, or auto (data.workers' default: none on a CPU of under 4 threads)")
     p.add_argument("--folder", default=None, help="where the PNG files go (kept); default: a temporary folder")
     args = p.parse_args()
     cfg = pyro_vae.load_config()
@@ -69,10 +71,11 @@ def main():
         write_pngs(grey.train, grey.train_labels, folder / "train")
         write_pngs(grey.test, grey.test_labels, folder / "test")
         streamed = load_data("image_folder", path=str(folder), binarize="dynamic", workers=args.workers)
-        threads = torch.get_num_threads()
-        print(f"torch {torch.__version__}, {threads} threads ({max(1, threads - args.workers) if args.workers else threads}"
-              f" while reading PNG files), {args.workers} DataLoader workers, batch {cfg['data']['batch_size']}, "
-              f"{args.rounds} rounds of one epoch each\n")
+        threads, workers = torch.get_num_threads(), resolve_workers(args.workers, "cpu")
+        decoder = "libspng (pyspng)" if pyspng is not None else "PIL"
+        print(f"torch {torch.__version__}, {threads} threads ({max(1, threads - workers) if workers else threads}"
+              f" while reading PNG files), {workers} DataLoader workers (--workers {args.workers}), PNG decoded by "
+              f"{decoder}, batch {cfg['data']['batch_size']}, {args.rounds} rounds of one epoch each\n")
         best = {"in memory": 0.0, "PNG files": 0.0}
         for r in range(1, args.rounds + 1):
             for name, data in (("in memory", memory), ("PNG files", streamed)):

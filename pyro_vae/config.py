@@ -13,7 +13,7 @@ import tomli_w
 import torch
 
 
-from .checks import number
+from .checks import describe, number
 from .errors import ConfigError
 
 DEFAULTS = {
@@ -28,7 +28,7 @@ DEFAULTS = {
         "batch_size": 128,
         "download": True,
         "image_size": 0,
-        "workers": 2,
+        "workers": "auto",
         "test_size": 10000,
         "labels": 0,
         "labelled_batch": 0,
@@ -94,7 +94,8 @@ _BOUNDS = {
     "seed": dict(integer=True, low=0, high=2**32 - 1),
     "data.batch_size": dict(integer=True, low=1),
     "data.image_size": dict(integer=True, low=0, high=4096, hint=" (pixels; 0: as stored)"),
-    "data.workers": dict(integer=True, low=0, high=256, hint=" (DataLoader worker processes for data read from disk)"),
+    "data.workers": dict(integer=True, low=0, high=256,
+                         hint=" (DataLoader worker processes for data read from disk)"),
     "data.test_size": dict(integer=True, low=0, hint=" (test images held in memory; 0: all)"),
     "model.latent_dim": dict(integer=True, low=1),
     "data.labels": dict(integer=True, low=0, hint=" (m2: labelled training points, balanced over the classes)"),
@@ -114,6 +115,8 @@ _BOUNDS = {
     "eval.iwae_samples": dict(integer=True, low=1),
     "eval.batch_size": dict(integer=True, low=1),
 }
+#: integer keys that also take one word (a default worked out at run time): key -> the word
+_OR_WORD = {"data.workers": "auto"}
 #: keys with a fixed set of values
 _CHOICES = {"data.binarize": ("none", "dynamic", "static"), "train.precision": ("fp32", "bf16")}
 
@@ -128,6 +131,15 @@ def _check_type(key, value, default):
     if not ok:
         raise ConfigError(f"{key} must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
     return float(value) if kind is float else value
+
+
+def _number_or_word(key, value):
+    bounds = _BOUNDS[key]
+    try:
+        return number(key, value, **bounds)
+    except ConfigError:
+        what = describe(bounds.get("integer", False), bounds.get("low"), bounds.get("high"), bounds.get("strict", False))
+        raise ConfigError(f"{key} must be \"{_OR_WORD[key]}\" or {what}, got {value!r}{bounds.get('hint', '')}") from None
 
 
 def validate(cfg):
@@ -150,6 +162,8 @@ def validate(cfg):
                 if not isinstance(value, dict):
                     raise ConfigError(f"{dotted} is a section; write [{dotted}] with keys {', '.join(dst[key])}")
                 merge(dst[key], value, dotted + ".")
+            elif dotted in _OR_WORD:  # the word, or a number within the key's bounds
+                dst[key] = value if value == _OR_WORD[dotted] else _number_or_word(dotted, value)
             else:
                 dst[key] = _check_type(dotted, value, dst[key])
                 if dotted in _BOUNDS:

@@ -155,7 +155,7 @@ def _binarize(x, seed):
 
 
 def load_data(dataset="mnist", root=DEFAULT_ROOT, path="", binarize="dynamic", download=True, seed=0, image_size=0,
-              workers=2, test_size=10000):
+              workers="auto", test_size=10000):
     """Load a dataset by name and apply the binarisation; see the module docstring. Datasets read
     from disk batch by batch (``images``: image_folder, cifar10, celeba) also take ``image_size``,
     ``workers`` and ``test_size``."""

@@ -3,14 +3,15 @@
 The training images stay on disk: each batch is read by a ``torch.utils.data.DataLoader``
 (``data.workers`` worker processes, pinned memory for a GPU) over the indices of the run's
 per-epoch permutation, so the order, and so exact resume, is a function of seed and epoch as on
-the in-memory path. On a CPU, training takes torch's threads less one per worker (at least one)
-while an epoch reads, as the workers decode on the same cores.
+the in-memory path. ``data.workers = "auto"`` reads in the training process on a CPU of fewer
+than 4 threads (``resolve_workers``); with workers on a CPU, training takes torch's threads less
+one per worker (at least one) while an epoch reads, as the workers decode on the same cores.
 
-Images are decoded by PIL, resized and centre-cropped to ``data.image_size`` (0: as stored), and
-scaled to [0, 1] (8-bit levels k / 255). A file is read in one call and PIL decodes its bytes, told
-the format when the PNG signature names it (half the time of ``Image.open`` on the path for small
-images); a worker decodes a whole batch into one array. The test images (at most
-``data.test_size``, a fixed subset) are held in memory, as evaluation reads them every epoch.
+A file is read in one call; PNG files are decoded by libspng (``pyspng``) where that gives PIL's
+pixels exactly (``spng_decodes``), everything else by PIL. Images are resized and centre-cropped to
+``data.image_size`` (0: as stored) and scaled to [0, 1] (8-bit levels k / 255); a batch at the
+stored size is decoded into one array. The test images (at most ``data.test_size``, a fixed
+subset) are held in memory, as evaluation reads them every epoch.
 """
 
 import io
@@ -18,6 +19,7 @@ import os
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .data import DATASETS, TEST_BINARIZE_SEED, Data
@@ -25,6 +27,20 @@ from .errors import ConfigError, DataError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_FIRST_READ = 1 << 16  # bytes: a file's first read, enough for most images without asking its size
+
+try:
+    import pyspng  # libspng: a small PNG decodes about 6x faster than by PIL
+except ImportError:  # a platform without its wheel: PIL decodes every file
+    pyspng = None
+
+
+def spng_decodes(data, mode):
+    """Whether ``data`` is a PNG that libspng decodes to ``mode`` ("L" or "RGB") with exactly the
+    pixels of PIL's ``convert(mode)``: at most 8 bits a sample, and grey to grey or anything to RGB
+    (PIL clips 16-bit levels and turns colour into grey by its luma formula; those go to PIL)."""
+    return (pyspng is not None and len(data) > 28 and data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+            and data[24] <= 8 and (mode == "RGB" or data[25] == 0))
 
 
 def _transform(image_size, pil=True):
@@ -37,11 +53,9 @@ def _transform(image_size, pil=True):
 class ImageFiles(Dataset):
     """Image files as uint8 tensors (C, H, W): grey (C = 1) if the first image is grey, else RGB
     (C = 3), every image converted to that mode; label i for files in the i-th class subfolder.
-    Decoded by PIL (any format it reads)."""
+    Any format PIL reads; PNG mostly by libspng (see the module docstring)."""
 
     def __init__(self, files, labels, image_size):
-        from PIL import Image
-
         self.files, self.labels = list(files), labels
         self.resize = _transform(image_size, pil=False)
         self.shape, self.reference = None, self.files[0]
@@ -55,26 +69,39 @@ class ImageFiles(Dataset):
     def __len__(self):
         return len(self.files)
 
-    def _image(self, i):
-        """File i as a decoded PIL image in the run's mode: the bytes are read in one call and PIL is
-        told the format when the PNG signature names it (half the time of ``Image.open`` on a path)."""
-        from PIL import Image
-
+    def _bytes(self, i):
+        """File i's bytes: one read of up to 64 KiB (an image's size is rarely asked of the file
+        system: it costs as much as the read), then the rest if there is more."""
         try:
             fd = os.open(self.files[i], os.O_RDONLY)
             try:
-                data = os.read(fd, os.fstat(fd).st_size)
+                data = os.read(fd, _FIRST_READ)
+                if len(data) == _FIRST_READ:
+                    data += os.read(fd, max(1, os.fstat(fd).st_size - _FIRST_READ))
+                    while len(more := os.read(fd, 1 << 20)):  # a file that grew since fstat
+                        data += more
+                return data
             finally:
                 os.close(fd)
+        except OSError as e:
+            raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None
+
+    def _pixels(self, i):
+        """File i's pixels, (H, W, C) uint8 in the run's mode: by libspng where it decodes the file as
+        PIL would (``spng_decodes``), otherwise by PIL, which also reports a damaged file."""
+        data = self._bytes(i)
+        if spng_decodes(data, self.mode):
+            try:
+                a = pyspng.load(data, format=self.mode)
+                return a.reshape(a.shape[0], a.shape[1], -1)
+            except Exception:  # noqa: BLE001 -- whatever libspng refuses, PIL decodes or explains
+                pass
+        try:
             im = Image.open(io.BytesIO(data), formats=("PNG",) if data[:8] == PNG_SIGNATURE else None)
             im.load()
         except OSError as e:
             raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None
-        return im if im.mode == self.mode else im.convert(self.mode)
-
-    def _pixels(self, i):
-        """File i's pixels, (H, W, C) uint8 (read-only, over PIL's bytes)."""
-        im = self._image(i)
+        im = im if im.mode == self.mode else im.convert(self.mode)
         return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.size[1], im.size[0], -1)
 
     def _decode(self, i):
@@ -97,10 +124,11 @@ class ImageFiles(Dataset):
             xs, ys = zip(*(self[i] for i in indices))
             return Batch(torch.stack(xs), torch.as_tensor(ys))
         c, h, w = self.shape
-        out = np.empty((len(indices), h, w, c), dtype=np.uint8)
+        out, pixels = np.empty((len(indices), h, w, c), dtype=np.uint8), self._pixels
         for k, i in enumerate(indices):
-            a = self._pixels(i)
-            self._check(i, (a.shape[2], *a.shape[:2]))
+            a = pixels(i)
+            if a.shape != (h, w, c):
+                self._check(i, (a.shape[2], *a.shape[:2]))
             out[k] = a
         y = [self.labels[i] for i in indices] if self.labels is not None else [-1] * len(indices)
         return Batch(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(y))
@@ -136,10 +164,24 @@ class _Images(Dataset):
         return x, (y if isinstance(y, int) else -1)
 
 
+def resolve_workers(workers, device):
+    """``data.workers`` as a count: an integer as given; "auto" on a CPU is a quarter of torch's
+    threads, so none below 4: decoding then runs in the training process between steps, which on 2
+    cores beats workers that take training's cores (0.71 against 0.47-0.55 of the in-memory speed,
+    ``benchmarks/dataloader.py``); on a GPU it is the cores this process may use (its share of the
+    machine's under torchrun) less one, at most 8."""
+    if workers != "auto":
+        return workers
+    if torch.device(device).type == "cpu":
+        return torch.get_num_threads() // 4
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) - 1))
+
+
 class StreamedData(Data):
     """``Data`` whose training points are read from disk batch by batch (see the module docstring)."""
 
-    def __init__(self, source, test, test_labels=None, binarize="none", workers=2, device=None):
+    def __init__(self, source, test, test_labels=None, binarize="none", workers="auto", device=None):
         x0 = source[0][0]
         super().__init__(train=None, test=test, train_labels=None, test_labels=test_labels, binarize=binarize)
         self.source, self.workers = source, workers
@@ -169,14 +211,14 @@ class StreamedData(Data):
     def _load(self, rows, labels=False):
         if not rows:
             return
-        loader = DataLoader(self.source, batch_sampler=[r.tolist() for r in rows], num_workers=self.workers,
-                            collate_fn=collate,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False,
-                            prefetch_factor=4 if self.workers else None)
+        workers = resolve_workers(self.workers, self.device)
+        loader = DataLoader(self.source, batch_sampler=[r.tolist() for r in rows], num_workers=workers,
+                            collate_fn=collate, pin_memory=self.device.type == "cuda", persistent_workers=False,
+                            prefetch_factor=4 if workers else None)
         threads = torch.get_num_threads()
-        share = self.workers and self.device.type == "cpu" and threads > 1
+        share = workers and self.device.type == "cpu" and threads > 1
         if share:  # the workers decode on the same cores: training takes the rest, not all of them
-            torch.set_num_threads(max(1, threads - self.workers))
+            torch.set_num_threads(max(1, threads - workers))
         try:
             for x, y in loader:
                 yield x.to(self.device, non_blocking=True).float().div_(255), y.to(self.device) if labels else None
@@ -239,7 +281,7 @@ def _image_files(folder):
     return [e.path for e in entries if e.is_file() and is_image(e.name)], None
 
 
-def load_image_folder(root, path, download, image_size=0, workers=2, test_size=10000, binarize="none", seed=0):
+def load_image_folder(root, path, download, image_size=0, workers="auto", test_size=10000, binarize="none", seed=0):
     """``data.path``: a folder of images, flat or one subfolder per class; with ``train/`` and
     ``test/`` subfolders those are the splits, otherwise a fixed 10% of the images is the test set."""
     if not path:
@@ -268,7 +310,7 @@ def load_image_folder(root, path, download, image_size=0, workers=2, test_size=1
 
 
 def _torchvision(name, make, files):
-    def load(root, path, download, image_size=0, workers=2, test_size=10000, binarize="none", seed=0):
+    def load(root, path, download, image_size=0, workers="auto", test_size=10000, binarize="none", seed=0):
         try:
             train, test = (_Images(make(root, split, _transform(image_size))) for split in (True, False))
         except (RuntimeError, OSError) as e:

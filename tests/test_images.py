@@ -139,34 +139,73 @@ def test_image_folder_with_train_and_test_subfolders_uses_them(tmp_path):
     assert torch.equal((data.test * 255).round(), data.test * 255)  # 8-bit levels
 
 
+def interlaced_png(a):
+    """PNG bytes of an 8-bit grey (H, W) or RGB (H, W, 3) array in Adam7 interlace (PIL writes none)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    h, w = a.shape[:2]
+    rows = b""
+    for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+        sub = a[y0::dy, x0::dx]
+        if sub.size:
+            rows += b"".join(b"\0" + r.tobytes() for r in sub)  # filter type 0 on every row
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2 if a.ndim == 3 else 0, 0, 0, 1)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("decoder", ["libspng", "PIL"])
 @pytest.mark.parametrize("run_mode", ["L", "RGB"])
-def test_every_png_flavour_and_jpeg_decode_to_what_pil_gives(tmp_path, run_mode):
+def test_every_png_flavour_and_jpeg_decode_to_what_pil_gives(tmp_path, run_mode, decoder, monkeypatch):
     """Decoding from the file's bytes gives what PIL's ``convert`` to the run's mode gives, for every
-    kind of file (8-bit grey and RGB, palette, alpha, 16 bits, 1 bit, JPEG)."""
+    kind of file (8-bit grey and RGB, palette, alpha, transparency, 16 bits, 1 and 4 bits, interlaced,
+    over 64 KiB, JPEG), whether libspng decodes the PNG files it can or PIL decodes them all."""
+    from pyro_vae import images
     from pyro_vae.images import ImageFiles
 
+    if decoder == "PIL":
+        monkeypatch.setattr(images, "pyspng", None)
     rng = np.random.default_rng(0)
     grey = (rng.random((9, 7)) * 255).astype(np.uint8)
     rgb = (rng.random((9, 7, 3)) * 255).astype(np.uint8)
-    images = {"grey.png": Image.fromarray(grey), "rgb.png": Image.fromarray(rgb),
-              "palette.png": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=7),
-              "la.png": Image.fromarray(grey).convert("LA"), "rgba.png": Image.fromarray(rgb).convert("RGBA"),
-              "bits16.png": Image.fromarray(grey.astype(np.uint16) * 257), "bit1.png": Image.fromarray(grey > 127),
-              "jpeg.jpg": Image.fromarray(rgb)}
+    images_ = {"grey.png": Image.fromarray(grey), "rgb.png": Image.fromarray(rgb),
+               "palette.png": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=7),
+               "palette4.png": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
+               "la.png": Image.fromarray(grey).convert("LA"), "rgba.png": Image.fromarray(rgb).convert("RGBA"),
+               "bits16.png": Image.fromarray(grey.astype(np.uint16) * 257), "bit1.png": Image.fromarray(grey > 127),
+               "jpeg.jpg": Image.fromarray(rgb)}
     files = []
-    for name, im in images.items():
-        im.save(tmp_path / name)
+    for name, im in images_.items():
+        im.save(tmp_path / name, **({"bits": 4} if name == "palette4.png" else {}))
         files.append(str(tmp_path / name))
+    grey_trns = Image.fromarray(grey)
+    grey_trns.info["transparency"] = int(grey[0, 0])
+    grey_trns.save(tmp_path / "grey_trns.png", transparency=int(grey[0, 0]))
+    big = (rng.random((160, 160, 3)) * 255).astype(np.uint8)  # noise: the file is over 64 KiB
+    Image.fromarray(big).save(tmp_path / "big.png")
+    assert os.path.getsize(tmp_path / "big.png") > 1 << 16
+    (tmp_path / "adam7_grey.png").write_bytes(interlaced_png(grey))
+    (tmp_path / "adam7_rgb.png").write_bytes(interlaced_png(rgb))
+    files += [str(tmp_path / n) for n in ("grey_trns.png", "big.png", "adam7_grey.png", "adam7_rgb.png")]
     first = files[0] if run_mode == "L" else files[1]
     data = ImageFiles([first] + files, None, image_size=0)
     assert data.mode == run_mode
+    calls = []
+    if decoder == "libspng":
+        monkeypatch.setattr(images.pyspng, "load", lambda b, format, load=images.pyspng.load: calls.append(1) or
+                            load(b, format=format))
     for i, f in enumerate(data.files):
         with Image.open(f) as im:
             want = np.asarray(im.convert(run_mode))
         want = torch.from_numpy(want.copy())
         want = want.unsqueeze(0) if want.dim() == 2 else want.permute(2, 0, 1)
-        got = data[i][0]
+        got = data._decode(i)
         assert got.dtype == torch.uint8 and torch.equal(got, want), f
+    if decoder == "libspng":  # grey PNGs at 8 bits or fewer in an L run; every PNG of 8 bits or fewer in an RGB run
+        assert len(calls) == (5 if run_mode == "L" else 12), len(calls)
 
 
 def test_a_batch_read_whole_equals_its_images_read_one_by_one_and_threads_come_back(tmp_path):
@@ -201,3 +240,39 @@ def test_resnet_networks_map_images_to_features_and_back(size):
     assert dec(torch.randn(2, 5, 6)).shape == (2, 5, 2 * 3 * size * size)
     with pytest.raises(ConfigError, match="divisible by 8"):
         ResNetEncoder((3, 36, 36), widths=[8, 16, 32])
+
+
+def test_auto_workers_read_in_the_training_process_on_a_small_cpu_and_use_the_cores_on_a_gpu(tmp_path, monkeypatch):
+    from pyro_vae.config import apply_overrides, validate
+    from pyro_vae.images import resolve_workers
+
+    before = torch.get_num_threads()
+    try:
+        for threads, want in [(1, 0), (2, 0), (3, 0), (4, 1), (8, 2)]:
+            torch.set_num_threads(threads)
+            assert resolve_workers("auto", "cpu") == want
+        torch.set_num_threads(2)  # "auto" on 2 threads: no worker, so training keeps both threads
+        write_images(tmp_path / "imgs", 20, (8, 8))
+        data = load_data("image_folder", path=str(tmp_path / "imgs"), binarize="none", test_size=1)
+        assert data.workers == "auto"
+        it = data.batches(4, torch.Generator().manual_seed(0))
+        next(it)
+        assert torch.get_num_threads() == 2
+        it.close()
+    finally:
+        torch.set_num_threads(before)
+    assert resolve_workers(3, "cpu") == 3 and resolve_workers(0, "cuda") == 0  # a number is taken as given
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert resolve_workers("auto", "cuda") == 8  # the cores less one, at most 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 ranks share the machine's 16 cores
+    assert resolve_workers("auto", torch.device("cuda", 1)) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert resolve_workers("auto", "mps") == 1
+    # the config takes "auto" (the default) or a count, and says so when given anything else
+    assert validate({})["data"]["workers"] == "auto"
+    assert validate(apply_overrides({}, ["data.workers=auto"]))["data"]["workers"] == "auto"
+    assert validate(apply_overrides({}, ["data.workers=3"]))["data"]["workers"] == 3
+    for bad in ["Auto", "-1", "2.5", "true", "300"]:
+        with pytest.raises(ConfigError, match=r'data.workers must be "auto" or an integer from 0 to 256'):
+            validate(apply_overrides({}, [f"data.workers={bad}"]))
