@@ -185,6 +185,19 @@ class CompiledELBO:
         kwargs.setdefault("ignore_jit_warnings", True)
         super().__init__(*args, **kwargs)
         self._graphs, self._scalars = {}, {}
+        self._steps = {}  # how compiled training steps ran (in words) -> why not as one graph (None: it was)
+
+    @property
+    def step_path(self):
+        """How this estimator's training steps ran, in words (None before a compiled step): "one graph
+        (forward and backward)", or "compiled loss + autograd backward (why)", or "uncompiled (why)"."""
+        if not self._steps:
+            return None
+        return "; ".join(kind + (f" ({why})" if why else "") for kind, why in self._steps.items())
+
+    def _ran(self, kind, why=None):
+        if kind not in self._steps:
+            self._steps[kind] = why
 
     def _scalar(self, value, device):
         """A float as a 0-dim tensor graph input; the same tensor again for the same value (a constant
@@ -276,18 +289,23 @@ class CompiledELBO:
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         """The loss; its gradients added to the parameters' ``.grad``, as ``loss.backward()`` would."""
-        found = self._graph(model, guide, args, kwargs, grads=True)
+        found, refused = self._graph(model, guide, args, kwargs, grads=True), None
         if found is not None:
             try:
                 (loss, *grads), params = self._run(*found, args, kwargs)
             except _ParamsGone:
                 return self.loss_and_grads(model, guide, *args, **kwargs)
-            except _Uncompiled:
-                pass
+            except _Uncompiled as e:  # refused for good (the key is now _EAGER): this happens once
+                refused = _reason(e)
             else:
                 _accumulate([params[i] for i in found[1].wrt], grads, [a for a in args if isinstance(a, torch.Tensor)])
+                self._ran("one graph (forward and backward)")
                 return loss.item()
-        return super().loss_and_grads(model, guide, *args, **kwargs)
+        loss = super().loss_and_grads(model, guide, *args, **kwargs)
+        if refused is not None:
+            compiled = isinstance(self._graphs.get((False, *found[0][1:])), _Traced)
+            self._ran("compiled loss + autograd backward" if compiled else "uncompiled", refused)
+        return loss
 
     def _eager_loss(self, model, guide, *args, **kwargs):
         """The loss, uncompiled: its value is the estimate, its gradient the estimator's."""
@@ -297,6 +315,25 @@ class CompiledELBO:
             particle = surrogate if value is None else value + (surrogate - surrogate.detach())
             loss = particle if loss is None else loss + particle
         return loss if self.num_particles == 1 else loss / self.num_particles
+
+
+#: torch's refusals of a traced backward pass, in words
+_REFUSALS = {
+    "Cannot insert a Tensor that requires grad as a constant":
+        "a backward formula reads a tensor made inside an op, such as tanh's output or F.linear's weight transpose",
+    "unsupported argument type in the JIT tracer": "the tracer cannot record this backward pass (convolutions)",
+}
+
+
+def _reason(e):
+    """Why a graph was refused, in a few words: our own reason, a known refusal of torch's in words,
+    or torch's first line."""
+    cause = e.__cause__ if e.__cause__ is not None else e
+    if isinstance(cause, _Uncompiled):
+        return str(cause) or "refused"
+    line = (str(cause).strip().splitlines() or [""])[0]
+    known = [words for text, words in _REFUSALS.items() if text in line]
+    return known[0] if known else f"{type(cause).__name__}: {line[:120]}{'...' if len(line) > 120 else ''}"
 
 
 def _accumulate(params, grads, inputs=()):

@@ -365,6 +365,8 @@ def _train(cfg, folder, state, data, vae, elbo, optimizer, *, progress, log, cal
                 bpd += f"  test accuracy {r['test_accuracy']:.4f}" if "test_accuracy" in r else ""
                 log(f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}{bpd}  "
                     f"({seconds:.1f} s, {steps * batch_size / seconds:,.0f} images/s)")
+                if epoch == start + 1 and getattr(elbo, "step_path", None):  # compiled estimators: how they ran
+                    log(f"  {t['elbo']['kind']} steps ran as {elbo.step_path}")
         if main and save_grid(_samples(vae), folder.file(SAMPLES), nrow=8):
             log(f"wrote {folder.file(SAMPLES)}")
     except TrainingInterrupted as e:

@@ -415,6 +415,7 @@ def test_a_traced_backward_that_would_replay_a_stale_tensor_is_refused(synthetic
         for x, seed in ((first, 0), (second, 1)):
             assert_same_step(elbo, eager, params, model, guide, x, seed)
         assert one_graph_steps(elbo) == []
+        assert elbo.step_path == "compiled loss + autograd backward (the traced backward pass differs from autograd's)"
 
         unchecked = build_elbo(small_config())
         original = compiled._Traced._check
@@ -445,4 +446,22 @@ def test_relu_networks_step_as_one_graph_with_nn_relus_numbers(synthetic):
     with pyro.validation_enabled(False):
         for seed in (0, 1):
             assert_same_step(elbo, eager, list(vae.parameters()), vae.model, vae.guide, x, seed)
-    assert len(one_graph_steps(elbo)) == 1
+    assert len(one_graph_steps(elbo)) == 1 and elbo.step_path == "one graph (forward and backward)"
+
+
+def test_a_run_says_how_its_compiled_steps_ran(synthetic, tmp_path):
+    """After its first epoch a run says whether its steps ran as one graph, or why not (tanh saves its
+    output for its backward pass, which the tracer refuses); an estimator that has not stepped says nothing."""
+    from pyro_vae.train import train
+
+    assert build_elbo(small_config()).step_path is None
+    for activation, want in [("softplus", "jit_meanfield steps ran as one graph (forward and backward)"),
+                             ("tanh", "jit_meanfield steps ran as compiled loss + autograd backward (a backward "
+                                      "formula reads a tensor made inside an op, such as tanh's output")]:
+        lines = []
+        cfg = small_config("train.epochs=2", f"model.encoder.activation='{activation}'",
+                           f"model.decoder.activation='{activation}'")
+        train(cfg, tmp_path / activation, progress=False, data=synthetic, log=lines.append)
+        said = [line for line in lines if "steps ran as" in line]
+        assert len(said) == 1 and said[0].strip().startswith(want), lines
+        assert lines.index(said[0]) == 1 + next(i for i, line in enumerate(lines) if line.startswith("epoch   1"))
