@@ -162,7 +162,9 @@ def interlaced_png(a):
 def test_every_png_flavour_and_jpeg_decode_to_what_pil_gives(tmp_path, run_mode, decoder, monkeypatch):
     """Decoding from the file's bytes gives what PIL's ``convert`` to the run's mode gives, for every
     kind of file (8-bit grey and RGB, palette, alpha, transparency, 16 bits, 1 and 4 bits, interlaced,
-    over 64 KiB, JPEG), whether libspng decodes the PNG files it can or PIL decodes them all."""
+    gamma and significant-bits chunks, over 64 KiB, JPEG), whether libspng decodes the PNG files it can or PIL decodes them all."""
+    from PIL import PngImagePlugin
+
     from pyro_vae import images
     from pyro_vae.images import ImageFiles
 
@@ -189,7 +191,14 @@ def test_every_png_flavour_and_jpeg_decode_to_what_pil_gives(tmp_path, run_mode,
     assert os.path.getsize(tmp_path / "big.png") > 1 << 16
     (tmp_path / "adam7_grey.png").write_bytes(interlaced_png(grey))
     (tmp_path / "adam7_rgb.png").write_bytes(interlaced_png(rgb))
-    files += [str(tmp_path / n) for n in ("grey_trns.png", "big.png", "adam7_grey.png", "adam7_rgb.png")]
+    Image.fromarray(rgb).save(tmp_path / "rgb_trns.png", transparency=(1, 2, 3))
+    for name, a in (("gamma_grey.png", grey), ("gamma_rgb.png", rgb)):  # gamma and significant bits: not applied
+        info = PngImagePlugin.PngInfo()
+        info.add(b"gAMA", (100000).to_bytes(4, "big"))
+        info.add(b"sBIT", bytes([5] * (a.ndim * 2 - 1)))
+        Image.fromarray(a).save(tmp_path / name, pnginfo=info)
+    files += [str(tmp_path / n) for n in ("grey_trns.png", "big.png", "adam7_grey.png", "adam7_rgb.png", "rgb_trns.png",
+                                          "gamma_grey.png", "gamma_rgb.png")]
     first = files[0] if run_mode == "L" else files[1]
     data = ImageFiles([first] + files, None, image_size=0)
     assert data.mode == run_mode
@@ -205,7 +214,7 @@ def test_every_png_flavour_and_jpeg_decode_to_what_pil_gives(tmp_path, run_mode,
         got = data._decode(i)
         assert got.dtype == torch.uint8 and torch.equal(got, want), f
     if decoder == "libspng":  # grey PNGs at 8 bits or fewer in an L run; every PNG of 8 bits or fewer in an RGB run
-        assert len(calls) == (5 if run_mode == "L" else 12), len(calls)
+        assert len(calls) == (6 if run_mode == "L" else 15), len(calls)
 
 
 def test_a_batch_read_whole_equals_its_images_read_one_by_one_and_threads_come_back(tmp_path):
