@@ -38,9 +38,13 @@ except ImportError:  # a platform without its wheel: PIL decodes every file
 def spng_decodes(data, mode):
     """Whether ``data`` is a PNG that libspng decodes to ``mode`` ("L" or "RGB") with exactly the
     pixels of PIL's ``convert(mode)``: at most 8 bits a sample, and grey to grey or anything to RGB
-    (PIL clips 16-bit levels and turns colour into grey by its luma formula; those go to PIL)."""
-    return (pyspng is not None and len(data) > 28 and data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
-            and data[24] <= 8 and (mode == "RGB" or data[25] == 0))
+    (PIL clips 16-bit levels and turns colour into grey by its luma formula; those go to PIL), and
+    within PIL's decompression-bomb limit (a larger one goes to PIL, which refuses it)."""
+    if pyspng is None or len(data) < 29 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return False
+    pixels = int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+    return (data[24] <= 8 and (mode == "RGB" or data[25] == 0)
+            and (Image.MAX_IMAGE_PIXELS is None or pixels <= Image.MAX_IMAGE_PIXELS))
 
 
 def _transform(image_size, pil=True):
@@ -62,7 +66,7 @@ class ImageFiles(Dataset):
         try:
             with Image.open(self.files[0]) as im:
                 self.mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read the image {self.files[0]} ({e})") from None
         self.shape = tuple(self[0][0].shape)
 
@@ -99,7 +103,7 @@ class ImageFiles(Dataset):
         try:
             im = Image.open(io.BytesIO(data), formats=("PNG",) if data[:8] == PNG_SIGNATURE else None)
             im.load()
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None
         im = im if im.mode == self.mode else im.convert(self.mode)
         return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.size[1], im.size[0], -1)

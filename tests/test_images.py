@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -123,10 +124,20 @@ def test_a_corrupt_or_truncated_image_is_named_in_a_clear_error(tmp_path, worker
     whole = (tmp_path / "imgs" / names[3]).read_bytes()
     (tmp_path / "imgs" / names[3]).write_bytes(whole[:len(whole) // 2])  # truncated mid-stream
     (tmp_path / "imgs" / names[5]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image")  # a PNG signature only
+    bomb = bytearray(whole)  # an 8x8 PNG whose header claims 100,000 x 100,000 pixels
+    bomb[16:24] = (100_000).to_bytes(4, "big") * 2
+    bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")
+    (tmp_path / "imgs" / names[7]).write_bytes(bytes(bomb))
     data = load_data("image_folder", path=str(tmp_path / "imgs"), binarize="none", workers=workers, test_size=1)
     with pytest.raises(Exception, match=r"cannot read the image .*\.png .*remove or replace it") as e:
         list(data.batches(6, torch.Generator().manual_seed(0)))
     assert isinstance(e.value, DataError) or "DataError" in str(e.value)  # a worker's error comes back as text
+    from pyro_vae.images import ImageFiles
+
+    every = ImageFiles([str(tmp_path / "imgs" / n) for n in names], None, image_size=0)
+    for k in (3, 5, 7):  # each bad file, read alone, is named (the bomb by PIL's limit, never allocated)
+        with pytest.raises(DataError, match=rf"cannot read the image .*{names[k]} .*remove or replace it"):
+            every._pixels(k)
 
 
 def test_image_folder_with_train_and_test_subfolders_uses_them(tmp_path):
