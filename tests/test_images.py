@@ -296,3 +296,27 @@ def test_auto_workers_read_in_the_training_process_on_a_small_cpu_and_use_the_co
     for bad in ["Auto", "-1", "2.5", "true", "300"]:
         with pytest.raises(ConfigError, match=r'data.workers must be "auto" or an integer from 0 to 256'):
             validate(apply_overrides({}, [f"data.workers={bad}"]))
+
+
+def test_a_large_jpeg_to_be_resized_is_decoded_at_a_reduced_scale_close_to_the_full_decode(tmp_path):
+    """With data.image_size, a 1024x768 JPEG is decoded by libjpeg at 1/8 scale (128x96, still at least
+    64 on both sides) and then resized: within a level or two of resizing the full decode, and a PNG
+    or a JPEG kept at its size is decoded whole."""
+    from torchvision import transforms
+
+    from pyro_vae.images import ImageFiles
+
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8)).resize((1024, 768), Image.BICUBIC)
+    photo = np.clip(np.asarray(smooth, dtype=float) + rng.normal(0, 8, (768, 1024, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=90)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    files = [str(tmp_path / "photo.jpg"), str(tmp_path / "photo.png")]
+    resized, whole = ImageFiles(files, None, image_size=64), ImageFiles(files, None, image_size=0)
+    assert resized._pixels(0).shape == (96, 128, 3) and resized._pixels(1).shape == (768, 1024, 3)
+    assert whole._pixels(0).shape == (768, 1024, 3)
+    full = transforms.Compose([transforms.Resize(64, antialias=True), transforms.CenterCrop(64)])(whole._decode(0))
+    got = resized[0][0]
+    assert got.shape == full.shape == (3, 64, 64) and got.dtype == torch.uint8
+    diff = (got.float() - full.float()).abs()
+    assert diff.mean() < 2.0 and diff.max() < 16  # levels of 255: another antialiased downscale, not another image
