@@ -48,11 +48,28 @@ def spng_decodes(data, mode):
             and (Image.MAX_IMAGE_PIXELS is None or pixels <= Image.MAX_IMAGE_PIXELS))
 
 
+class Draft:
+    """A transform of a PIL image not yet loaded that will be made ``size`` or larger on each side:
+    a JPEG is then decoded by libjpeg at the smallest 1/2, 1/4 or 1/8 scale still that large (PIL's
+    ``draft``, as its ``thumbnail`` does); any other image passes unchanged."""
+
+    def __init__(self, size):
+        self.size = (size, size)
+
+    def __call__(self, im):
+        im.draft(None, self.size)
+        return im
+
+
 def _transform(image_size, pil=True):
+    """Resize (shorter side) and centre-crop to ``image_size`` (0: nothing), on PIL images (then to a
+    uint8 tensor, with ``Draft`` first) or on tensors."""
     from torchvision import transforms
 
     steps = [transforms.Resize(image_size, antialias=True), transforms.CenterCrop(image_size)] if image_size else []
-    return transforms.Compose([*steps, transforms.PILToTensor()] if pil else steps)
+    if not pil:
+        return transforms.Compose(steps)
+    return transforms.Compose([*([Draft(image_size)] if image_size else []), *steps, transforms.PILToTensor()])
 
 
 class ImageFiles(Dataset):

@@ -320,3 +320,12 @@ def test_a_large_jpeg_to_be_resized_is_decoded_at_a_reduced_scale_close_to_the_f
     assert got.shape == full.shape == (3, 64, 64) and got.dtype == torch.uint8
     diff = (got.float() - full.float()).abs()
     assert diff.mean() < 2.0 and diff.max() < 16  # levels of 255: another antialiased downscale, not another image
+    # the torchvision datasets (celeba) open a JPEG lazily and hand it to the transform: the same reduced scale
+    from pyro_vae.images import _transform
+
+    im = Image.open(tmp_path / "photo.jpg")
+    via_torchvision = _transform(64)(im)
+    assert im.size == (128, 96) and via_torchvision.shape == (3, 64, 64)
+    assert (via_torchvision.float() - full.float()).abs().mean() < 2.0
+    im = Image.open(tmp_path / "photo.png")
+    assert _transform(64)(im).shape == (3, 64, 64) and im.size == (1024, 768)  # a PNG is decoded whole
