@@ -195,9 +195,9 @@ class _Images(Dataset):
 def resolve_workers(workers, device):
     """``data.workers`` as a count: an integer as given; "auto" on a CPU is a quarter of torch's
     threads, so none below 4: decoding then runs in the training process between steps, which on 2
-    cores beats workers that take training's cores (about 0.70 against 0.47-0.55 of the in-memory speed,
-    ``benchmarks/dataloader.py``); on a GPU it is the cores this process may use (its share of the
-    machine's under torchrun) less one, at most 8."""
+    cores was never slower than workers beside training (about 0.70 of the in-memory speed against
+    0.47-0.71, ``benchmarks/dataloader.py``); on a GPU it is the cores this process may use (its
+    share of the machine's under torchrun) less one, at most 8."""
     if workers != "auto":
         return workers
     if torch.device(device).type == "cpu":
