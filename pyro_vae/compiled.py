@@ -195,10 +195,6 @@ class CompiledELBO:
             return None
         return "; ".join(kind + (f" ({why})" if why else "") for kind, why in self._steps.items())
 
-    def _ran(self, kind, why=None):
-        if kind not in self._steps:
-            self._steps[kind] = why
-
     def _scalar(self, value, device):
         """A float as a 0-dim tensor graph input; the same tensor again for the same value (a constant
         beta makes no new tensor each step)."""
@@ -299,12 +295,12 @@ class CompiledELBO:
                 refused = _reason(e)
             else:
                 _accumulate([params[i] for i in found[1].wrt], grads, [a for a in args if isinstance(a, torch.Tensor)])
-                self._ran("one graph (forward and backward)")
+                self._steps.setdefault("one graph (forward and backward)", None)
                 return loss.item()
         loss = super().loss_and_grads(model, guide, *args, **kwargs)
         if refused is not None:
             compiled = isinstance(self._graphs.get((False, *found[0][1:])), _Traced)
-            self._ran("compiled loss + autograd backward" if compiled else "uncompiled", refused)
+            self._steps.setdefault("compiled loss + autograd backward" if compiled else "uncompiled", refused)
         return loss
 
     def _eager_loss(self, model, guide, *args, **kwargs):

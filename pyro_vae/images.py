@@ -9,10 +9,10 @@ one per worker (at least one) while an epoch reads, as the workers decode on the
 
 A file is read in one call; PNG files are decoded by libspng (``pyspng``) where that gives PIL's
 pixels exactly (``spng_decodes``), everything else by PIL (a JPEG that will be made smaller at a
-reduced scale, ``ImageFiles.draft``). Images are resized and centre-cropped to ``data.image_size``
-(0: as stored) and scaled to [0, 1] (8-bit levels k / 255); a batch at the stored size is decoded
-into one array. The test images (at most ``data.test_size``, a fixed
-subset) are held in memory, as evaluation reads them every epoch.
+reduced scale, ``Draft``). Images are resized and centre-cropped to ``data.image_size`` (0: as
+stored) and scaled to [0, 1] (8-bit levels k / 255); a batch at the stored size is decoded into one
+array. The test images (at most ``data.test_size``, a fixed subset) are held in memory, as
+evaluation reads them every epoch.
 """
 
 import io
@@ -80,10 +80,7 @@ class ImageFiles(Dataset):
     def __init__(self, files, labels, image_size):
         self.files, self.labels = list(files), labels
         self.resize = _transform(image_size, pil=False)
-        # a JPEG to be resized is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least
-        # image_size on both sides (libjpeg's scaled DCT, as PIL's thumbnail does): a large photo
-        # decodes several times faster, within a level or two of the full decode once resized
-        self.draft = (image_size, image_size) if image_size else None
+        self.draft = Draft(image_size) if image_size else None  # a JPEG to be resized: decoded at a reduced scale
         self.shape, self.reference = None, self.files[0]
         try:
             with Image.open(self.files[0]) as im:
@@ -125,7 +122,7 @@ class ImageFiles(Dataset):
         try:
             im = Image.open(io.BytesIO(data), formats=("PNG",) if data[:8] == PNG_SIGNATURE else None)
             if self.draft is not None:
-                im.draft(None, self.draft)  # JPEG only; other formats ignore it
+                self.draft(im)
             im.load()
         except (OSError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None

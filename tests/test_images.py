@@ -153,7 +153,6 @@ def test_image_folder_with_train_and_test_subfolders_uses_them(tmp_path):
 def interlaced_png(a):
     """PNG bytes of an 8-bit grey (H, W) or RGB (H, W, 3) array in Adam7 interlace (PIL writes none)."""
     import struct
-    import zlib
 
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
