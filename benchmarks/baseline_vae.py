@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import pyro_vae
-from pyro_vae.builder import prepare
-from pyro_vae.train import _epoch_generator
+from pyro_vae.config.build import prepare
+from pyro_vae.training.loop import epoch_generator
 
 
 class HandVAE(nn.Module):
@@ -48,7 +48,7 @@ class HandVAE(nn.Module):
 def train_epoch(model, opt, data, batch_size, epoch, seed):
     t0 = time.perf_counter()
     n = 0
-    for x in data.batches(batch_size, _epoch_generator(seed, epoch, torch.device("cpu"))):
+    for x in data.batches(batch_size, epoch_generator(seed, epoch, torch.device("cpu"))):
         opt.zero_grad(set_to_none=True)
         loss = model.loss(x)
         loss.backward()
@@ -85,7 +85,7 @@ def main():
         ips_hand = train_epoch(hand, hand_opt, data, 128, epoch, args.seed)
         t0 = time.perf_counter()
         n = 0
-        for x in data.batches(128, _epoch_generator(args.seed, epoch, torch.device("cpu"))):
+        for x in data.batches(128, epoch_generator(args.seed, epoch, torch.device("cpu"))):
             opt.zero_grad(set_to_none=True)
             with pyro.validation_enabled(False):
                 elbo.loss_and_grads(vae.model, vae.guide, x, num_data=data.num_train)

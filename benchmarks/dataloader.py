@@ -21,10 +21,13 @@ import pyro
 import torch
 
 import pyro_vae
-from pyro_vae.builder import load_config_data, prepare
+from pyro_vae.config.build import load_config_data, prepare
 from pyro_vae.data import load_data
-from pyro_vae.images import pyspng, resolve_workers
-from pyro_vae.train import _epoch_generator, svi_step
+from pyro_vae.data.images import pyspng, resolve_workers
+from pyro_vae.training.loop import epoch_generator
+
+
+from pyro_vae.training.step import svi_step
 
 
 def write_pngs(x, y, folder):
@@ -49,7 +52,7 @@ def epoch(data, cfg, name, epoch_number):
     vae.name = name  # one parameter namespace per variant in Pyro's global param store
     batch_size, n = cfg["data"]["batch_size"], 0
     t0 = time.perf_counter()
-    for x in data.batches(batch_size, _epoch_generator(cfg["seed"], epoch_number, "cpu")):
+    for x in data.batches(batch_size, epoch_generator(cfg["seed"], epoch_number, "cpu")):
         svi_step(vae.model, vae.guide, elbo, opt, x, num_data=data.num_train, beta=1.0)
         n += x.shape[0]
     return n / (time.perf_counter() - t0)

@@ -23,9 +23,11 @@ def worker(steps, warmup, batch_size):
     import torch
 
     import pyro_vae
-    from pyro_vae import distributed
-    from pyro_vae.builder import prepare
-    from pyro_vae.train import _epoch_generator, accumulated_step
+    from pyro_vae.training import distributed
+    from pyro_vae.config.build import prepare
+    from pyro_vae.training.loop import epoch_generator
+
+    from pyro_vae.training.step import accumulated_step
 
     world = distributed.init("cpu")
     cfg = pyro_vae.load_config(overrides=[f"data.batch_size={batch_size}"])
@@ -45,7 +47,7 @@ def worker(steps, warmup, batch_size):
         while True:
             epoch += 1
             share = {"part": (world.rank, world.size)} if world.distributed else {}
-            yield from data.batches(batch_size, _epoch_generator(0, epoch, torch.device("cpu")), **share)
+            yield from data.batches(batch_size, epoch_generator(0, epoch, torch.device("cpu")), **share)
 
     it = batches()
     mine = range(world.rank * micro // world.size, (world.rank + 1) * micro // world.size)

@@ -22,9 +22,9 @@ import time
 import torch
 
 import pyro_vae
-from pyro_vae.evaluate import iwae_log_px
-from pyro_vae.builder import load_config_data, prepare
-from pyro_vae.run import load_run
+from pyro_vae.evaluation.metrics import iwae_log_px
+from pyro_vae.config.build import load_config_data, prepare
+from pyro_vae.training.load import load_run
 
 
 def matmul_gflops(m, k, n, seconds=2.0):

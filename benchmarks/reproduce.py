@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 import pyro_vae
-from pyro_vae.evaluate import evaluate, standard_error
-from pyro_vae.run import load_run
+from pyro_vae.evaluation.metrics import evaluate, standard_error
+from pyro_vae.training.load import load_run
 
 #: the papers' -log p(x) (and active units) on dynamically binarised MNIST, k = 5000
 PAPERS = {

@@ -16,7 +16,7 @@ Variants:
   hand-written     eager PyTorch: analytic KL, BCE with logits, torch.optim.Adam as it comes
   hand + fused     the same with Adam(fused=True): what the optimiser alone is worth
   hand + compile   the same, fused, with the loss through torch.compile (inductor): the fastest peer
-  pyro-vae         ``pyro_vae.train.svi_step`` with the default config: what ``pyro-vae train`` runs
+  pyro-vae         ``pyro_vae.svi_step`` with the default config: what ``pyro-vae train`` runs
   stock SVI        pyro.infer.SVI(Trace_ELBO(), pyro.optim.Adam) on the same model and guide
   <estimator>      svi_step with train.elbo.kind = <estimator> (K=5 for iwae)
 
@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_vae import HandVAE  # noqa: E402
 
 import pyro_vae  # noqa: E402
-from pyro_vae.builder import prepare  # noqa: E402
-from pyro_vae.train import _epoch_generator, svi_step  # noqa: E402
+from pyro_vae.config.build import prepare  # noqa: E402
+from pyro_vae.training.loop import epoch_generator  # noqa: E402
+from pyro_vae.training.step import svi_step  # noqa: E402
 
 
 def batches(data, batch_size, seed):
@@ -47,7 +48,7 @@ def batches(data, batch_size, seed):
     epoch = 0
     while True:
         epoch += 1
-        yield from data.batches(batch_size, _epoch_generator(seed, epoch, data.test.device))
+        yield from data.batches(batch_size, epoch_generator(seed, epoch, data.test.device))
 
 
 def _sync():
@@ -162,7 +163,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = pyro_vae.load_config(overrides=[f"device={args.device}"])
-    from pyro_vae.builder import load_config_data
+    from pyro_vae.config.build import load_config_data
 
     data = load_config_data(cfg).to(args.device)
     pyro.clear_param_store()

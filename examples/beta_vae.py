@@ -9,7 +9,7 @@ Rate KL(q || p) falls and distortion -E log p(x|z) rises as beta grows. The same
 import argparse
 import os
 
-from pyro_vae.sweep import sweep
+from pyro_vae import sweep
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--epochs", type=int, default=2)

@@ -10,7 +10,7 @@ import argparse
 import os
 
 import pyro_vae
-from pyro_vae.compare import compare
+from pyro_vae import compare
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--epochs", type=int, default=2)

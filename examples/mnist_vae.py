@@ -26,5 +26,5 @@ x = data.test[:1000]
 result = pyro_vae.evaluate(vae, x, iwae_samples=100)
 print(f"test ELBO {result['elbo']:.2f}, log p(x) (K=100) {result['log_px']:.2f}, "
       f"rate {result['rate']:.2f}, distortion {result['distortion']:.2f}")
-pyro_vae.plots.save_grid(vae.sample(64), "samples.png")
+pyro_vae.evaluation.plots.save_grid(vae.sample(64), "samples.png")
 print("wrote samples.png")

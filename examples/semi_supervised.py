@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 import pyro_vae
-from pyro_vae.evaluate import classification
-from pyro_vae.plots import label_figures
+from pyro_vae.evaluation.metrics import classification
+from pyro_vae.evaluation.plots import label_figures
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--labels", type=int, default=3000, help="labelled training points, balanced over the digits")

@@ -17,17 +17,19 @@ from .errors import PyroVAEError, PyroVAEWarning, TrainingInterrupted, UsageErro
 
 def _with_plugins(cfg, args):
     """The config with the --import plugins recorded, so every later command on the run imports them."""
-    from .config import validate
+    from .config.validate import validate
 
     extra = [p for p in args.plugins if p not in cfg["plugins"]]
     return validate({**cfg, "plugins": cfg["plugins"] + extra}) if extra else cfg
 
 
 def _train(args):
-    from .config import apply_overrides, load_config, validate
-    from .distributed import init
-    from .run import CHECKPOINT, RunFolder, default_out, saved_config
-    from .train import train
+    from .config.load import apply_overrides, load_config
+    from .config.validate import validate
+    from .training.distributed import init
+    from .training.folder import CHECKPOINT, RunFolder, default_out
+    from .training.load import saved_config
+    from .training.runner import train
 
     if args.resume:
         given = [flag for flag, value in (("--out", args.out), ("--config", args.config),
@@ -51,8 +53,8 @@ def _train(args):
 
 
 def _evaluate(args):
-    from .evaluate import classification, clustering, evaluate
-    from .run import load_run
+    from .evaluation.metrics import classification, clustering, evaluate
+    from .training.load import load_run
 
     cfg, vae, data = load_run(args.run)
     k = args.iwae_samples if args.iwae_samples is not None else cfg["eval"]["iwae_samples"]
@@ -88,8 +90,8 @@ def _evaluate(args):
 def _sample(args):
     import torch
 
-    from .plots import check_image_path, save_grid
-    from .run import load_model
+    from .evaluation.plots import check_image_path, save_grid
+    from .training.load import load_model
 
     run = Path(args.run)
     default = run.with_name(run.stem + "-samples.png") if run.is_file() else run / "samples.png"
@@ -108,9 +110,9 @@ def _sample(args):
 
 
 def _compare(args):
-    from .compare import compare
-    from .config import load_config
-    from .run import default_out
+    from .studies.compare import compare
+    from .config.load import load_config
+    from .training.folder import default_out
 
     cfg = _with_plugins(load_config(args.config, args.set), args)
     out = args.out or default_out(cfg).replace(cfg["data"]["dataset"], "compare-" + cfg["data"]["dataset"], 1)
@@ -124,7 +126,7 @@ def _compare(args):
 
 
 def _sweep(args):
-    from .sweep import sweep
+    from .studies.sweep import sweep
 
     out = args.out or "runs/sweep"
     recorded = [f"plugins={json.dumps(args.plugins)}"] if args.plugins else []  # each run records them
@@ -138,17 +140,17 @@ def _sweep(args):
 
 
 def _export(args):
-    from .export import export_model
+    from .training.export import export_model
 
     n = export_model(args.run, args.file)
     print(f"wrote {args.file}: {n:,} weights and the config that builds them (load with pyro_vae.load_model)")
 
 
 def _plot(args):
-    from .evaluate import evaluate
-    from .plots import plot_run
-    from .run import METRICS, read_metrics
-    from .run import load_run
+    from .evaluation.metrics import evaluate
+    from .evaluation.plots import plot_run
+    from .training.folder import METRICS, read_metrics
+    from .training.load import load_run
 
     cfg, vae, data = load_run(args.run)
     history, damaged = read_metrics(Path(args.run) / METRICS)
@@ -266,7 +268,7 @@ def make_parser():
 def _speaks(error):
     """Under torchrun, rank 0 says what all ranks would (a config error, an interruption); another rank
     speaks only of its own failures, once it has joined the others."""
-    from .distributed import RankZeroError, launched, world
+    from .training.distributed import RankZeroError, launched, world
 
     if not launched():
         return True
@@ -277,7 +279,7 @@ def _speaks(error):
 
 
 def _rank_prefix():
-    from .distributed import world
+    from .training.distributed import world
 
     w = world()
     return f"[rank {w.rank}] " if w.distributed and not w.is_main else ""
@@ -300,7 +302,7 @@ def main(argv=None):
             warnings.showwarning = show
             args = make_parser().parse_args(argv)
             command = f"pyro-vae {args.command}"
-            from .plugins import load_entry_points, load_plugins
+            from .config.plugins import load_entry_points, load_plugins
 
             load_entry_points()
             args.plugins = load_plugins(args.imports_before + args.imports_after)

@@ -3,6 +3,11 @@
 A registry entry's config parameters are the keyword parameters of its constructor, less
 the ones the builder supplies from context (``latent_dim``, ``data_shape``...). So the
 config ``{kind = "mixture", components = 10}`` is ``MixturePrior(latent_dim, components=10)``.
+
+Each registry serves one config key (``Registry("model.prior", context=("latent_dim",))``) and is
+found by it (``for_key``): the config layer reads and builds every kind through that table, so it
+imports none of the layers that define them (the loggers of ``training`` sit above it). Importing
+``pyro_vae`` imports every subpackage, so every registry is in the table before a config is read.
 """
 
 import difflib
@@ -15,11 +20,33 @@ def _definition(obj):
     return getattr(obj, "__module__", None), getattr(obj, "__qualname__", repr(obj))
 
 
+#: config key -> the registry that serves it
+_BY_KEY = {}
+
+
+def for_key(key):
+    """The registry of the config key ``key`` (e.g. "model.prior")."""
+    try:
+        return _BY_KEY[key]
+    except KeyError:
+        raise LookupError(f"no registry serves the config key {key!r} (import pyro_vae, which defines them all)") from None
+
+
+def component_registries():
+    """{config key: registry} of the component tables (``{kind = ..., ...}``), whose ``context`` the builder supplies."""
+    return {key: r for key, r in _BY_KEY.items() if r.context is not None}
+
+
 class Registry:
-    def __init__(self, what):
-        self.what = what  # e.g. "model.prior", used in error messages
+    """The kinds of one config key. ``context``: the constructor parameters the builder supplies (not
+    config parameters) for a key whose value is a component table; None for a key that names a kind."""
+
+    def __init__(self, key, context=None):
+        self.what = key  # e.g. "model.prior", used in error messages
+        self.context = None if context is None else tuple(context)
         self._entries = {}
         self._hidden = set()
+        _BY_KEY[key] = self
 
     def register(self, name, override=False, hidden=False):
         """Decorator: register ``obj`` under ``name``. Registering the same definition again (the same
@@ -75,8 +102,10 @@ class Registry:
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
 
-    def check(self, spec, context=()):
-        """Validate a ``{kind = ..., param = ...}`` spec; return (kind, params)."""
+    def check(self, spec, context=None):
+        """Validate a ``{kind = ..., param = ...}`` spec; return (kind, params). ``context``: the names the
+        builder supplies (default: the registry's own)."""
+        context = (self.context or ()) if context is None else context
         if isinstance(spec, str):
             spec = {"kind": spec}
         if not isinstance(spec, dict):

@@ -11,6 +11,21 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
+def registries_restored():
+    """The kinds a test registers (its plugins, overrides) are removed after it, so no test sees another's."""
+    from pyro_vae.registry import _BY_KEY
+
+    saved = {key: (registry, dict(registry._entries), set(registry._hidden)) for key, registry in _BY_KEY.items()}
+    yield
+    for key, (registry, entries, hidden) in saved.items():
+        registry._entries.clear()
+        registry._entries.update(entries)
+        registry._hidden.clear()
+        registry._hidden.update(hidden)
+        _BY_KEY[key] = registry
+
+
+@pytest.fixture(autouse=True)
 def fresh_state():
     pyro.clear_param_store()
     pyro.set_rng_seed(0)

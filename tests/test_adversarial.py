@@ -64,14 +64,14 @@ def test_command_line_errors(tmp_path, run, capsys):
 def test_sample_creates_the_folder_and_draws_without_the_training_set(run, tmp_path, capsys, monkeypatch):
     import sys
 
-    monkeypatch.setattr(sys.modules["pyro_vae.builder"], "load_config_data", lambda cfg: pytest.fail("sample loaded data"))
+    monkeypatch.setattr(sys.modules["pyro_vae.config.build"], "load_config_data", lambda cfg: pytest.fail("sample loaded data"))
     out = tmp_path / "new" / "folder" / "grid.png"
     assert main(["sample", str(run), "--n", "9", "--out", str(out)]) == 0
     assert out.stat().st_size > 0 and f"wrote {out}" in capsys.readouterr().out
 
 
 def test_sample_draws_x_by_default_and_means_with_mean(run):
-    from pyro_vae.run import load_model
+    from pyro_vae.training.load import load_model
 
     _, vae = load_model(run)
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pyro_vae import PyroVAEError, load_config
-from pyro_vae.builder import prepare
+from pyro_vae.config.build import prepare
 
 DTYPES = st.sampled_from([np.uint8, np.float32, np.float64, np.int64, np.int8, np.bool_, np.complex64, np.dtype("U3")])
 SHAPES = hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=6)

@@ -1,0 +1,185 @@
+"""The config: nested dicts of plain values, every key with a default (``DEFAULTS``), and ``validate``.
+
+An unknown section, key or ``kind`` is a ``ConfigError`` listing the valid choices; so is a value of
+the wrong type or outside its bounds. The kinds of a key are read from its registry
+(``registry.for_key``), so this module imports none of the layers that define them.
+"""
+
+import copy
+
+import torch
+
+from ..checks import describe, number
+from ..errors import ConfigError
+from ..registry import component_registries, for_key
+from .plugins import load_plugins
+
+DEFAULTS = {
+    "seed": 0,
+    "device": "cpu",
+    "plugins": [],
+    "data": {
+        "dataset": "mnist",
+        "root": "data",
+        "path": "",
+        "binarize": "dynamic",
+        "batch_size": 128,
+        "download": True,
+        "image_size": 0,
+        "workers": "auto",
+        "test_size": 10000,
+        "labels": 0,
+        "labelled_batch": 0,
+    },
+    "model": {
+        "kind": "vae",
+        "components": 10,
+        "latent_dim": 50,
+        "encoder": {"kind": "mlp", "hidden": [400]},
+        "decoder": {"kind": "mlp", "hidden": [400]},
+        "prior": {"kind": "standard_normal"},
+        "likelihood": {"kind": "bernoulli"},
+        "posterior": {"kind": "diagonal_normal"},
+        "layers": [],
+    },
+    "train": {
+        "elbo": {"kind": "jit_meanfield", "num_particles": 1},
+        "epochs": 10,
+        "optimizer": {"kind": "adam", "lr": 1e-3},
+        "beta": 1.0,
+        "kl_warmup": {"kind": "none"},
+        "target_rate": 0.0,
+        "beta_lr": 0.01,
+        "lr_schedule": {"kind": "none"},
+        "grad_clip": 0.0,
+        "micro_batches": 0,
+        "precision": "fp32",
+        "aux_loss": 46.0,
+        "labelled_weight": 0.0,
+        "early_stop": 0,
+        "loggers": [],
+        "out": "runs/NAME",
+    },
+    "eval": {"iwae_samples": 1000, "batch_size": 500},
+}
+
+
+#: value checks beyond the type: ``checks.number`` arguments
+_BOUNDS = {
+    "seed": dict(integer=True, low=0, high=2**32 - 1),
+    "data.batch_size": dict(integer=True, low=1),
+    "data.image_size": dict(integer=True, low=0, high=4096, hint=" (pixels; 0: as stored)"),
+    "data.workers": dict(integer=True, low=0, high=256, hint=" (DataLoader worker processes for data read from disk)"),
+    "data.test_size": dict(integer=True, low=0, hint=" (test images held in memory; 0: all)"),
+    "model.latent_dim": dict(integer=True, low=1),
+    "data.labels": dict(integer=True, low=0, hint=" (m2: labelled training points, balanced over the classes)"),
+    "data.labelled_batch": dict(integer=True, low=0, hint=" (m2: labelled points per step; 0: data.batch_size)"),
+    "model.components": dict(integer=True, low=2, high=10_000,
+                             hint=" (gmvae: mixture components; cvae, m2: classes)"),
+    "train.epochs": dict(integer=True, low=1),
+    "train.beta": dict(low=0),
+    "train.target_rate": dict(low=0, hint=" (nats; 0: off)"),
+    "train.beta_lr": dict(low=0, strict=True),
+    "train.aux_loss": dict(low=0, hint=" (m2: weight of -log q(y|x) per labelled point)"),
+    "train.labelled_weight": dict(low=0, hint=" (m2: weight of a labelled point's ELBO; 1: the joint likelihood; "
+                                              "0: balanced, N_unlabelled / N_labelled)"),
+    "train.grad_clip": dict(low=0, hint=" (the largest gradient norm; 0: off)"),
+    "train.micro_batches": dict(integer=True, low=0, hint=" (micro-batches per batch; 0: one per rank)"),
+    "train.early_stop": dict(integer=True, low=0, hint=" (epochs without a better test ELBO; 0: off)"),
+    "eval.iwae_samples": dict(integer=True, low=1),
+    "eval.batch_size": dict(integer=True, low=1),
+}
+#: integer keys that also take one word (a default worked out at run time): key -> the word
+_OR_WORD = {"data.workers": "auto"}
+#: keys with a fixed set of values
+_CHOICES = {"data.binarize": ("none", "dynamic", "static"), "train.precision": ("fp32", "bf16")}
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+
+
+def _check_type(key, value, default):
+    kind = type(default)
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{key} must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+def _number_or_word(key, value):
+    bounds = _BOUNDS[key]
+    try:
+        return number(key, value, **bounds)
+    except ConfigError:
+        what = describe(bounds.get("integer", False), bounds.get("low"), bounds.get("high"), bounds.get("strict", False))
+        raise ConfigError(f"{key} must be \"{_OR_WORD[key]}\" or {what}, got {value!r}{bounds.get('hint', '')}") from None
+
+
+def validate(cfg):
+    """Check keys, types, bounds and every component ``kind``; return a full config with defaults."""
+    out = copy.deepcopy(DEFAULTS)
+    registries = component_registries()
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"a config is a table of sections, got {cfg!r}")
+
+    def merge(dst, src, prefix):
+        for key, value in src.items():
+            dotted = f"{prefix}{key}"
+            if key not in dst:
+                valid = ", ".join(dst)
+                raise ConfigError(f"unknown {'key' if prefix else 'section or key'} {dotted!r}; valid: {valid}")
+            if dotted in registries:
+                registries[dotted].check(value)
+                dst[key] = dict(value) if isinstance(value, dict) else {"kind": value}
+            elif isinstance(dst[key], dict):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{dotted} is a section; write [{dotted}] with keys {', '.join(dst[key])}")
+                merge(dst[key], value, dotted + ".")
+            elif dotted in _OR_WORD:  # the word, or a number within the key's bounds
+                dst[key] = value if value == _OR_WORD[dotted] else _number_or_word(dotted, value)
+            else:
+                dst[key] = _check_type(dotted, value, dst[key])
+                if dotted in _BOUNDS:
+                    number(dotted, dst[key], **_BOUNDS[dotted])
+                if dotted in _CHOICES and dst[key] not in _CHOICES[dotted]:
+                    raise ConfigError(f"{dotted} must be one of {', '.join(_CHOICES[dotted])}, got {value!r}")
+
+    plugins = cfg.get("plugins", [])
+    if not isinstance(plugins, list):
+        raise ConfigError(f"plugins must be a list of module names or .py files, got {plugins!r}")
+    from .plugins import load_plugins
+
+    cfg = {**cfg, "plugins": load_plugins(plugins)}  # imported first: they register the kinds read below
+    model_section = cfg.get("model", {})
+    family = for_key("model.kind").get(model_section.get("kind", out["model"]["kind"]) if isinstance(model_section, dict)
+                          else out["model"]["kind"])
+    # a family's own defaults (m2: enumeration, grey levels) lie between ours and the user's config
+    merge(out, family.config_defaults, "")
+    merge(out, cfg, "")
+    registries["train.elbo"].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
+    registries["train.kl_warmup"].build(out["train"]["kl_warmup"], steps_per_epoch=1, total_steps=1)
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)  # checks the schedule's parameters
+    registries["train.lr_schedule"].build(out["train"]["lr_schedule"], optimizer=probe, steps_per_epoch=1,
+                                             total_epochs=out["train"]["epochs"])
+    if out["train"]["target_rate"] > 0 and out["train"]["kl_warmup"]["kind"] != "none":
+        raise ConfigError("train.target_rate sets beta itself: leave train.kl_warmup at { kind = \"none\" }")
+    for_key("data.dataset").get(out["data"]["dataset"])
+    if getattr(family, "check_config", None) is not None:  # a family's own keys (hierarchical: model.layers)
+        family.check_config(out["model"])
+    for name in out["train"]["loggers"]:
+        for_key("train.loggers").get(name)
+    if out["device"] not in ("cpu", "mps") and not out["device"].startswith("cuda"):
+        raise ConfigError(f"device must be \"cpu\", \"cuda\" (or \"cuda:N\") or \"mps\", got {out['device']!r}")
+    return out
+
+
+def flatten(cfg, prefix=""):
+    """A nested config as {"section.key": value}."""
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,0 +1,275 @@
+"""Figures: image grids through torchvision (titled and labelled with matplotlib), curves with matplotlib."""
+
+import math
+import os
+
+import torchvision
+
+from ..errors import UsageError
+from ..files import make_folder
+from ..models.vae import posterior_mean
+
+#: file types both PIL and matplotlib write
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".tif", ".tiff", ".webp")
+#: small images are upscaled (nearest neighbour) to at least this many pixels a side
+MIN_IMAGE_SIDE = 64
+
+
+def is_image_shape(data_shape):
+    return len(data_shape) == 3 and data_shape[0] in (1, 3, 4)
+
+
+def check_image_path(path):
+    """Refuse a file name whose type cannot hold an image grid; create its folder."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a folder: give a file name, e.g. {os.path.join(path, 'samples.png')}")
+    if not path.lower().endswith(IMAGE_SUFFIXES):
+        raise UsageError(f"cannot write an image grid to {path}: give a file ending in {', '.join(IMAGE_SUFFIXES)}")
+    if os.path.dirname(path):
+        make_folder(os.path.dirname(path), "choose another --out")
+    return path
+
+
+def save_grid(images, path, nrow=None, title=None, row_labels=None):
+    """Save (n, C, H, W) images in [0, 1] as one grid of ``nrow`` per row; returns False for non-image
+    data. Images smaller than ``MIN_IMAGE_SIDE`` are upscaled; ``title`` and ``row_labels`` (one
+    per row, repeating) are drawn with matplotlib."""
+    if not is_image_shape(tuple(images.shape[1:])):
+        return False
+    path = check_image_path(path)
+    images = images.detach().cpu().float().clamp(0, 1)[:, :3]  # RGBA: the colours
+    nrow = nrow or int(math.ceil(math.sqrt(images.shape[0])))
+    scale = max(1, math.ceil(MIN_IMAGE_SIDE / max(images.shape[-2:])))
+    if scale > 1:
+        images = images.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    pad = 2 * scale
+    grid = torchvision.utils.make_grid(images, nrow=nrow, padding=pad, pad_value=1.0)
+    if title is None and row_labels is None:
+        torchvision.utils.save_image(grid, path)
+        return True
+    plt = _plt()
+    dpi, (h, w) = 100, grid.shape[-2:]
+    left = 1.3 if row_labels else 0.1
+    fig = plt.figure(figsize=(w / dpi + left + 0.1, h / dpi + (0.5 if title else 0.1)), dpi=dpi)
+    ax = fig.add_axes([left / fig.get_figwidth(), 0.05 / fig.get_figheight(), w / dpi / fig.get_figwidth(),
+                       h / dpi / fig.get_figheight()])
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    if row_labels:
+        rows = math.ceil(images.shape[0] / nrow)
+        side = images.shape[-2] + pad
+        ax.set_yticks([pad + side * r + images.shape[-2] / 2 for r in range(rows)],
+                      [row_labels[r % len(row_labels)] for r in range(rows)], fontsize=9)
+        ax.tick_params(length=0)
+    else:
+        ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10, y=1 - 0.1 / fig.get_figheight(), va="top")
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return True
+
+
+def comparison_figures(rows, histories, out):
+    """elbo_vs_epoch.png, elbo_vs_time.png and snr.png for the estimator study."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, xkey, xlabel in (("elbo_vs_epoch", "epoch", "epoch"), ("elbo_vs_time", "time", "wall time (s)")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, hist in histories.items():
+            xs = [h["epoch"] for h in hist] if xkey == "epoch" else list(_cumsum(h["seconds"] for h in hist))
+            ax.plot(xs, [h["test_elbo"] for h in hist], marker="o", label=label)
+        ax.set_xlabel(xlabel)
+        if xkey == "epoch":
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel("test ELBO (nats per point)")
+        ax.set_title(f"test ELBO against {xlabel}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
+    labels = [r["estimator"] for r in rows]
+    idx = range(len(rows))
+    ax.bar([i - 0.2 for i in idx], [r["encoder_snr"] for r in rows], width=0.4, label="encoder (guide)")
+    ax.bar([i + 0.2 for i in idx], [r["decoder_snr"] for r in rows], width=0.4, label="decoder (model)")
+    ax.set_xticks(list(idx), labels, rotation=30, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("gradient SNR, median |mean| / std")
+    ax.set_title("gradient signal-to-noise ratio at the trained parameters")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "snr.png", dpi=120)
+    plt.close(fig)
+
+
+def _cumsum(values):
+    total = 0.0
+    for v in values:
+        total += v
+        yield total
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def rate_distortion_figure(rows, path):
+    """Each run a labelled point (rate, distortion); dashed lines R + D = -ELBO for the best and worst run."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    rates, dists = [r["rate"] for r in rows], [r["distortion"] for r in rows]
+    ax.scatter(rates, dists, zorder=3)
+    for r in rows:
+        ax.annotate(r["run"], (r["rate"], r["distortion"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    lo, hi = min(rates) * 0.8, max(rates) * 1.2 + 1e-9
+    for r, style in ((max(rows, key=lambda r: r["test_elbo"]), "--"), (min(rows, key=lambda r: r["test_elbo"]), ":")):
+        c = -r["test_elbo"]
+        ax.plot([lo, hi], [c - lo, c - hi], style, color="grey", label=f"R + D = {c:.1f} ({r['run']})")
+    ax.set_xlabel("rate KL(q(z|x) || p(z)) (nats)")
+    ax.set_ylabel("distortion -E_q log p(x|z) (nats)")
+    ax.set_title("rate-distortion, test set")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(min(dists) - 0.1 * (max(dists) - min(dists) + 1), max(dists) + 0.1 * (max(dists) - min(dists) + 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def learning_curves(history, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss (-ELBO, beta-weighted)")
+    ax.plot(epochs, [-h["test_elbo"] for h in history], marker="s", label="test -ELBO")
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("nats per data point")
+    ax.set_title("learning curves")
+    ax.grid(alpha=0.3)
+    if any(abs(h.get("beta", 1.0) - 1.0) > 1e-12 for h in history):
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [h["beta"] for h in history], color="grey", linestyle="--", label="beta (mean over epoch)")
+        ax2.set_ylabel("beta")
+        ax2.legend(loc="center right", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
+    """The figures of a finished run, written into ``out``; returns the file names."""
+    import torch
+    make_folder(out, "choose another --out")
+    written = []
+    learning_curves(history, out / "learning_curves.png")
+    written.append("learning_curves.png")
+    if not is_image_shape(vae.data_shape):
+        return written
+    x = data.test[: n * n // 2]
+    if hasattr(vae, "classes"):  # a family with labels: its own figures
+        return written + label_figures(vae, data, out)
+    with torch.no_grad():
+        recon = vae.reconstruct(x)
+        rows = torch.stack([x.reshape(-1, n, *vae.data_shape), recon.reshape(-1, n, *vae.data_shape)], 1)
+        save_grid(rows.reshape(-1, *vae.data_shape), out / "reconstructions.png", nrow=n,  # a row of inputs, then theirs
+                  title="test inputs and their reconstructions E[x | z = E_q[z|x]]", row_labels=["input", "reconstruction"])
+        torch.manual_seed(0)
+        save_grid(vae.sample(n * n), out / "prior_samples.png", nrow=n, title="E[x|z], z ~ p(z)")
+        written += ["reconstructions.png", "prior_samples.png"]
+        # traversals: one row per latent dimension, sorted by KL, the others at the first test point's mean
+        z0 = posterior_mean(vae.q(data.test[:1]))[0]
+        order = sorted(range(vae.latent_dim), key=lambda j: -(kl_per_dim[j] if kl_per_dim else 0.0))[:10]
+        values = torch.linspace(-3, 3, 11, device=z0.device)
+        z = z0.repeat(len(order), len(values), 1)
+        for row, j in enumerate(order):
+            z[row, :, j] = values
+        save_grid(vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape), out / "traversals.png",
+                  nrow=len(values), title="latent traversals, z_j from -3 to 3 (dimensions by KL)",
+                  row_labels=[f"z_{j + 1}" for j in order])
+        written.append("traversals.png")
+        if vae.latent_dim == 2:
+            written += _latent_2d(vae, data, out)
+    return written
+
+
+def class_rows(vae, columns=8, seed=0):
+    """E[x|z, y] with one row per class y and one column per z ~ p(z) (drawn with ``seed``), the same z
+    down each column: what the label changes with the style held fixed. Shape (classes * columns, ...)."""
+    import torch
+
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = vae.prior(columns).sample()
+        y = torch.eye(vae.classes, device=z.device).unsqueeze(1)  # (K, 1, K)
+        return vae.decode_mean(z, y).reshape(-1, *vae.data_shape)
+
+
+def style_transfer(vae, x, y):
+    """Row i: the test image x_i, then E[x|z_i, y'] for every label y', with z_i = E_q[z|x_i, y_i] (the
+    image's style under its own label). Shape (n * (classes + 1), *data_shape)."""
+    import torch
+    with torch.no_grad():
+        z = posterior_mean(vae.q(x, y))  # (n, L)
+        every = torch.eye(vae.classes, device=z.device).unsqueeze(1)  # (K, 1, K)
+        out = vae.decode_mean(z, every).transpose(0, 1)  # (n, K, ...)
+        return torch.cat([x.unsqueeze(1), out], 1).reshape(-1, *vae.data_shape)
+
+
+def label_figures(vae, data, out, n=8):
+    """class_rows.png and style_transfer.png for the families with labels (cvae, m2)."""
+    save_grid(class_rows(vae, n), out / "class_rows.png", nrow=n, row_labels=[f"y = {c}" for c in range(vae.classes)],
+              title="E[x|z, y]: one row per label, the same z down each column")
+    written = ["class_rows.png"]
+    if data.test_labels is not None:
+        x, y = data.test[:n], data.test_labels[:n]
+        save_grid(style_transfer(vae, x, y), out / "style_transfer.png", nrow=vae.classes + 1,
+                  title="input, then its z with y = 0, 1, ...")
+        written.append("style_transfer.png")
+    return written
+
+
+def _latent_2d(vae, data, out):
+    import torch
+    plt = _plt()
+    x = data.test[:5000]
+    mu = torch.cat([posterior_mean(vae.q(b)) for b in x.split(500)]).cpu()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    labels = data.test_labels[:5000].cpu() if data.test_labels is not None else None
+    if labels is None:
+        ax.scatter(mu[:, 0], mu[:, 1], s=3)
+    else:  # classes are categories: one colour and one legend entry each, not a colour scale
+        cmap = plt.get_cmap("tab10" if labels.unique().numel() <= 10 else "tab20")
+        for i, c in enumerate(labels.unique().tolist()):
+            keep = labels == c
+            ax.scatter(mu[keep, 0], mu[keep, 1], s=3, color=cmap(i % cmap.N), label=str(c))
+        ax.legend(title="label", markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_xlabel("E_q[z_1]")
+    ax.set_ylabel("E_q[z_2]")
+    ax.set_title("posterior means of test points")
+    fig.tight_layout()
+    fig.savefig(out / "latent_scatter.png", dpi=120)
+    plt.close(fig)
+    # the decoded manifold: a grid of z at the standard normal's quantiles
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 15))
+    z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2).to(mu.dtype)
+    z = z.to(next(vae.parameters()).device)
+    save_grid(vae.likelihood.mean(vae.decoder(z)), out / "manifold.png", nrow=15,
+              title="decoded E[x|z] over a grid of z at N(0, 1) quantiles")
+    return ["latent_scatter.png", "manifold.png"]

@@ -1,0 +1,148 @@
+"""The Gaussian-mixture VAE (``model.kind = "gmvae"``): a discrete component c beside z.
+
+Model p(c) p(z|c) p(x|z): c ~ Categorical(1/K) (fixed: learned weights collapse onto one
+component), z | c ~ N(mu_c, diag sigma_c^2) (mu, sigma learned), x | z ~ the likelihood.
+Guide q(c|x) q(z|x, c): a classifier head on the encoder's features, the posterior head on
+[features, onehot(c)]. Per data point
+
+    ELBO = E_q(c|x) E_q(z|x,c) [log p(x|z) + log p(z|c) + log p(c) - log q(z|x,c) - log q(c|x)],
+
+with ``train.elbo.kind = "enumerate"`` (TraceEnum_ELBO) the expectation over c is the exact sum
+over the K components, computed in one batched pass. Unlike the plain VAE's ``mixture`` prior,
+which integrates c inside log p(z) under a c-free guide, this model infers c: q(c|x) clusters
+the data, and ``assign`` gives the model's own MAP component by ``pyro.infer.infer_discrete``.
+"""
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer import config_enumerate, infer_discrete
+from torch import nn
+
+from ..errors import DataError
+from ..errors import ConfigError
+from .vae import FAMILIES, VAE, KLWeight, _check_beta, join
+from ..nn.networks import Linear
+from ..nn.priors import Prior
+
+
+def onehot(c, k):
+    """Component indices as one-hot vectors (..., k); vectors (one-hot, or relaxed by the ``relaxed``
+    estimator) pass through."""
+    return c if c.is_floating_point() else F.one_hot(c, k).float()
+
+
+class MixtureOfGaussians(Prior):
+    """p(c) = uniform over the K components, p(z|c) = N(loc_c, diag scale_c^2) learned; the
+    means start spread (N(0, I) draws) so the components can separate. As a prior module its
+    ``forward(n)`` is the marginal p(z), for evaluation."""
+
+    def __init__(self, latent_dim, components=10):
+        super().__init__(latent_dim)
+        # p(c) uniform, fixed: learned weights let one component take every point (the rich get richer)
+        self.register_buffer("logits", torch.zeros(components))
+        self.locs = nn.Parameter(torch.randn(components, latent_dim))
+        self.raw_scales = nn.Parameter(torch.zeros(components, latent_dim))
+
+    def p_c(self, n):
+        """p(c): batch (n,)."""
+        return dist.Categorical(logits=self.logits.expand(n, -1))
+
+    def p_z(self, c):
+        """p(z|c) for component indices c of any shape, or one-hot (relaxed) vectors (..., K):
+        batch the indices' shape, event (latent_dim,)."""
+        c = onehot(c, len(self.logits))
+        return dist.Normal(c @ self.locs, F.softplus(c @ self.raw_scales) + 1e-4).to_event(1)
+
+    @property
+    def size_per_point(self):
+        return self.latent_dim * len(self.logits)
+
+    def forward(self, n):
+        """p(z) = sum_c p(c) p(z|c): batch (n,), event (latent_dim,)."""
+        comp = dist.Normal(self.locs, F.softplus(self.raw_scales) + 1e-4).to_event(1).expand([n, len(self.logits)])
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits.expand(n, -1)), comp)
+
+
+@FAMILIES.register("gmvae")
+class GMVAE(VAE):
+    """A VAE with a discrete component c (see the module docstring): ``prior`` is a
+    ``MixtureOfGaussians``, the posterior head takes ``encoder.out_features + components`` inputs."""
+
+    #: the estimator when the config names none: the discrete latent summed out exactly
+    config_defaults = {"train": {"elbo": {"kind": "enumerate", "num_particles": 1}}}
+
+    def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae"):
+        if not isinstance(prior, MixtureOfGaussians):
+            raise TypeError("a GMVAE's prior is a MixtureOfGaussians")
+        super().__init__(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name)
+        self.components = len(prior.logits)
+        self.classifier = Linear(encoder.out_features, self.components)
+
+    @classmethod
+    def posterior_inputs(cls, model_cfg):
+        return model_cfg["components"]
+
+    @classmethod
+    def make_prior(cls, model_cfg, priors):
+        if model_cfg["prior"]["kind"] != "standard_normal":
+            raise ConfigError(f"model.kind = \"gmvae\" has its own prior, a learned mixture of model.components "
+                              f"Gaussians; leave model.prior at its default (got {model_cfg['prior']['kind']!r})")
+        return MixtureOfGaussians(model_cfg["latent_dim"], components=model_cfg["components"])
+
+
+    def model(self, x=None, num_data=None, num_samples=1, beta=1.0):
+        """p(c) p(z|c) p(x|z), the c and z terms weighted by ``beta``."""
+        self._register("decoder", "likelihood", "prior")
+        _check_beta(beta)
+        n, device = self._points_of(x, num_samples)
+        with self._plate(n, num_data, device):
+            with KLWeight(beta):
+                c = pyro.sample("c", self.prior.p_c(n))
+                z = pyro.sample("z", self.prior.p_z(c))
+            return pyro.sample("x", self.likelihood(self.decode(z)), obs=x)
+
+    def guide(self, x=None, num_data=None, num_samples=1, beta=1.0):
+        """q(c|x) q(z|x, c), weighted by ``beta``. Needs ``x``."""
+        if x is None:
+            raise DataError("the guide q(c, z|x) needs data x")
+        self.check_shape(x)
+        _check_beta(beta)
+        self._register("encoder", "classifier", "posterior")
+        with self._plate(x.shape[0], num_data, x.device):
+            h = self.encode(x)
+            with KLWeight(beta):
+                c = pyro.sample("c", dist.Categorical(logits=self.classifier(h)))
+                return pyro.sample("z", self.posterior(join(h, onehot(c, self.components))))
+
+    # -- evaluation: c summed out --------------------------------------------------------------
+    def q_c(self, x):
+        """q(c|x): batch (n,)."""
+        return dist.Categorical(logits=self.classifier(self.encode(x)))
+
+    def q(self, x, y=None):
+        """q(z|x) = sum_c q(c|x) q(z|x, c), a mixture: batch (n,), event (latent_dim,)."""
+        h = self.encode(x)
+        every = torch.eye(self.components, device=h.device)  # (K, K): one row per component
+        comp = self.posterior(join(h.unsqueeze(-2), every))  # batch (n, K)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.classifier(h)), comp)
+
+    def log_weights(self, x, num_samples, q=None, y=None):
+        q = self.q(x) if q is None else q
+        z = q.sample((num_samples,))  # a mixture has no rsample; evaluation needs none
+        return self.likelihood(self.decode(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
+
+    @torch.no_grad()
+    def assign(self, x):
+        """The model's MAP component of each point given its posterior mean z: argmax_c p(c) p(z|c),
+        by ``infer_discrete`` (temperature 0) on the model with z fixed."""
+        z = self.q(x).mean
+        conditioned = poutine.condition(self.model, data={"z": z})
+        map_model = infer_discrete(config_enumerate(conditioned, "parallel"), first_available_dim=-2, temperature=0)
+        trace = poutine.trace(map_model).get_trace(x)
+        return trace.nodes["c"]["value"]
+
+    def guide_parameters(self):
+        return [*self.encoder.parameters(), *self.classifier.parameters(), *self.posterior.parameters()]

@@ -1,0 +1,75 @@
+"""``pyro-vae sweep``: one run per value (or combination of values) of any config keys, then
+``sweep.csv`` and a rate-distortion figure.
+
+``--set train.beta=0.5,1,2`` sweeps; a value with one element is fixed. Commas inside [...] or
+{...} belong to the value (``model.encoder.hidden=[256,128]`` is one value).
+"""
+
+import csv
+import itertools
+from pathlib import Path
+
+import torch
+
+from ..config.build import build_vae, load_config_data
+from ..config.load import load_config, split_top_level
+from ..errors import ConfigError
+from ..evaluation.metrics import evaluate
+from ..evaluation.plots import rate_distortion_figure
+from ..files import check_folder_target, make_folder
+from ..training.runner import train
+from ..work import check_logpx_work
+
+
+def parse_sweep(overrides):
+    """``key=v1,v2`` strings -> (fixed overrides, {key: [values as text]}) with the swept keys in order."""
+    fixed, swept = [], {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set needs key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        values = [v for v in split_top_level(text) if v]
+        if not values:
+            raise ConfigError(f"--set {key}= has no value")
+        if len(values) == 1:
+            fixed.append(item)
+        else:
+            if key.strip() in swept:
+                raise ConfigError(f"--set sweeps {key.strip()!r} twice")
+            swept[key.strip()] = values
+    return fixed, swept
+
+
+def sweep(config_path, overrides, out, *, iwae_samples=0, progress=True, log=print, overwrite=False, data=None):
+    """Train and evaluate every combination; write sweep.csv and rate_distortion.png. Returns the rows."""
+    fixed, swept = parse_sweep(overrides)
+    if not swept:
+        raise ConfigError("nothing to sweep: give a key several values, e.g. --set train.beta=0.5,1,2,4")
+    out = Path(out)
+    combos = [dict(zip(swept, values)) for values in itertools.product(*swept.values())]
+    configs = [load_config(config_path, fixed + [f"{k}={v}" for k, v in c.items()]) for c in combos]  # all checked first
+    check_folder_target(out)
+    if data is None and not any(k.startswith("data.") for k in swept):
+        data = load_config_data(configs[0])
+    if iwae_samples and data is not None:  # work that cannot finish is refused before the first run trains
+        for cfg in configs:
+            check_logpx_work(build_vae(cfg, data.data_shape), data.test.shape[0], iwae_samples)
+    rows = []
+    for combo, cfg in zip(combos, configs):
+        label = ",".join(f"{k}={v}" for k, v in combo.items())
+        folder = out / "_".join(f"{k.split('.')[-1]}={v}" for k, v in combo.items()).replace("/", "-")
+        log(f"== {label}")
+        vae, history = train(cfg, folder, overwrite=overwrite, progress=progress, data=data, log=log)
+        torch.manual_seed(cfg["seed"])
+        test = data.test.to(next(vae.parameters()).device) if data is not None else load_config_data(cfg).test
+        r = evaluate(vae, test, iwae_samples=iwae_samples, batch_size=cfg["eval"]["batch_size"])
+        rows.append({"run": label, **combo, "test_elbo": r["elbo"], "rate": r["rate"],
+                     "distortion": r["distortion"], "active_units": r["active_units"],
+                     **({"log_px": r["log_px"]} if iwae_samples else {}), "folder": folder.name})
+    make_folder(out)
+    with open(out / "sweep.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    rate_distortion_figure(rows, out / "rate_distortion.png")
+    return rows

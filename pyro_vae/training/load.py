@@ -1,0 +1,65 @@
+"""Reading a run back: its config (validated, plugins imported) and its model, from a run folder's
+checkpoint or from a model file ``pyro-vae export`` wrote."""
+
+import os
+
+import pyro
+
+from ..config.build import build_vae, prepare
+from ..config.validate import validate
+from ..errors import CheckpointError, ConfigError
+from .checkpoint import restore_module
+from .folder import CHECKPOINT, RunFolder
+from .model_file import read_model
+
+
+def load_run(run_dir, data=None):
+    """Rebuild a trained VAE and its data from a run folder: returns (cfg, vae, data). ``data`` (a
+    ``Data``, or a torch Dataset/DataLoader) replaces the data the config names."""
+    folder = RunFolder(run_dir)
+    state = folder.load_checkpoint()
+    cfg = saved_config(state["config"], folder.file(CHECKPOINT))
+    data, vae, _, _ = prepare(cfg, data)
+    restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
+    return cfg, vae, data
+
+
+def load_model(run_dir):
+    """Rebuild a trained VAE from a run folder's checkpoint, or from a file ``pyro-vae export`` wrote,
+    without loading its data (for sampling): returns (cfg, vae). Checkpoints older than
+    ``data_shape`` fall back to ``load_run``."""
+    if os.path.isfile(run_dir):
+        cfg, shape, weights = read_model(run_dir)
+        cfg = saved_config(cfg, run_dir)
+        vae = build_vae(cfg, shape)
+        restore_module(vae, weights, str(run_dir))
+        return cfg, vae
+    folder = RunFolder(run_dir)
+    state = folder.load_checkpoint()
+    cfg = saved_config(state["config"], folder.file(CHECKPOINT))
+    shape = state.get("data_shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
+        cfg, vae, _ = load_run(run_dir)
+        return cfg, vae
+    pyro.set_rng_seed(cfg["seed"])
+    vae = build_vae(cfg, tuple(shape))
+    restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
+    return cfg, vae
+
+
+#: keys added with a default that differs from what came before them: a config saved without the key
+#: trained with this value, and reads back with it (an old m2 run resumes with the objective it had)
+BEFORE_THE_KEY = {("train", "labelled_weight"): 1.0}
+
+
+def saved_config(cfg, where):
+    """A config read back from a checkpoint or model file ``where``, validated (its plugins imported)."""
+    if isinstance(cfg, dict):
+        cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+        for (section, key), value in BEFORE_THE_KEY.items():
+            if isinstance(cfg.get(section), dict) and key not in cfg[section]:
+                cfg[section][key] = value
+    try:
+        return validate(cfg)
+    except ConfigError as e:
+        raise CheckpointError(f"{where} holds a config this pyro-vae cannot read ({e})") from None
