@@ -33,3 +33,22 @@ def number(name, value, *, integer=False, low=None, high=None, strict=False, hin
 def positive(name, value, *, integer=False, hint="", error=ConfigError):
     """A positive number (an integer >= 1 if ``integer``)."""
     return number(name, value, integer=integer, low=1 if integer else 0, strict=not integer, hint=hint, error=error)
+
+
+#: the most numbers one data point may hold (a 4-channel 4096 x 4096 image), and the most along one axis
+MAX_POINT_ELEMENTS, MAX_AXIS = 4 * 4096 * 4096, 65536
+
+
+def data_shape(name, shape, error=ConfigError):
+    """``shape`` as a tuple if it is the shape of one data point: 1 to 4 positive integers, each at most
+    ``MAX_AXIS``, at most ``MAX_POINT_ELEMENTS`` numbers in all, so nothing is allocated from a wrong one."""
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)) or not 1 <= len(shape) <= 4:
+        raise error(f"{name} must be 1 to 4 sizes, e.g. (1, 28, 28), got {shape!r}")
+    for size in shape:
+        number(name, size, integer=True, low=1, high=MAX_AXIS, hint=f" (in {tuple(shape)!r})", error=error)
+    if math.prod(shape) > MAX_POINT_ELEMENTS:
+        raise error(f"{name} {tuple(shape)} holds {math.prod(shape):,} numbers per point, more than the "
+                    f"{MAX_POINT_ELEMENTS:,} pyro-vae allows")
+    return tuple(int(s) for s in shape)

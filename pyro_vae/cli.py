@@ -26,9 +26,11 @@ def _with_plugins(cfg, args):
 def _train(args):
     from .config.load import apply_overrides, load_config
     from .config.validate import validate
+    from .files import check_folder_target
     from .training.distributed import init
-    from .training.folder import CHECKPOINT, RunFolder, default_out
+    from .training.folder import CHECKPOINT, RUN_FILES, RunFolder, check_output_file, default_out
     from .training.load import saved_config
+    from .training.resume import edited_config
     from .training.runner import train
 
     if args.resume:
@@ -40,12 +42,18 @@ def _train(args):
                              "run without --resume")
         folder = RunFolder(args.resume)  # every rank reads the config (several machines: a shared file system)
         saved = saved_config(folder.load_checkpoint()["config"], folder.file(CHECKPOINT))
-        cfg = _with_plugins(validate(apply_overrides(saved, args.set)), args)
+        base = edited_config(folder, saved) or saved  # config.toml edited by hand: its edits apply, by the same rules
+        cfg = _with_plugins(validate(apply_overrides(base, args.set)), args)
         train(cfg, args.resume, resume=True, progress=not args.quiet)
         return
     cfg = _with_plugins(load_config(args.config, args.set), args)
     world = init(cfg["device"])
     out = world.broadcast(args.out or default_out(cfg))  # one folder, though the ranks' clocks differ
+    if args.config:  # the run replaces these files: never the config file it was started from
+        for name in RUN_FILES:
+            check_output_file(Path(out) / name, inputs=[args.config], guard_run=False,
+                              hint="keep the config file outside the run's --out folder")
+    check_folder_target(out)  # a path the file system cannot hold is refused here, before it is printed
     cfg["train"]["out"] = str(out)
     if world.is_main:
         print(f"training into {out}" + (f" ({world.size} ranks)" if world.distributed else ""))
@@ -91,11 +99,12 @@ def _sample(args):
     import torch
 
     from .evaluation.plots import check_image_path, save_grid
+    from .training.folder import check_output_file
     from .training.load import load_model
 
     run = Path(args.run)
     default = run.with_name(run.stem + "-samples.png") if run.is_file() else run / "samples.png"
-    out = check_image_path(args.out or str(default))
+    out = check_image_path(check_output_file(args.out or str(default), inputs=[args.run]))
     cfg, vae = load_model(args.run)
     torch.manual_seed(args.seed)
     what = "E[x|z]" if args.mean else "x ~ p(x|z)"
@@ -180,6 +189,16 @@ def _int_in(low, high=None, hint=""):
     return parse
 
 
+def _path(text):
+    """An argparse type: a path the file system can hold (``files.check_path``), checked once, here at the edge."""
+    from .files import check_path
+
+    try:
+        return check_path(text, "the path", "choose another")
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument raises UsageError (one line, exit 2) instead of printing usage and exiting."""
 
@@ -190,9 +209,9 @@ class _Parser(argparse.ArgumentParser):
 def _run_args(parser, out_help, set_metavar="KEY=VALUE", set_help="override a config key (repeatable)",
               config_help="a TOML config file", overwrite_help="replace runs already in --out"):
     """The arguments of the commands that train: --config, --set, --out, --overwrite, --quiet."""
-    parser.add_argument("--config", help=config_help)
+    parser.add_argument("--config", type=_path, help=config_help)
     parser.add_argument("--set", action="append", default=[], metavar=set_metavar, help=set_help)
-    parser.add_argument("--out", help=out_help)
+    parser.add_argument("--out", type=_path, help=out_help)
     parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -212,12 +231,12 @@ def make_parser():
     _run_args(t, "the run folder (default: train.out, runs/DATASET-TIME)",
               set_help="override a config key, e.g. --set train.epochs=1 (repeatable)",
               config_help="a TOML config file (every key has a default)", overwrite_help="replace a run already in --out")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument("--resume", metavar="DIR", type=_path, help="continue the run in DIR from its checkpoint")
     _import_arg(t, "imports_after")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="test ELBO, log p(x), rate, distortion, active units")
-    e.add_argument("run", help="a run folder")
+    e.add_argument("run", type=_path, help="a run folder")
     e.add_argument("--iwae-samples", type=_int_in(0), metavar="K",
                    help="importance samples K for log p(x); 0 skips it (default: eval.iwae_samples)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -225,9 +244,9 @@ def make_parser():
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="draw x ~ p(z) p(x|z) and save an image grid")
-    s.add_argument("run", help="a run folder, or a model file from pyro-vae export")
+    s.add_argument("run", type=_path, help="a run folder, or a model file from pyro-vae export")
     s.add_argument("--n", type=_int_in(1, MAX_SAMPLES), default=64, help="number of samples (default 64)")
-    s.add_argument("--out", help="image file, .png/.jpg/.pdf/... (default: RUN/samples.png); its folder is created")
+    s.add_argument("--out", type=_path, help="image file, .png/.jpg/.pdf/... (default: RUN/samples.png); its folder is created")
     s.add_argument("--mean", action="store_true", help="draw the means E[x|z] instead of samples x ~ p(x|z)")
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="random seed (default 0)")
     s.add_argument("--label", type=_int_in(0, 10_000), default=None,
@@ -252,14 +271,14 @@ def make_parser():
     w.set_defaults(func=_sweep)
 
     x = sub.add_parser("export", help="write a run's trained model to one file (weights + config) for sharing")
-    x.add_argument("run", help="a run folder")
-    x.add_argument("file", help="FILE.safetensors (pip install safetensors), or any other name for a torch file")
+    x.add_argument("run", type=_path, help="a run folder")
+    x.add_argument("file", type=_path, help="FILE.safetensors (pip install safetensors), or any other name for a torch file")
     _import_arg(x, "imports_after")
     x.set_defaults(func=_export)
 
     f = sub.add_parser("plot", help="figures of a finished run: curves, reconstructions, samples, traversals")
-    f.add_argument("run", help="a run folder")
-    f.add_argument("--out", help="folder for the PNG files (default RUN/figures)")
+    f.add_argument("run", type=_path, help="a run folder")
+    f.add_argument("--out", type=_path, help="folder for the PNG files (default RUN/figures)")
     _import_arg(f, "imports_after")
     f.set_defaults(func=_plot)
     return p
@@ -268,9 +287,9 @@ def make_parser():
 def _speaks(error):
     """Under torchrun, rank 0 says what all ranks would (a config error, an interruption); another rank
     speaks only of its own failures, once it has joined the others."""
-    from .training.distributed import RankZeroError, launched, world
+    from .training.distributed import RankZeroError, RendezvousError, launched, world
 
-    if not launched():
+    if not launched() or isinstance(error, RendezvousError):  # a rank's own variables, or finding the others
         return True
     w = world()
     if not w.distributed:  # it failed before joining the others: every rank fails alike, rank 0 says it
@@ -294,10 +313,13 @@ def main(argv=None):
     try:
         with warnings.catch_warnings():
             def show(message, category, filename, lineno, file=None, line=None):
+                """Every warning as one line: ours as it is, another library's with its kind and origin."""
                 if issubclass(category, PyroVAEWarning):
                     print(f"{command}: warning: {_one_line(message)}", file=sys.stderr)
                 else:
-                    _default_show(message, category, filename, lineno, file, line)
+                    parts = Path(filename).parts  # the library: the folder under site-packages, else the file
+                    origin = parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else Path(filename).stem
+                    print(f"{command}: warning ({category.__name__} from {origin}): {_one_line(message)}", file=sys.stderr)
 
             warnings.showwarning = show
             args = make_parser().parse_args(argv)
@@ -323,7 +345,6 @@ def main(argv=None):
     return 0
 
 
-_default_show = warnings.showwarning
 #: the largest sample grid: 100 x 100 images
 MAX_SAMPLES = 10_000
 

@@ -1,11 +1,13 @@
-"""Atomic file writes: a reader (or a process killed mid-write) sees the old file or the new one,
-never half of one. Write to a temporary file in the same folder, fsync, ``os.replace``."""
+"""Files and paths. Atomic writes: a reader (or a process killed mid-write) sees the old file or the new
+one, never half of one (a temporary file in the same folder, fsync, ``os.replace``). Paths are checked
+once, at the edge (``check_path``, ``folder_name``), so a path the file system cannot hold, or a name
+that would leave its folder, is one clear error before any work, not a traceback after it."""
 
 import glob
 import os
 import tempfile
 
-from .errors import RunFolderError
+from .errors import RunFolderError, UsageError
 
 #: temporary files are named ``.NAME-XXXX.tmp`` beside their target, so a dead writer's leftovers can be found
 TEMP_SUFFIX = ".tmp"
@@ -45,16 +47,72 @@ def os_error(path, e, what="write into", hint="choose another --out"):
     return RunFolderError(f"cannot {what} {path}: {reason}; {hint}")
 
 
+def _limit(path, name, default):
+    """The file system's ``pathconf`` limit ``name`` at the nearest existing folder above ``path``."""
+    p = os.path.abspath(path)
+    while not os.path.isdir(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    try:
+        return os.pathconf(p, name)
+    except (OSError, ValueError):
+        return default
+
+
+def check_path(path, what="the path", hint="choose another name", error=UsageError):
+    """``path`` as text, or ``error``: not a str or PathLike, empty, holding a NUL byte, not valid UTF-8
+    (config.toml and the metrics record paths as text), or with a name or a whole length over the file
+    system's limits. Returns the path as a str."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise error(f"{what} must be a file or folder name (a str or a Path), got {type(path).__name__}: {hint}")
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise error(f"{what} {text!r} is not valid UTF-8: {hint}") from None
+    if not text:
+        raise error(f"{what} is empty: {hint}")
+    if "\x00" in text:
+        raise error(f"{what} {text!r} holds a NUL character, which no file name may: {hint}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, as the command line hands them over
+        raise error(f"{what} {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8: {hint}") from None
+    name_max, path_max = _limit(text, "PC_NAME_MAX", 255), _limit(text, "PC_PATH_MAX", 4096)
+    for name in text.split(os.sep):
+        if len(name.encode("utf-8")) > name_max:
+            raise error(f"{what}: the name {name[:24]}...{name[-8:]} is {len(name.encode('utf-8'))} bytes long, over "
+                        f"the file system's limit of {name_max}: {hint}")
+    if len(os.path.abspath(text).encode("utf-8")) >= path_max:
+        raise error(f"{what} is {len(os.path.abspath(text).encode('utf-8'))} bytes long as an absolute path, over the "
+                    f"file system's limit of {path_max}: {hint}")
+    return text
+
+
+def folder_name(name, what, reserved=(), hint="choose another name", error=UsageError):
+    """``name`` if it is one safe folder name, to be made inside another folder: text a file system can hold
+    (``check_path``), not "." or "..", no path separator, not one of the ``reserved`` names (the files
+    beside it); else ``error``."""
+    name = check_path(name, what, hint, error)
+    if name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+        raise error(f"{what} {name!r} is not a single folder name (no {os.sep}, not . or ..): {hint}")
+    if name in reserved:
+        raise error(f"{what} {name!r} is the name of a file written beside it ({', '.join(reserved)}): {hint}")
+    return name
+
+
 def check_folder_target(path, hint="choose another --out"):
-    """Refuse, before any work, a folder path that cannot be made or written: a file in the way,
-    or a nearest existing folder this process may not write into."""
-    path = os.path.abspath(os.fspath(path)) if os.fspath(path) else "."
+    """Refuse, before any work, a folder path that cannot be made or written: a path the file system
+    cannot hold (``check_path``), a file in the way, or a nearest existing folder this process may not
+    write into."""
+    path = os.path.abspath(check_path(path, "the output folder", hint, RunFolderError))
     shown = os.fspath(path)
     p = path
     while True:
         if os.path.exists(p):
             if not os.path.isdir(p):
-                raise RunFolderError(f"{p} is a file, not a folder, so {shown} cannot be a folder: {hint}")
+                inside = "" if p == shown else f", so {shown} cannot be made inside it"
+                raise RunFolderError(f"{p} is a file, not a folder{inside}: {hint}")
             if not os.access(p, os.W_OK | os.X_OK):
                 raise os_error(p, PermissionError(13, "permission denied"), hint=hint)
             return

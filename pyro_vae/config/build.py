@@ -7,6 +7,7 @@ import math
 import pyro
 import torch
 
+from .. import checks
 from ..data.memory import Data, from_torch, load_data
 from ..devices import resolve_device
 from ..errors import ConfigError, DataError
@@ -19,6 +20,7 @@ from ..nn.networks import DECODERS, ENCODERS
 from ..nn.posteriors import POSTERIORS
 from ..nn.priors import PRIORS
 from ..work import check_step_memory
+from .validate import validate
 
 
 #: ``train.precision``: the dtype the encoder and decoder bodies run in under autocast (None: float32)
@@ -27,6 +29,8 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 def build_vae(cfg, data_shape):
     """The VAE the config describes (``model.kind``: the family), for data points of shape ``data_shape``."""
+    cfg = validate(cfg)  # a full config (about a millisecond): a partial or empty one gets its defaults
+    data_shape = checks.data_shape("data_shape", data_shape, DataError)
     m = cfg["model"]
     family = FAMILIES.get(m["kind"])
     if m["layers"] and "layers" not in inspect.signature(family).parameters:

@@ -56,6 +56,9 @@ def load_plugin(name):
         return importlib.import_module(name)
     except ConfigError:
         raise
+    except SystemExit as e:  # a module written as a script: its exit would end the command without a word
+        raise ConfigError(f"the plugin {name} called sys.exit({e.code!r}) while being imported: a plugin module only "
+                          "defines and registers kinds (put script code under if __name__ == \"__main__\":)") from None
     except Exception as e:
         raise ConfigError(
             f"cannot import the plugin {name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "

@@ -11,6 +11,7 @@ import torch
 
 from ..checks import describe, number
 from ..errors import ConfigError
+from ..files import check_path
 from ..registry import component_registries, for_key
 from .plugins import load_plugins
 
@@ -91,6 +92,8 @@ _BOUNDS = {
 }
 #: integer keys that also take one word (a default worked out at run time): key -> the word
 _OR_WORD = {"data.workers": "auto"}
+#: keys that hold a path: text a file system can hold (``files.check_path``); the empty ones allowed mean "none"
+_PATHS = {"data.root": False, "data.path": True, "train.out": False}
 #: keys with a fixed set of values
 _CHOICES = {"data.binarize": ("none", "dynamic", "static"), "train.precision": ("fp32", "bf16")}
 
@@ -142,6 +145,8 @@ def validate(cfg):
                 dst[key] = _check_type(dotted, value, dst[key])
                 if dotted in _BOUNDS:
                     number(dotted, dst[key], **_BOUNDS[dotted])
+                if dotted in _PATHS and (dst[key] or not _PATHS[dotted]):
+                    check_path(dst[key], dotted, "give a folder or file name a file system can hold", ConfigError)
                 if dotted in _CHOICES and dst[key] not in _CHOICES[dotted]:
                     raise ConfigError(f"{dotted} must be one of {', '.join(_CHOICES[dotted])}, got {value!r}")
 
@@ -159,7 +164,9 @@ def validate(cfg):
     merge(out, cfg, "")
     registries["train.elbo"].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
     registries["train.kl_warmup"].build(out["train"]["kl_warmup"], steps_per_epoch=1, total_steps=1)
-    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)  # checks the schedule's parameters
+    lr = out["train"]["optimizer"].get("lr", 1.0)  # the schedule's parameters are checked against the real lr
+    usable = isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")  # else its own error
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(lr) if usable else 1.0)
     registries["train.lr_schedule"].build(out["train"]["lr_schedule"], optimizer=probe, steps_per_epoch=1,
                                              total_epochs=out["train"]["epochs"])
     if out["train"]["target_rate"] > 0 and out["train"]["kl_warmup"]["kind"] != "none":

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, PyroVAEWarning
+from ..files import check_path
 from ..registry import Registry
 
 DATASETS = Registry("data.dataset")
@@ -98,7 +99,7 @@ class Data:
             raise DataError("a semi-supervised model needs a dataset with training labels (mnist, an npz file "
                             "with y_train, an image folder of classes)")
         classes = y.unique()
-        if not 0 < num_labels < self.num_train:
+        if not len(classes) <= num_labels < self.num_train:  # at least one labelled point of every class
             raise DataError(f"data.labels = {num_labels}: the labelled points must number between {len(classes)} "
                             f"and {self.num_train - 1} (the training set holds {self.num_train} points)")
         g = torch.Generator().manual_seed(seed)
@@ -161,7 +162,9 @@ def load_data(dataset="mnist", root=DEFAULT_ROOT, path="", binarize="dynamic", d
     ``workers`` and ``test_size``."""
     loader = DATASETS.get(dataset)
     _check_binarize(binarize)
-    root = resolve_root(root)
+    root = check_path(resolve_root(root), "the data root", "give the folder that holds the dataset", DataError)
+    if path != "":
+        path = check_path(path, "the data path", "give the dataset's file", DataError)
     if getattr(loader, "streamed", False):
         return loader(root=root, path=path, download=download, image_size=image_size, workers=workers,
                       test_size=test_size, binarize=binarize, seed=seed)
@@ -351,8 +354,10 @@ def load_npz(root, path, download):
         raise DataError(f"data.path {path} does not exist") from None
     except DataError:
         raise
-    except ValueError as e:  # object arrays need pickle, which we refuse
-        raise DataError(f"cannot read {path} without pickle ({e}); save plain numeric arrays with np.savez") from None
+    except ValueError as e:
+        if "pickle" in str(e):  # object arrays need pickle, which we refuse
+            raise DataError(f"cannot read {path} without pickle ({e}); save plain numeric arrays with np.savez") from None
+        raise DataError(f"{path} is damaged or truncated ({e}): save it again with np.savez") from None
     except Exception as e:
         raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
     if "x" not in arrays:

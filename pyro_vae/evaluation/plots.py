@@ -182,13 +182,14 @@ def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
     written.append("learning_curves.png")
     if not is_image_shape(vae.data_shape):
         return written
-    x = data.test[: n * n // 2]
     if hasattr(vae, "classes"):  # a family with labels: its own figures
         return written + label_figures(vae, data, out)
+    cols = min(n, data.test.shape[0])  # rows of ``cols`` test points: up to n // 2 of them, as many as there are
+    x = data.test[: max(1, min(n // 2, data.test.shape[0] // cols)) * cols]
     with torch.no_grad():
         recon = vae.reconstruct(x)
-        rows = torch.stack([x.reshape(-1, n, *vae.data_shape), recon.reshape(-1, n, *vae.data_shape)], 1)
-        save_grid(rows.reshape(-1, *vae.data_shape), out / "reconstructions.png", nrow=n,  # a row of inputs, then theirs
+        rows = torch.stack([x.reshape(-1, cols, *vae.data_shape), recon.reshape(-1, cols, *vae.data_shape)], 1)
+        save_grid(rows.reshape(-1, *vae.data_shape), out / "reconstructions.png", nrow=cols,  # inputs, then theirs
                   title="test inputs and their reconstructions E[x | z = E_q[z|x]]", row_labels=["input", "reconstruction"])
         torch.manual_seed(0)
         save_grid(vae.sample(n * n), out / "prior_samples.png", nrow=n, title="E[x|z], z ~ p(z)")

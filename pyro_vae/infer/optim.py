@@ -100,6 +100,10 @@ def exponential_schedule(optimizer, steps_per_epoch, total_epochs, gamma=0.9, ev
 def cosine_schedule(optimizer, steps_per_epoch, total_epochs, min_lr=0.0, every="step"):
     """Cosine annealing from lr to ``min_lr`` over the whole run (CosineAnnealingLR)."""
     min_lr = number("train.lr_schedule.min_lr", min_lr, low=0)
+    lr = min(group["lr"] for group in optimizer.param_groups)
+    if min_lr > lr:
+        raise ConfigError(f"train.lr_schedule.min_lr = {min_lr:g} is above the learning rate {lr:g}: cosine annealing would "
+                          "raise the rate over the run; set min_lr below train.optimizer.lr")
     t_max = _units(every, steps_per_epoch, total_epochs)
     return LRSchedule(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=min_lr), every)
 

@@ -17,7 +17,7 @@ from ..devices import resolve_device
 from ..errors import ConfigError
 from ..evaluation.metrics import classification, clustering, evaluate
 from ..evaluation.plots import comparison_figures
-from ..files import check_folder_target, make_folder
+from ..files import check_folder_target, check_path, folder_name, make_folder
 from ..infer.diagnostics import gradient_snr
 from ..infer.estimators import ESTIMATORS
 from ..training.runner import train
@@ -34,6 +34,8 @@ COLUMNS = ["estimator", "seconds_per_epoch", "test_elbo", "log_px", "gap", "rate
            "encoder_grad_var", "encoder_snr", "decoder_grad_var", "decoder_snr"]
 #: columns only some models have (a discrete component: clustering against the labels; a classifier: accuracy)
 EXTRA_COLUMNS = ["cluster_accuracy", "accuracy"]
+#: what the study writes beside its runs' folders
+STUDY_FILES = ("compare.csv", "compare.md", "compare.json", "elbo_vs_epoch.png", "elbo_vs_time.png", "snr.png")
 
 
 def parse_estimators(text):
@@ -42,7 +44,8 @@ def parse_estimators(text):
     out = {}
     for entry in (e for e in split_top_level(text) if e):
         label, _, spec = entry.partition("=")
-        label = label.strip()
+        label = folder_name(label.strip(), "the --estimators label", STUDY_FILES, "each label names the run's folder "
+                            "inside --out: use letters, digits, - and _", ConfigError)
         if spec:
             value = parse_value(spec.strip())
             overrides = {"train.elbo": value if isinstance(value, dict) else {"kind": value}}
@@ -61,7 +64,7 @@ def parse_estimators(text):
 
 def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, data=None, overwrite=False):
     """Run the study; write ``out``/compare.csv, compare.md, compare.json and figures. Returns the rows."""
-    out = Path(out)
+    out = Path(check_path(out, "the study's folder (--out)", "give the study a folder of its own", ConfigError))
     runs = {label: validate(apply_overrides(cfg, o)) for label, o in parse_estimators(estimators).items()}  # all checked up front
     check_folder_target(out)
     data = (data if data is not None else load_config_data(cfg)).to(resolve_device(cfg["device"]))  # loaded once

@@ -7,6 +7,7 @@
 
 import csv
 import itertools
+import os
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from ..config.load import load_config, split_top_level
 from ..errors import ConfigError
 from ..evaluation.metrics import evaluate
 from ..evaluation.plots import rate_distortion_figure
-from ..files import check_folder_target, make_folder
+from ..files import check_folder_target, check_path, folder_name, make_folder
 from ..training.runner import train
 from ..work import check_logpx_work
 
@@ -40,14 +41,25 @@ def parse_sweep(overrides):
     return fixed, swept
 
 
+#: what the sweep writes beside its runs' folders
+SWEEP_FILES = ("sweep.csv", "rate_distortion.png")
+
+
+def _folder(combo):
+    """A run's folder name inside the sweep's: key=value pairs (last part of each key), refused if unsafe."""
+    name = "_".join(f"{k.split('.')[-1]}={v}" for k, v in combo.items()).replace(os.sep, "-")
+    return folder_name(name, "a sweep run's folder", SWEEP_FILES, "shorten the swept values", ConfigError)
+
+
 def sweep(config_path, overrides, out, *, iwae_samples=0, progress=True, log=print, overwrite=False, data=None):
     """Train and evaluate every combination; write sweep.csv and rate_distortion.png. Returns the rows."""
     fixed, swept = parse_sweep(overrides)
     if not swept:
         raise ConfigError("nothing to sweep: give a key several values, e.g. --set train.beta=0.5,1,2,4")
-    out = Path(out)
+    out = Path(check_path(out, "the study's folder (--out)", "give the study a folder of its own", ConfigError))
     combos = [dict(zip(swept, values)) for values in itertools.product(*swept.values())]
     configs = [load_config(config_path, fixed + [f"{k}={v}" for k, v in c.items()]) for c in combos]  # all checked first
+    folders = [out / _folder(c) for c in combos]
     check_folder_target(out)
     if data is None and not any(k.startswith("data.") for k in swept):
         data = load_config_data(configs[0])
@@ -55,9 +67,8 @@ def sweep(config_path, overrides, out, *, iwae_samples=0, progress=True, log=pri
         for cfg in configs:
             check_logpx_work(build_vae(cfg, data.data_shape), data.test.shape[0], iwae_samples)
     rows = []
-    for combo, cfg in zip(combos, configs):
+    for combo, cfg, folder in zip(combos, configs, folders):
         label = ",".join(f"{k}={v}" for k, v in combo.items())
-        folder = out / "_".join(f"{k.split('.')[-1]}={v}" for k, v in combo.items()).replace("/", "-")
         log(f"== {label}")
         vae, history = train(cfg, folder, overwrite=overwrite, progress=progress, data=data, log=log)
         torch.manual_seed(cfg["seed"])

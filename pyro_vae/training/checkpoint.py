@@ -55,6 +55,11 @@ def restore_module(module, state_dict, path="the checkpoint"):
     own = module.state_dict()
     if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()):
         raise CheckpointError(f"{path} holds model weights that are not tensors (damaged or edited): retrain")
+    damaged = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if damaged:
+        raise CheckpointError(f"{path} holds weights that are NaN or infinite ({', '.join(damaged[:4])}"
+                              f"{', ...' if len(damaged) > 4 else ''}): the file is damaged; use another checkpoint or "
+                              "model file, or retrain")
     diffs = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in state_dict.items()

@@ -16,7 +16,10 @@ torchrun (no ``WORLD_SIZE`` > 1 in the environment) everything here is a no-op.
 """
 
 import datetime
+import os
 import re
+import socket
+import time
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +35,10 @@ TIMEOUT = datetime.timedelta(minutes=30)
 
 class RankZeroError(PyroVAEError):
     """Rank 0 failed (its message is its error); every other rank stops with it."""
+
+
+class RendezvousError(PyroVAEError):
+    """torchrun's variables are inconsistent, or the ranks did not find each other: each rank says so."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +105,75 @@ def world():
     return World()
 
 
+#: how long a rank waits for the others to join (``PYRO_VAE_RENDEZVOUS_TIMEOUT``, seconds)
+RENDEZVOUS_TIMEOUT = 300
+#: what torchrun sets, and what a rank needs to find the others
+ENVIRONMENT = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def check_environment():
+    """torchrun's variables, checked for consistency before a rank waits for the others: (rank, world size)."""
+    env = os.environ
+    shown = ", ".join(f"{k}={env[k]}" for k in ENVIRONMENT if k in env) or "none"
+    fix = (f"torchrun sets them (torchrun --nproc_per_node=N $(which pyro-vae) train ...); unset them to train in "
+           f"one process (set: {shown})")
+
+    def integer(name, low, high=None, default=None):
+        text = env.get(name, default)
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise RendezvousError(f"the environment variable {name} = {text!r} is not an integer: {fix}") from None
+        if value < low or (high is not None and value >= high):
+            bound = f"from {low} to {high - 1}" if high is not None else f">= {low}"
+            raise RendezvousError(f"the environment variable {name} = {value} must be {bound}: {fix}")
+        return value
+
+    size = integer("WORLD_SIZE", 1)
+    rank = integer("RANK", 0, size)
+    integer("LOCAL_RANK", 0, integer("LOCAL_WORLD_SIZE", 1, default=size) if "LOCAL_WORLD_SIZE" in env else None,
+            default="0")
+    if size > 1:
+        if not env.get("MASTER_ADDR"):
+            raise RendezvousError(f"WORLD_SIZE = {size} but MASTER_ADDR is not set, so rank {rank} cannot find the "
+                                  f"others: {fix}")
+        integer("MASTER_PORT", 1, 65536)
+    return rank, size
+
+
+def _wait_for(addr, port, deadline):
+    """Return once ``addr:port`` accepts a connection (rank 0's store); a TimeoutError at ``deadline``."""
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=1.0):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nothing listens at {addr}:{port} ({e.strerror or e})") from None
+            time.sleep(0.2)
+
+
+def _rendezvous_timeout():
+    text = os.environ.get("PYRO_VAE_RENDEZVOUS_TIMEOUT", str(RENDEZVOUS_TIMEOUT))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise RendezvousError(f"PYRO_VAE_RENDEZVOUS_TIMEOUT = {text!r} must be a positive number of seconds")
+    return datetime.timedelta(seconds=seconds)
+
+
 def init(device="cpu"):
     """Join torchrun's process group (once) if this process was launched as one of several ranks:
-    gloo for ``device = "cpu"``, nccl for CUDA (rank r on GPU ``LOCAL_RANK``). Returns the ``World``."""
-    if not launched() or (dist.is_available() and dist.is_initialized()):
+    gloo for ``device = "cpu"``, nccl for CUDA (rank r on GPU ``LOCAL_RANK``). Returns the ``World``.
+    The variables are checked first; a rank that finds no other within the rendezvous timeout
+    (``PYRO_VAE_RENDEZVOUS_TIMEOUT``, default 300 s) stops with a TrainingError that names them."""
+    if dist.is_available() and dist.is_initialized():
+        return world()
+    if "WORLD_SIZE" in os.environ:
+        check_environment()
+    if not launched():
         return world()
     if not dist.is_available():
         raise ConfigError("this torch was built without torch.distributed, so it cannot train under torchrun")
@@ -110,11 +182,21 @@ def init(device="cpu"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device = {device!r} but no CUDA device is available here: use device = \"cpu\"")
         torch.cuda.set_device(local_rank())
+    rank, size = check_environment()
+    wait = _rendezvous_timeout()
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    where = f"{addr}:{port}"
     try:
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
-    except (RuntimeError, ValueError) as e:
-        raise TrainingError(f"could not join the other ranks ({str(e).splitlines()[0]}): start with "
-                            "torchrun --nproc_per_node=N $(which pyro-vae) train ...") from None
+        if rank != 0:  # wait here for rank 0's store, so a missing one is our message, not torch's retry log
+            _wait_for(addr, port, time.monotonic() + wait.total_seconds())
+        store, rank, size = next(dist.rendezvous("env://", timeout=wait))
+        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=size, timeout=TIMEOUT)
+    except (RuntimeError, ValueError, OSError) as e:  # DistStoreError, a timeout, a refused connection
+        raise RendezvousError(
+            f"rank {rank} of WORLD_SIZE = {size} found no other rank at MASTER_ADDR:MASTER_PORT = {where} within "
+            f"{wait.total_seconds():g} s ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__}): start every "
+            "rank with torchrun --nproc_per_node=N $(which pyro-vae) train ..., or unset WORLD_SIZE, RANK and "
+            "MASTER_ADDR to train in one process (PYRO_VAE_RENDEZVOUS_TIMEOUT sets the wait)") from None
     return world()
 
 

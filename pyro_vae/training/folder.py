@@ -22,14 +22,34 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ..errors import CheckpointError, RunExistsError, RunFolderError, RunLockedError
-from ..files import atomic_write_text, check_folder_target, leftover_temps, os_error
+from ..errors import CheckpointError, RunExistsError, RunFolderError, RunLockedError, UsageError
+from ..files import atomic_write_text, check_folder_target, check_path, leftover_temps, os_error
 from .checkpoint import RUN_KEYS, load_checkpoint
 
 CHECKPOINT, METRICS, CONFIG, STATUS, LOCK, SAMPLES = (
     "checkpoint.pt", "metrics.jsonl", "config.toml", "status.json", ".lock", "samples.png")
 #: the files a training run writes; --overwrite removes exactly these
 RUN_FILES = (CHECKPOINT, METRICS, CONFIG, STATUS, SAMPLES)
+#: the files of a run that its later commands read (resume, evaluate, sample, plot): no output replaces them
+NEEDED = (CHECKPOINT, METRICS, CONFIG, STATUS, LOCK)
+
+
+def check_output_file(path, inputs=(), hint="choose another file name", guard_run=True):
+    """``path`` as a str if a command may write the file there; a UsageError where it would replace a file a
+    run needs (the checkpoint, config, metrics, status or lock of a run folder; ``guard_run=False``: the
+    run itself writes them) or one of the ``inputs`` the command reads."""
+    path = Path(check_path(path, "the output file", hint))
+    if guard_run and path.name in NEEDED and any((path.parent / name).exists() for name in (CHECKPOINT, METRICS, STATUS, LOCK)):
+        raise UsageError(f"{path} is the {path.name} of the run in {path.parent or '.'}: writing there would destroy "
+                         f"the run; {hint}")
+    for given in inputs:
+        try:
+            same = os.path.samefile(path, given)
+        except OSError:  # either is missing: not the same file
+            same = False
+        if same:
+            raise UsageError(f"{path} is {given}, which this command reads: writing there would destroy its input; {hint}")
+    return str(path)
 
 
 def read_metrics(path):

@@ -5,6 +5,7 @@ import os
 
 import pyro
 
+from ..checks import data_shape
 from ..config.build import build_vae, prepare
 from ..config.validate import validate
 from ..errors import CheckpointError, ConfigError
@@ -38,11 +39,11 @@ def load_model(run_dir):
     state = folder.load_checkpoint()
     cfg = saved_config(state["config"], folder.file(CHECKPOINT))
     shape = state.get("data_shape")
-    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
+    if shape is None:  # a checkpoint from before the data shape was kept
         cfg, vae, _ = load_run(run_dir)
         return cfg, vae
     pyro.set_rng_seed(cfg["seed"])
-    vae = build_vae(cfg, tuple(shape))
+    vae = build_vae(cfg, data_shape(f"the data shape in {folder.file(CHECKPOINT)}", shape, CheckpointError))
     restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
     return cfg, vae
 

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from ..checks import positive
+from ..checks import data_shape
 from ..errors import CheckpointError, ConfigError
 from ..files import atomic_write, make_folder
 
@@ -71,6 +71,4 @@ def read_model(path):
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not (isinstance(cfg, dict) and isinstance(weights, dict) and isinstance(shape, list) and shape):
         raise CheckpointError(f"{path} is a pyro-vae model file without a valid config, data shape or weights")
-    for s in shape:
-        positive("the data shape", s, integer=True, error=CheckpointError)
-    return cfg, tuple(shape), weights
+    return cfg, data_shape(f"the data shape in {path}", shape, CheckpointError), weights

@@ -2,11 +2,15 @@
 
 A setting changed on resume is applied (learning rate, epochs, beta schedule, estimator, ...) or
 refused with the reason (architecture, data, seed, optimiser kind, batch size inside an interrupted
-epoch): ``resume_changes``.
+epoch): ``resume_changes``. A run's ``config.toml`` edited by hand is such a change too
+(``edited_config``): the command line resumes from the file, and a config given that would undo
+an edit is refused (``check_edits_kept``), so an edit is never rewritten silently.
 """
 
+from ..config.load import load_config
 from ..config.validate import flatten
 from ..errors import CheckpointError, ConfigError
+from .folder import CONFIG
 
 APPLY, REFUSE, BETWEEN_EPOCHS = "apply", "refuse", "between epochs"
 #: (dotted key or section, rule, why); the first entry that names the key or a section above it decides
@@ -92,3 +96,36 @@ def restore_optimizer(optimizer, saved, lr_schedule=None, saved_schedule=None):
         if "initial_lr" in group:
             group["initial_lr"] = hyper["lr"]
             lr_schedule.scheduler.base_lrs[i] = hyper["lr"]
+
+
+def edited_config(folder, saved):
+    """The run's config.toml, validated, if it was edited since the checkpoint (its values differ from the
+    checkpoint's config ``saved``); None if it was not (or is gone). A ConfigError for a file that is no
+    longer a config: it is left as it is."""
+    path = folder.file(CONFIG)
+    if not path.is_file():
+        return None
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        raise ConfigError(f"{path} was edited into a config that cannot be read ({e}); fix it, or delete it to resume "
+                          "with the checkpoint's own config") from None
+    return cfg if _differ(saved, cfg) else None
+
+
+def _differ(a, b):
+    """The dotted keys whose values differ between two configs (the run folder's place aside: it moves)."""
+    a, b = flatten(a), flatten(b)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k != "train.out")
+
+
+def check_edits_kept(folder, saved, edited, cfg):
+    """Refuse to resume with ``cfg`` where it would undo an edit of config.toml (``edited``): a key the file
+    changes from the checkpoint's config ``saved`` that ``cfg`` leaves at the checkpoint's value."""
+    old, new, given = flatten(saved), flatten(edited), flatten(cfg)
+    undone = [f"{k} ({old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r})" for k in _differ(saved, edited)
+              if given.get(k) == old.get(k)]
+    if undone:
+        raise ConfigError(f"{folder.file(CONFIG)} was edited since the last checkpoint ({'; '.join(undone)}), and the "
+                          "config given to resume would undo it: resume from the file (pyro-vae train --resume does; "
+                          f"in Python, pass pyro_vae.load_config({str(folder.file(CONFIG))!r})), or undo the edit")

@@ -14,7 +14,7 @@ from .callbacks import build_loggers
 from .folder import CHECKPOINT, RunFolder, default_out
 from .load import saved_config
 from .loop import Loop
-from .resume import resume_changes
+from .resume import check_edits_kept, edited_config, resume_changes
 
 
 def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=None, log=print, vae=None, elbo=None,
@@ -85,6 +85,9 @@ def _resume_state(folder, cfg, log):
         log(f"removed {removed} temporary file(s) a killed writer left in {folder}")
     state = folder.load_checkpoint()
     saved = saved_config(state["config"], folder.file(CHECKPOINT))
+    edited = edited_config(folder, saved)
+    if edited is not None:
+        check_edits_kept(folder, saved, edited, cfg)
     changes = resume_changes(saved, cfg, mid_epoch=state.get("partial") is not None)
     state["changes"] = changes
     return state
