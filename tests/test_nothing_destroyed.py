@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyro_vae import (CheckpointError, ConfigError, DataError, PyroVAEError, build_vae, compare, load_config,
-                      load_data, load_model, sweep, train)
+                      load_data, load_model, load_run, sweep, train)
 from pyro_vae.cli import main
 from pyro_vae.errors import UsageError
 from pyro_vae.files import folder_name
@@ -171,25 +171,33 @@ def test_every_command_refuses_a_path_the_file_system_cannot_hold_in_one_line(wh
 
 
 # -- 5. loaded files trusted too far -----------------------------------------------------------------
-@pytest.mark.parametrize("damage", ["huge data shape", "negative size", "nan weights", "inf weights"])
-def test_a_model_file_or_checkpoint_is_checked_before_use(damage, run, tmp_path):
+def damaged_copies(run, tmp_path, damage):
+    """An exported model file and the run's checkpoint, each changed by ``damage(state)``: [(source, its name)]."""
     model = torch.load(FIXTURES / "model_v0.pt", weights_only=True)
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     for s in (model, state):
-        if damage == "huge data shape":
-            s["data_shape"] = [1, 10**7, 10**7]
-        elif damage == "negative size":
-            s["data_shape"] = [1, -4, 4]
-        else:
-            weights = s["model"]
-            name = sorted(weights)[0]
-            weights[name] = weights[name].clone().fill_(float("nan") if damage == "nan weights" else float("inf"))
+        damage(s)
     torch.save(model, tmp_path / "model.pt")
     torch.save(state, run / "checkpoint.pt")
-    for source, named in ((tmp_path / "model.pt", "model.pt"), (run, "checkpoint.pt")):
-        with pytest.raises(CheckpointError, match="data shape|NaN or infinite") as e:
+    return [(tmp_path / "model.pt", "model.pt"), (run, "checkpoint.pt")]
+
+
+def refused_on_load(sources, pattern):
+    for source, named in sources:
+        with pytest.raises(CheckpointError, match=pattern) as e:
             load_model(source)
         assert named in str(e.value)
+
+
+DAMAGES = {"huge data shape": lambda s: s.update(data_shape=[1, 10**7, 10**7]),
+           "negative size": lambda s: s.update(data_shape=[1, -4, 4]),
+           "nan weights": lambda s: s["model"][sorted(s["model"])[0]].fill_(float("nan")),
+           "inf weights": lambda s: s["model"][sorted(s["model"])[0]].fill_(float("inf"))}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_model_file_or_checkpoint_is_checked_before_use(damage, run, tmp_path):
+    refused_on_load(damaged_copies(run, tmp_path, DAMAGES[damage]), "data shape|NaN or infinite")
 
 
 # -- 11. the Python API's own errors -------------------------------------------------------------------
@@ -295,3 +303,67 @@ def test_messages_say_what_is_wrong(tmp_path):
     with pytest.raises(PyroVAEError) as e:
         train(load_config(overrides=["data.dataset=synthetic"]), tmp_path / "afile", **QUIET)
     assert str(e.value).count(str(tmp_path / "afile")) == 1
+
+
+# -- 8. documented features that work as documented -----------------------------------------------------------
+def test_loggers_take_tables_as_documented(tmp_path):
+    cfg = load_config(overrides={"train.loggers": [{"kind": "csv"}, {"kind": "wandb", "project": "p", "every": 5},
+                                                   "mlflow", {"kind": "tensorboard", "every": 3}]})
+    assert cfg["train"]["loggers"][1] == {"kind": "wandb", "project": "p", "every": 5}
+    for bad, message in (({"kind": "wandb", "team": "x"}, "unknown parameter.*team"), ({"every": 3}, "needs a 'kind'"),
+                         (3, "a table like")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(overrides={"train.loggers": [bad]})
+    cfg = load_config(overrides={"data.dataset": "synthetic", "train.epochs": 1, "train.loggers": [{"kind": "csv"}]})
+    train(cfg, tmp_path / "run", **QUIET)
+    assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,")
+
+
+def test_a_run_whose_checkpoint_is_gone_says_so_on_every_path(run, capsys):
+    (run / "checkpoint.pt").unlink()
+    for argv in (["evaluate", str(run)], ["train", "--resume", str(run), "--quiet"], ["sample", str(run)]):
+        refused(capsys, argv, r"metrics of 1 epoch\(s\) but its checkpoint.pt is gone.*--overwrite")
+    refused(capsys, ["train", *SMALL, "--out", str(run)], "whose checkpoint.pt is gone.*--overwrite")
+    assert main(["train", *SMALL, "--out", str(run), "--overwrite"]) == 0  # the way out the messages give
+
+
+def test_a_stopped_sweep_continues_when_run_again(tmp_path):
+    args = (None, ["data.dataset=synthetic", "model.latent_dim=2", "train.epochs=1", "train.beta=0.5,2"], tmp_path)
+    said = []
+    sweep(*args, progress=False, log=said.append)
+    first = digest(tmp_path / "beta=0.5")
+    (tmp_path / "beta=2" / "checkpoint.pt").unlink()  # as if killed in its first epoch: a failed start
+    (tmp_path / "beta=2" / "metrics.jsonl").unlink()
+    said.clear()
+    rows = sweep(*args, progress=False, log=said.append)
+    assert any("already trained 1 of 1 epochs" in s for s in said)  # the finished run: resumed, not retrained
+    assert digest(tmp_path / "beta=0.5")["checkpoint.pt"] == first["checkpoint.pt"]
+    assert [r["run"] for r in rows] == ["train.beta=0.5", "train.beta=2"] and (tmp_path / "sweep.csv").exists()
+
+
+def test_an_image_folder_of_grey_and_colour_images_says_what_it_reads(tmp_path):
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from pyro_vae.data.images import ImageFiles
+    from pyro_vae.errors import PyroVAEWarning
+
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).save(tmp_path / "b.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        files = ImageFiles([str(tmp_path / "a.png"), str(tmp_path / "b.png")], None, image_size=0)
+        files[1], files[1]
+    said = [str(w.message) for w in caught if issubclass(w.category, PyroVAEWarning)]
+    assert len(said) == 1 and "b.png is in colour" in said[0] and "a.png, the first, is grey" in said[0]
+
+
+@pytest.mark.parametrize("key, value", [("latent_dim", 10**9), ("decoder", {"kind": "mlp", "hidden": [10**10]})])
+def test_a_file_whose_config_would_build_a_huge_model_is_refused_before_building(key, value, run, tmp_path):
+    sources = damaged_copies(run, tmp_path, lambda s: s["config"]["model"].update({key: value}))
+    refused_on_load(sources, "weights that its own config does not build")
+    with pytest.raises(CheckpointError, match="weights that its own config does not build"):
+        load_run(run)

@@ -30,7 +30,23 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 def build_vae(cfg, data_shape):
     """The VAE the config describes (``model.kind``: the family), for data points of shape ``data_shape``."""
     cfg = validate(cfg)  # a full config (about a millisecond): a partial or empty one gets its defaults
-    data_shape = checks.data_shape("data_shape", data_shape, DataError)
+    return _build_vae(cfg, checks.data_shape("data_shape", data_shape, DataError)).to(resolve_device(cfg["device"]))
+
+
+def vae_shapes(cfg, data_shape):
+    """{name: shape} of the state of the VAE ``build_vae`` would build, found without allocating it (on torch's
+    meta device), so a config read from a file is checked against the file's weights before anything is built;
+    None where a part cannot be built there."""
+    cfg = validate(cfg)
+    try:
+        with torch.device("meta"):
+            vae = _build_vae(cfg, checks.data_shape("data_shape", data_shape, DataError))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # a part that computes on its weights
+        return None
+    return {name: tuple(t.shape) for name, t in vae.state_dict().items()}
+
+
+def _build_vae(cfg, data_shape):
     m = cfg["model"]
     family = FAMILIES.get(m["kind"])
     if m["layers"] and "layers" not in inspect.signature(family).parameters:
@@ -45,8 +61,7 @@ def build_vae(cfg, data_shape):
     decoder = DECODERS.build(m["decoder"], latent_dim=latent_dim + family.decoder_inputs(m), out_features=out_features,
                              data_shape=data_shape)
     prior = family.make_prior(m, PRIORS)
-    vae = family(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, **family.options(cfg))
-    return vae.to(resolve_device(cfg["device"]))
+    return family(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, **family.options(cfg))
 
 
 def build_elbo(cfg):

@@ -174,8 +174,8 @@ def validate(cfg):
     for_key("data.dataset").get(out["data"]["dataset"])
     if getattr(family, "check_config", None) is not None:  # a family's own keys (hierarchical: model.layers)
         family.check_config(out["model"])
-    for name in out["train"]["loggers"]:
-        for_key("train.loggers").get(name)
+    for spec in out["train"]["loggers"]:  # a name, or a table with its options: { kind = "wandb", project = "p" }
+        for_key("train.loggers").check(spec)
     if out["device"] not in ("cpu", "mps") and not out["device"].startswith("cuda"):
         raise ConfigError(f"device must be \"cpu\", \"cuda\" (or \"cuda:N\") or \"mps\", got {out['device']!r}")
     return out

@@ -17,6 +17,7 @@ evaluation reads them every epoch.
 
 import io
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -24,9 +25,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .memory import DATASETS, TEST_BINARIZE_SEED, Data
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, PyroVAEWarning
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PIL modes read as grey (C = 1); any other is read as RGB
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _FIRST_READ = 1 << 16  # bytes: a file's first read, enough for most images without asking its size
 
@@ -84,7 +87,8 @@ class ImageFiles(Dataset):
         self.shape, self.reference = None, self.files[0]
         try:
             with Image.open(self.files[0]) as im:
-                self.mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+                self.mode = "L" if im.mode in GREY_MODES else "RGB"
+            self.warned = False
         except (OSError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read the image {self.files[0]} ({e})") from None
         self.shape = tuple(self[0][0].shape)
@@ -126,6 +130,12 @@ class ImageFiles(Dataset):
             im.load()
         except (OSError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None
+        if self.mode == "L" and im.mode not in GREY_MODES and not self.warned:  # colour read as grey: say so, once
+            self.warned = True
+            warnings.warn(PyroVAEWarning(
+                f"the image {self.files[i]} is in colour ({im.mode}) but {self.reference}, the first, is grey, so the "
+                "run reads every image as grey and this one loses its colours: convert the grey images to RGB "
+                "(or the colour ones to grey) to choose"), stacklevel=2)
         im = im if im.mode == self.mode else im.convert(self.mode)
         return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.size[1], im.size[0], -1)
 

@@ -3,6 +3,9 @@
 
 ``--set train.beta=0.5,1,2`` sweeps; a value with one element is fixed. Commas inside [...] or
 {...} belong to the value (``model.encoder.hidden=[256,128]`` is one value).
+
+A sweep continues where it stopped: run the same command again and each run folder that holds a
+run is resumed (a finished one is only evaluated); ``overwrite`` trains every run anew.
 """
 
 import csv
@@ -14,10 +17,11 @@ import torch
 
 from ..config.build import build_vae, load_config_data
 from ..config.load import load_config, split_top_level
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingInterrupted
 from ..evaluation.metrics import evaluate
 from ..evaluation.plots import rate_distortion_figure
 from ..files import check_folder_target, check_path, folder_name, make_folder
+from ..training.folder import RunFolder
 from ..training.runner import train
 from ..work import check_logpx_work
 
@@ -70,7 +74,12 @@ def sweep(config_path, overrides, out, *, iwae_samples=0, progress=True, log=pri
     for combo, cfg, folder in zip(combos, configs, folders):
         label = ",".join(f"{k}={v}" for k, v in combo.items())
         log(f"== {label}")
-        vae, history = train(cfg, folder, overwrite=overwrite, progress=progress, data=data, log=log)
+        resume = not overwrite and RunFolder(folder).holds_run()  # a sweep that stopped: continue its runs
+        try:
+            vae, history = train(cfg, folder, resume=resume, overwrite=overwrite, progress=progress, data=data, log=log)
+        except TrainingInterrupted as e:
+            raise TrainingInterrupted(f"{e}; or run the same sweep command again: it continues every run of the "
+                                      "sweep") from None
         torch.manual_seed(cfg["seed"])
         test = data.test.to(next(vae.parameters()).device) if data is not None else load_config_data(cfg).test
         r = evaluate(vae, test, iwae_samples=iwae_samples, batch_size=cfg["eval"]["batch_size"])

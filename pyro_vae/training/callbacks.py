@@ -174,6 +174,6 @@ class MLflowLogger(_ScalarLogger):
         self.mlflow.end_run()
 
 
-def build_loggers(names):
-    """The logger callbacks ``train.loggers`` names."""
-    return [LOGGERS.build(name) for name in names]
+def build_loggers(specs):
+    """The logger callbacks ``train.loggers`` lists: names, or tables with their options."""
+    return [LOGGERS.build(spec) for spec in specs]

@@ -173,6 +173,10 @@ class RunFolder:
         self.clean_temps()
 
     def exists_error(self):
+        if not self.file(CHECKPOINT).exists():  # metrics without their checkpoint: nothing to continue
+            return RunExistsError(f"{self.path} holds the metrics of a run whose {CHECKPOINT} is gone, so it cannot be "
+                                  f"continued: put the checkpoint back, choose another --out, or pass --overwrite "
+                                  "to replace it")
         return RunExistsError(f"{self.path} already holds a run; continue it with --resume {self.path}, "
                               "choose another --out, or pass --overwrite to replace it")
 
@@ -229,6 +233,12 @@ class RunFolder:
         if not self.path.is_dir():
             raise CheckpointError(f"there is no run folder at {self.path}: train one with pyro-vae train --out {self.path}")
         if not self.file(CHECKPOINT).exists():
+            epochs = len(read_metrics(self.file(METRICS))[0])
+            if epochs:  # the run trained, and its weights were deleted or moved
+                raise CheckpointError(
+                    f"{self.path} holds metrics of {epochs} epoch(s) but its {CHECKPOINT} is gone (deleted or moved), "
+                    f"so its weights are lost: put the checkpoint back, or train again with pyro-vae train --out "
+                    f"{self.path} --overwrite")
             status = self.read_status()
             said = f" (status: {status['state']}: {status.get('message', '')})" if status else ""
             raise CheckpointError(

@@ -4,9 +4,10 @@ checkpoint or from a model file ``pyro-vae export`` wrote."""
 import os
 
 import pyro
+import torch
 
 from ..checks import data_shape
-from ..config.build import build_vae, prepare
+from ..config.build import build_vae, prepare, vae_shapes
 from ..config.validate import validate
 from ..errors import CheckpointError, ConfigError
 from .checkpoint import restore_module
@@ -20,9 +21,27 @@ def load_run(run_dir, data=None):
     folder = RunFolder(run_dir)
     state = folder.load_checkpoint()
     cfg = saved_config(state["config"], folder.file(CHECKPOINT))
+    if state.get("data_shape") is not None:
+        check_weights_fit(cfg, data_shape(f"the data shape in {folder.file(CHECKPOINT)}", state["data_shape"],
+                                          CheckpointError), state["model"], folder.file(CHECKPOINT))
     data, vae, _, _ = prepare(cfg, data)
     restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
     return cfg, vae, data
+
+
+def check_weights_fit(cfg, shape, weights, where):
+    """Refuse, before anything is built, a file whose config builds a model its weights do not fit: a damaged
+    or edited file must not make us allocate what its config says (``build.vae_shapes``: found on torch's
+    meta device; a model that cannot be laid out there is checked after it is built, by ``restore_module``)."""
+    expected = vae_shapes(cfg, shape)
+    if expected is None or not isinstance(weights, dict):
+        return
+    got = {k: tuple(v.shape) for k, v in weights.items() if torch.is_tensor(v)}
+    diffs = [f"{k}: file {got.get(k, 'missing')} vs config {expected.get(k, 'none')}"
+             for k in sorted(expected.keys() | got.keys()) if got.get(k) != expected.get(k)]
+    if diffs:
+        raise CheckpointError(f"{where} holds weights that its own config does not build ({'; '.join(diffs[:4])}"
+                              f"{'; ...' if len(diffs) > 4 else ''}): the file is damaged or was edited; use another")
 
 
 def load_model(run_dir):
@@ -32,6 +51,7 @@ def load_model(run_dir):
     if os.path.isfile(run_dir):
         cfg, shape, weights = read_model(run_dir)
         cfg = saved_config(cfg, run_dir)
+        check_weights_fit(cfg, shape, weights, run_dir)
         vae = build_vae(cfg, shape)
         restore_module(vae, weights, str(run_dir))
         return cfg, vae
@@ -43,7 +63,9 @@ def load_model(run_dir):
         cfg, vae, _ = load_run(run_dir)
         return cfg, vae
     pyro.set_rng_seed(cfg["seed"])
-    vae = build_vae(cfg, data_shape(f"the data shape in {folder.file(CHECKPOINT)}", shape, CheckpointError))
+    shape = data_shape(f"the data shape in {folder.file(CHECKPOINT)}", shape, CheckpointError)
+    check_weights_fit(cfg, shape, state["model"], folder.file(CHECKPOINT))
+    vae = build_vae(cfg, shape)
     restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
     return cfg, vae
 
