@@ -4,32 +4,49 @@ The package in layers, each importing only from the ones above it in this list (
 the ground (``errors``, ``checks``, ``files``, ``registry``, ``work``, ``devices``); ``nn`` (components);
 ``data``; ``models`` (families); ``infer`` (estimators, optimisers; never ``models``); ``evaluation``;
 ``config`` (validate, load, plugins, build); ``training``; ``studies`` (compare, sweep); ``cli``.
-This module re-exports the public API.
+This module re-exports the public API, each name imported when first used.
 """
 
-from .errors import (CheckpointError, ConfigError, DataError, PyroVAEError, PyroVAEWarning, RunExistsError,
-                     RunFolderError, RunLockedError, TrainingError, TrainingInterrupted, UsageError)
-from .nn import DECODERS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS, Decoder, Encoder, Likelihood, Posterior, Prior
-from .data import DATASETS, Data, load_data
-from .models import FAMILIES, VAE
-from .infer import ESTIMATORS, LR_SCHEDULES, OPTIMIZERS, SCHEDULES, Schedule
-from .evaluation import evaluate, iwae_log_px, test_elbo
-from .config import DEFAULTS, apply_overrides, build_elbo, build_optimizer, build_vae, load_config, prepare, validate
-from .config.build import load_config_data
-from .training import (LOGGERS, Callback, RunFolder, load_checkpoint, load_model, load_run, save_checkpoint, svi_step,
-                       train)
-from .training.export import export_model
-from .studies.compare import compare
-from .studies.sweep import sweep
+import importlib
+import importlib.util
+
+#: each public name and the module it lives in; imported on first use (PEP 562), so that
+#: ``import pyro_vae.cli`` is quick and a Ctrl-C while torch loads reaches the command's handler
+_EXPORTS = {
+    **dict.fromkeys(["CheckpointError", "ConfigError", "DataError", "PyroVAEError", "PyroVAEWarning", "RunExistsError",
+                     "RunFolderError", "RunLockedError", "TrainingError", "TrainingInterrupted", "UsageError"], "errors"),
+    **dict.fromkeys(["DECODERS", "ENCODERS", "LIKELIHOODS", "POSTERIORS", "PRIORS", "Decoder", "Encoder", "Likelihood",
+                     "Posterior", "Prior"], "nn"),
+    **dict.fromkeys(["DATASETS", "Data", "load_data"], "data"),
+    **dict.fromkeys(["FAMILIES", "VAE"], "models"),
+    **dict.fromkeys(["ESTIMATORS", "LR_SCHEDULES", "OPTIMIZERS", "SCHEDULES", "Schedule"], "infer"),
+    **dict.fromkeys(["evaluate", "iwae_log_px", "test_elbo"], "evaluation"),
+    **dict.fromkeys(["DEFAULTS", "apply_overrides", "build_elbo", "build_optimizer", "build_vae", "load_config",
+                     "prepare", "validate"], "config"),
+    "load_config_data": "config.build",
+    **dict.fromkeys(["LOGGERS", "Callback", "RunFolder", "load_checkpoint", "load_model", "load_run",
+                     "save_checkpoint", "svi_step", "train"], "training"),
+    "export_model": "training.export",
+    "compare": "studies.compare",
+    "sweep": "studies.sweep",
+}
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "VAE", "FAMILIES", "train", "svi_step", "prepare", "load_run", "load_model", "export_model", "RunFolder",
-    "evaluate", "iwae_log_px", "test_elbo", "compare", "sweep", "load_config", "apply_overrides", "validate",
-    "build_vae", "build_elbo", "build_optimizer", "load_data", "load_config_data", "Data", "save_checkpoint",
-    "load_checkpoint", "DEFAULTS", "PRIORS", "LIKELIHOODS", "POSTERIORS", "ENCODERS", "DECODERS", "ESTIMATORS",
-    "OPTIMIZERS", "DATASETS", "SCHEDULES", "LR_SCHEDULES", "LOGGERS", "Prior", "Likelihood", "Posterior", "Encoder",
-    "Decoder", "Schedule", "Callback", "PyroVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingError",
-    "RunExistsError", "TrainingInterrupted", "RunFolderError", "RunLockedError", "UsageError", "PyroVAEWarning",
-]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    """A public name from its module, or a subpackage (``pyro_vae.training``), imported on first use."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS})

@@ -287,13 +287,16 @@ def make_parser():
 def _speaks(error):
     """Under torchrun, rank 0 says what all ranks would (a config error, an interruption); another rank
     speaks only of its own failures, once it has joined the others."""
-    from .training.distributed import RankZeroError, RendezvousError, launched, world
+    from .training.distributed import RankZeroError, RendezvousError, check_environment, launched, world
 
     if not launched() or isinstance(error, RendezvousError):  # a rank's own variables, or finding the others
         return True
     w = world()
     if not w.distributed:  # it failed before joining the others: every rank fails alike, rank 0 says it
-        return os.environ.get("RANK", "0") == "0"
+        try:
+            return check_environment()[0] == 0
+        except RendezvousError:  # no consistent world, so no rank 0 to speak for this one
+            return True
     return w.is_main or not isinstance(error, (RankZeroError, TrainingInterrupted))
 
 

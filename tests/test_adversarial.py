@@ -214,7 +214,11 @@ SETS = ["train.epochs=1", "train.epochs=0", "seed=-1", "seed=3", "model.latent_d
         "train.elbo.num_particles=0", "train.elbo.num_particles=100000000000", "data.batch_size=0",
         "data.batch_size=9999", "data.binarize=maybe", "eval.iwae_samples=-3", "device=tpu", "bogus=1", "x",
         "model.prior.kind=vamp", "model.likelihood.kind=gaussian", "data.dataset=npz", "train.beta=nan",
-        "train.kl_warmup={kind='linear', epochs=-1}", "model.encoder.hidden=[]", "model.encoder.hidden=[-4]"]
+        "train.kl_warmup={kind='linear', epochs=-1}", "model.encoder.hidden=[]", "model.encoder.hidden=[-4]",
+        "data.path='\udcff.npz'", f"data.path='{'p' * 300}.npz'", "data.path=''", "train.out=''", "train.out='..'",
+        "train.out='a/../../b'", f"train.out='{'o' * 300}'", "data.root='\udcff'"]
+#: names a file system may not hold: over 255 bytes, a byte that is not UTF-8 (as Python passes it), empty, dots
+ODD_NAMES = ["n" * 300, "\udcff", "", ".", "..", "a\nb", "-"]
 VALUES = ["0", "-5", "1", "3", "1000000000000", "abc", "", "nan", "x.png", "x.txt", "/", "\x00", "--quiet"]
 FLAGS = {
     "train": ["--set", "--out", "--config", "--resume", "--overwrite", "--quiet"],
@@ -232,7 +236,8 @@ def argv(draw, run, scratch):
     command = draw(st.sampled_from(sorted(FLAGS)))
     args = [command]
     if command in ("evaluate", "sample", "plot", "export"):
-        args.append(draw(st.sampled_from([str(run), str(scratch / "none"), str(scratch), "/", str(scratch / "f.txt")])))
+        args.append(draw(st.sampled_from([str(run), str(scratch / "none"), str(scratch), "/", str(scratch / "f.txt"),
+                                          *(str(scratch / name) for name in ODD_NAMES)])))
     if command == "export":
         args.append(str(scratch / draw(st.sampled_from(["m.pt", "m.safetensors", "sub/m.pt", "f.txt", ".", "cfg.toml/x"]))))
     else:
@@ -245,9 +250,13 @@ def argv(draw, run, scratch):
         elif flag == "--import":
             args.append(draw(st.sampled_from(["no_such_module", "json", str(scratch / "f.txt"), "x.py", ""])))
         elif flag in ("--out", "--resume", "--config"):
-            args.append(str(scratch / draw(st.sampled_from(["out0", "out1", "f.png", "f.txt", "cfg.toml", "none"]))))
+            name = draw(st.sampled_from(["out0", "out1", "f.png", "f.txt", "cfg.toml", "none", *ODD_NAMES]))
+            args.append(str(scratch / name) if name else name)
         elif flag == "--estimators":
-            args.append(draw(st.sampled_from(["trace", "iwae,dreg", "nope", "", "a={kind='renyi', alpha=-1}"])))
+            args.append(draw(st.sampled_from(["trace", "iwae,dreg", "nope", "", "a={kind='renyi', alpha=-1}",
+                                              "../up={kind='trace'}", "={kind='trace'}", "a/b={kind='iwae'}",
+                                              f"{'l' * 300}={{kind='trace'}}", "\udcff={kind='trace'}",
+                                              "trace,trace"])))
         elif flag not in ("--overwrite", "--quiet", "--json", "--mean"):
             args.append(draw(st.sampled_from(VALUES)))
     return args
@@ -261,16 +270,34 @@ def scratch(tmp_path_factory):
     return folder
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+#: the environment a command reads: torchrun's variables (none here lets a rank wait for others), the data root, the
+#: rendezvous timeout
+ENVIRONMENT = {
+    "WORLD_SIZE": ["0", "two", "", "2", "-1"], "RANK": ["5", "-1", "x", "0"], "LOCAL_RANK": ["-2", "y", "0"],
+    "MASTER_PORT": ["0", "70000", "p"], "PYRO_VAE_DATA": ["", "/", "\udcff", "d" * 300],
+    "PYRO_VAE_RENDEZVOUS_TIMEOUT": ["0", "-3", "soon", "nan"],
+}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_fuzz_the_command_line(run, scratch, capsys, data):
+def test_fuzz_the_command_line(run, scratch, capsys, monkeypatch, data):
     args = data.draw(argv(run, scratch))
-    code = main(args)
+    env = data.draw(st.dictionaries(st.sampled_from(sorted(ENVIRONMENT)), st.just(None), max_size=3))
+    env = {name: data.draw(st.sampled_from(ENVIRONMENT[name])) for name in env}
+    if "WORLD_SIZE" not in env:  # a rank with a consistent world would wait for the others
+        env = {k: v for k, v in env.items() if k not in ("RANK", "LOCAL_RANK", "MASTER_PORT")}
+    with monkeypatch.context() as m:
+        for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            m.delenv(name, raising=False)
+        for name, value in env.items():
+            m.setenv(name, value)
+        code = main(args)
     captured = capsys.readouterr()
-    assert code in (0, 2), (args, captured.err)
+    assert code in (0, 2), (args, env, captured.err)
     if code == 2:
         lines = [line for line in captured.err.splitlines() if "warning:" not in line]
-        assert len(lines) == 1 and lines[0].startswith("pyro-vae") and "error: " in lines[0], (args, captured.err)
+        assert len(lines) == 1 and lines[0].startswith("pyro-vae") and "error: " in lines[0], (args, env, captured.err)
     assert "Traceback" not in captured.err
 
 

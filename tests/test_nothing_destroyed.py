@@ -286,6 +286,31 @@ def test_a_plugin_that_exits_and_another_librarys_warning_are_one_line_each(tmp_
     assert "overflow" in err and "np.float32" not in err  # the message, not the source line
 
 
+CTRL_C_IN_IMPORT = """
+import sys
+import pyro_vae.cli
+assert "torch" not in sys.modules, "import pyro_vae.cli loads torch: a Ctrl-C in that wait would be a traceback"
+
+class CtrlC:  # Ctrl-C pressed while torch is being imported, the longest wait of a command's start
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+sys.exit(pyro_vae.cli.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_IMPORT, "train", *SMALL, "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "pyro-vae train: interrupted\n"
+    assert not (tmp_path / "r").exists()
+
+
 def test_messages_say_what_is_wrong(tmp_path):
     import numpy as np
 
