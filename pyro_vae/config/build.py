@@ -3,6 +3,7 @@ and ``prepare``, which loads the data and refuses bad combinations before any tr
 
 import inspect
 import math
+from dataclasses import dataclass
 
 import pyro
 import torch
@@ -61,7 +62,15 @@ def _build_vae(cfg, data_shape):
     decoder = DECODERS.build(m["decoder"], latent_dim=latent_dim + family.decoder_inputs(m), out_features=out_features,
                              data_shape=data_shape)
     prior = family.make_prior(m, PRIORS)
-    return family(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, **family.options(cfg))
+    options = {arg: _lookup(cfg, key) for arg, key in family.config_options.items()}
+    return family(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, **options)
+
+
+def _lookup(cfg, key):
+    """The value at a dotted config key ("model.components")."""
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
 
 
 def build_elbo(cfg):
@@ -94,28 +103,60 @@ def load_config_data(cfg):
                      d["image_size"], d["workers"], d["test_size"])
 
 
-def labelled_batch_size(cfg, data):
-    """Labelled points per step of a semi-supervised run: ``data.labelled_batch`` (0: ``data.batch_size``),
-    at most all of them."""
-    d = cfg["data"]
-    return min(d["labelled_batch"] or d["batch_size"], data.labelled[0].shape[0])
+@dataclass(frozen=True)
+class StepInputs:
+    """The keyword arguments of model and guide for a training batch (from ``data.batches``) at a global
+    step: the family's reading of the batch, and for a semi-supervised run the labelled batch beside it
+    (``xs``, ``ys``, ``num_labelled``: ``labelled_batch`` of the labelled points, in an order ``seed`` fixes)."""
+
+    vae: torch.nn.Module
+    data: Data
+    labelled_batch: int = 0
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, vae, data, cfg):
+        """``data.labelled_batch`` labelled points per step (0: ``data.batch_size``), at most all of them."""
+        d = cfg["data"]
+        size = min(d["labelled_batch"] or d["batch_size"], data.labelled[0].shape[0]) if data.labelled else 0
+        return cls(vae, data, size, cfg["seed"])
+
+    def __call__(self, batch, step, part=(0, 1)):
+        inputs = self.vae.batch_inputs(batch)
+        if self.data.labelled is not None:
+            xs, ys = self.data.labelled_batch(step, self.labelled_batch, self.seed, part)
+            inputs.update(xs=xs, ys=ys, num_labelled=self.data.labelled[0].shape[0])
+        return inputs
+
+    def example(self, n=2):
+        """The inputs for the first ``n`` training points, for checks before training."""
+        x = self.data.example_batch(n)
+        return self((x, self.data.example_labels(n)) if self.vae.needs_labels else x, 0)
 
 
-def step_inputs(vae, data, cfg, batch, step, part=(0, 1)):
-    """The keyword arguments of model and guide for training batch ``batch`` (from ``data.batches``) at
-    global step ``step``: the family's reading of the batch, and for a semi-supervised run the labelled
-    batch beside it (``xs``, ``ys``, ``num_labelled``)."""
-    inputs = vae.batch_inputs(batch)
-    if data.labelled is not None:
-        xs, ys = data.labelled_batch(step, labelled_batch_size(cfg, data), cfg["seed"], part)
-        inputs.update(xs=xs, ys=ys, num_labelled=data.labelled[0].shape[0])
-    return inputs
+@dataclass
+class Parts:
+    """What a training run is made of, built from its config by ``build_run``: the data as the family trains
+    on them, the VAE, the estimator, the optimiser, the schedules (KL warm-up, dual ascent or None, learning
+    rate or None) and the step's inputs."""
+
+    data: Data
+    vae: torch.nn.Module
+    elbo: object
+    optimizer: torch.optim.Optimizer
+    warmup: object
+    dual: object
+    lr_schedule: object
+    inputs: StepInputs
 
 
-def example_inputs(vae, data, cfg, n=2):
-    """``step_inputs`` for the first ``n`` training points, for checks before training."""
-    x = data.example_batch(n)
-    return step_inputs(vae, data, cfg, (x, data.example_labels(n)) if vae.needs_labels else x, 0)
+def build_run(cfg, data=None, vae=None, elbo=None, optimizer=None):
+    """``prepare``'s parts with the schedules and step inputs a run trains with (``Parts``)."""
+    data, vae, elbo, optimizer = prepare(cfg, data, vae, elbo, optimizer)
+    steps = data.num_batches(cfg["data"]["batch_size"])
+    warmup, dual = build_beta_schedules(cfg, steps)
+    return Parts(data, vae, elbo, optimizer, warmup, dual, build_lr_schedule(cfg, optimizer, steps),
+                 StepInputs.from_config(vae, data, cfg))
 
 
 def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
@@ -139,7 +180,7 @@ def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
             raise
         raise ConfigError(f"the model does not fit in memory ({str(e).splitlines()[0][:120]}): lower "
                           "model.latent_dim or the hidden sizes") from None
-    data = vae.adapt_data(data, cfg)  # a family's view of the data (m2: labels hidden but data.labels)
+    data = vae.adapt_data(data)  # a family's view of the data (m2: labels hidden but data.labels)
     if d["batch_size"] > data.num_train:
         raise DataError(
             f"data.batch_size = {d['batch_size']} is larger than the training set ({data.num_train} points): "
@@ -152,7 +193,7 @@ def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
         vae.likelihood.check_data(data.train)
     vae.check_shape(data.example_batch(2))
     elbo = build_elbo(cfg) if elbo is None else elbo
-    check_compatible(elbo, vae.model, vae.guide, num_data=data.num_train, **example_inputs(vae, data, cfg, 2))
+    check_compatible(elbo, vae.model, vae.guide, num_data=data.num_train, **StepInputs.from_config(vae, data, cfg).example(2))
     check_step_memory(vae, d["batch_size"], getattr(elbo, "num_particles", 1))
     optimizer = build_optimizer(cfg, vae.parameters()) if optimizer is None else optimizer
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}

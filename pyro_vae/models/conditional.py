@@ -46,9 +46,7 @@ class CVAE(VAE):
 
     decoder_inputs = posterior_inputs
 
-    @classmethod
-    def options(cls, cfg):
-        return {"classes": cfg["model"]["components"]}
+    config_options = {"classes": "model.components"}
 
     @classmethod
     def make_prior(cls, model_cfg, priors):
@@ -58,9 +56,9 @@ class CVAE(VAE):
                               f"needs y: use another prior with model.kind = {model_cfg['kind']!r}")
         return prior
 
-    def adapt_data(self, data, cfg):
+    def adapt_data(self, data):
         if not data.has_train_labels or data.test_labels is None:
-            raise DataError(f"model.kind = {cfg['model']['kind']!r} trains on labelled data, but the dataset has no "
+            raise DataError(f"model.kind = {type(self).__name__.lower()!r} trains on labelled data, but the dataset has no "
                             "labels: use one with labels (mnist, an npz file with y_train and y_test, an image "
                             "folder with one subfolder per class)")
         self.onehot(data.test_labels)  # labels beyond model.components are refused before training
@@ -177,24 +175,23 @@ class M2(CVAE):
     conditional = False  # evaluation sums y out: bounds on log p(x)
 
     def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae", classes=10,
-                 aux_loss=0.0, labelled_weight=1.0):
+                 aux_loss=0.0, labelled_weight=1.0, labels=0, label_seed=0):
         super().__init__(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name, classes)
+        self.labels, self.label_seed = int(labels), int(label_seed)  # data.labels points labelled, chosen by seed
         self.aux_loss = float(aux_loss)
         self.labelled_weight = float(labelled_weight)
         self.classifier = Linear(encoder.out_features, self.classes)
 
-    @classmethod
-    def options(cls, cfg):
-        return {"classes": cfg["model"]["components"], "aux_loss": cfg["train"]["aux_loss"],
-                "labelled_weight": cfg["train"]["labelled_weight"]}
+    config_options = {"classes": "model.components", "aux_loss": "train.aux_loss",
+                      "labelled_weight": "train.labelled_weight", "labels": "data.labels", "label_seed": "seed"}
 
-    def adapt_data(self, data, cfg):
-        n = cfg["data"]["labels"]
+    def adapt_data(self, data):
+        n = self.labels
         if not n:
             raise ConfigError("model.kind = \"m2\" is semi-supervised: set data.labels to the number of labelled "
                               "training points, e.g. --set data.labels=3000")
-        data = super().adapt_data(data, cfg)
-        return data.semi_supervised(n, cfg["seed"])
+        data = super().adapt_data(data)
+        return data.semi_supervised(n, self.label_seed)
 
     def batch_inputs(self, batch):
         return {"x": batch}

@@ -88,9 +88,7 @@ class Hierarchical(VAE):
         self.up = nn.ModuleList(GaussianLayer(a, b, s["hidden"], s["activation"]) for a, b, s in zip(dims, dims[1:], layers))
         self.down = nn.ModuleList(GaussianLayer(b, a, s["hidden"], s["activation"]) for a, b, s in zip(dims, dims[1:], layers))
 
-    @classmethod
-    def options(cls, cfg):
-        return {"layers": cfg["model"]["layers"]}
+    config_options = {"layers": "model.layers"}
 
     @classmethod
     def make_prior(cls, model_cfg, priors):

@@ -119,6 +119,9 @@ class VAE(nn.Module):
     #: config values (nested like the config) this family trains with where the user's config sets none
     #: of its own: a layer between the defaults of ``config.DEFAULTS`` and the user's file and ``--set``
     config_defaults = {}
+    #: the constructor's keyword arguments beyond the parts, each with the config key it is read from
+    #: (``{"classes": "model.components"}``): a family says what it takes and never reads the config itself
+    config_options = {}
 
     @classmethod
     def posterior_inputs(cls, model_cfg):
@@ -130,12 +133,7 @@ class VAE(nn.Module):
         """Inputs the decoder takes beyond z."""
         return 0
 
-    @classmethod
-    def options(cls, cfg):
-        """Keyword arguments of the family's constructor beyond the parts, from the whole config."""
-        return {}
-
-    def adapt_data(self, data, cfg):
+    def adapt_data(self, data):
         """The data as this family trains on them (checked; M2 hides all labels but ``data.labels``)."""
         return data
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from ..config.build import build_elbo, build_vae, example_inputs, load_config_data
+from ..config.build import StepInputs, build_elbo, build_vae, load_config_data
 from ..config.load import apply_overrides, parse_value, split_top_level
 from ..config.validate import validate
 from ..devices import resolve_device
@@ -79,8 +79,8 @@ def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, d
         r = evaluate(vae, data.test, iwae_samples=c["eval"]["iwae_samples"], batch_size=c["eval"]["batch_size"],
                      progress=progress, labels=data.test_labels)
         pyro.clear_param_store()
-        prepared = vae.adapt_data(data, c)  # the data as the family trains on them (m2: labels hidden)
-        inputs = example_inputs(vae, prepared, c, c["data"]["batch_size"])
+        prepared = vae.adapt_data(data)  # the data as the family trains on them (m2: labels hidden)
+        inputs = StepInputs.from_config(vae, prepared, c).example(c["data"]["batch_size"])
         snr = gradient_snr(vae, build_elbo(c), inputs, num_data=prepared.num_train, num_samples=snr_samples)
         rows.append({
             "estimator": label,

@@ -17,7 +17,6 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..config.build import step_inputs
 from ..config.load import dump_toml
 from ..errors import PyroVAEError, TrainingError, TrainingInterrupted
 from ..evaluation.metrics import bits_per_dim, classification
@@ -79,13 +78,14 @@ def _nan_message(loss, epoch, step, folder, has_checkpoint, lr):
 
 
 class Loop:
-    """Trains ``vae`` on ``data`` with ``elbo`` and ``optimizer`` into the run folder ``folder`` (locked by
-    the caller). ``schedules``: (KL warm-up, dual ascent or None, learning-rate schedule or None)."""
+    """Trains the ``parts`` (``config.build.Parts``: data, VAE, estimator, optimiser, schedules) of the run
+    ``cfg`` describes into the run folder ``folder`` (locked by the caller)."""
 
-    def __init__(self, cfg, folder, data, vae, elbo, optimizer, schedules, *, world=distributed.World(), callbacks=(),
-                 log=print, progress=True):
-        self.cfg, self.folder, self.data, self.vae, self.elbo, self.optimizer = cfg, folder, data, vae, elbo, optimizer
-        self.warmup, self.dual, self.lr_schedule = schedules
+    def __init__(self, cfg, folder, parts, *, world=distributed.World(), callbacks=(), log=print, progress=True):
+        self.cfg, self.folder, self.inputs = cfg, folder, parts.inputs
+        data, vae = self.data, self.vae = parts.data, parts.vae
+        self.elbo, self.optimizer = parts.elbo, parts.optimizer
+        self.warmup, self.dual, self.lr_schedule = parts.warmup, parts.dual, parts.lr_schedule
         self.world, self.main, self.callbacks, self.log, self.progress = world, world.is_main, callbacks, log, progress
         self.device = next(vae.parameters()).device
         self.num_data, self.batch_size = data.num_train, cfg["data"]["batch_size"]
@@ -209,7 +209,7 @@ class Loop:
         t, vae, n = self.cfg["train"], self.vae, self.num_data
         global_step = (epoch - 1) * self.steps + step
         beta = (self.dual.beta if self.dual is not None else t["beta"]) * self.warmup(global_step)
-        inputs = step_inputs(vae, self.data, self.cfg, batch, global_step, **share)
+        inputs = self.inputs(batch, global_step, **share)
         if hasattr(self.elbo, "set_step"):  # estimators with a schedule (relaxed: the temperature)
             self.elbo.set_step(global_step)
         loss, stop = accumulated_step(

@@ -10,7 +10,8 @@ an edit is refused (``check_edits_kept``), so an edit is never rewritten silentl
 from ..config.load import load_config
 from ..config.validate import flatten
 from ..errors import CheckpointError, ConfigError
-from .folder import CONFIG
+from .folder import CHECKPOINT, CONFIG
+from .load import saved_config
 
 APPLY, REFUSE, BETWEEN_EPOCHS = "apply", "refuse", "between epochs"
 #: (dotted key or section, rule, why); the first entry that names the key or a section above it decides
@@ -129,3 +130,29 @@ def check_edits_kept(folder, saved, edited, cfg):
         raise ConfigError(f"{folder.file(CONFIG)} was edited since the last checkpoint ({'; '.join(undone)}), and the "
                           "config given to resume would undo it: resume from the file (pyro-vae train --resume does; "
                           f"in Python, pass pyro_vae.load_config({str(folder.file(CONFIG))!r})), or undo the edit")
+
+
+def open_run(folder, cfg, resume, overwrite, log):
+    """Lock a run's folder and read its checkpoint back, with the changes ``cfg`` makes (``resume``), or check
+    that a new run may go there (None)."""
+    if resume:
+        folder.acquire(create=False)
+        return _resume_state(folder, cfg, log)
+    folder.check_target()
+    if folder.holds_run() and not overwrite:
+        raise folder.exists_error()  # before any data is loaded
+    return None
+
+
+def _resume_state(folder, cfg, log):
+    removed = folder.clean_temps()
+    if removed:
+        log(f"removed {removed} temporary file(s) a killed writer left in {folder}")
+    state = folder.load_checkpoint()
+    saved = saved_config(state["config"], folder.file(CHECKPOINT))
+    edited = edited_config(folder, saved)
+    if edited is not None:
+        check_edits_kept(folder, saved, edited, cfg)
+    changes = resume_changes(saved, cfg, mid_epoch=state.get("partial") is not None)
+    state["changes"] = changes
+    return state

@@ -6,15 +6,14 @@ The run folder (lock, status, checkpoint as the source of truth, metrics reconci
 import copy
 import os
 
-from ..config.build import build_beta_schedules, build_lr_schedule, prepare
+from ..config.build import build_run
 from ..config.validate import validate
 from ..data.memory import TORCHVISION_DATASETS, Data, resolve_root
 from . import distributed
 from .callbacks import build_loggers
-from .folder import CHECKPOINT, RunFolder, default_out
-from .load import saved_config
+from .folder import RunFolder, default_out
 from .loop import Loop
-from .resume import check_edits_kept, edited_config, resume_changes
+from .resume import open_run
 
 
 def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=None, log=print, vae=None, elbo=None,
@@ -47,18 +46,15 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
     if data is not None and not isinstance(data, Data):  # a torch Dataset or DataLoader: no name loads it again
         cfg["data"]["dataset"] = "given"
     try:
-        state = world.on_main(lambda: _open_folder(folder, cfg, resume, overwrite, log))
-        data, vae, elbo, optimizer = prepare(cfg, data, vae, elbo, optimizer)
+        state = world.on_main(lambda: open_run(folder, cfg, resume, overwrite, log))
+        parts = build_run(cfg, data, vae, elbo, optimizer)
         if not resume:  # the folder is made only now: a failed start leaves none behind
             world.on_main(lambda: (folder.acquire(), folder.start_new(overwrite)) and None)
         callbacks = [*build_loggers(cfg["train"]["loggers"]), *callbacks] if world.is_main else []
-        steps = data.num_batches(cfg["data"]["batch_size"])
-        schedules = (*build_beta_schedules(cfg, steps), build_lr_schedule(cfg, optimizer, steps))
-        loop = Loop(cfg, folder, data, vae, elbo, optimizer, schedules, world=world, callbacks=callbacks, log=log,
-                    progress=progress)
+        loop = Loop(cfg, folder, parts, world=world, callbacks=callbacks, log=log, progress=progress)
         if state is not None:
             loop.restore(state)
-        return vae, loop.run()
+        return parts.vae, loop.run()
     finally:
         if world.is_main:
             folder.release(remove_if_unused=True)
@@ -66,31 +62,6 @@ def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=N
 
 def _silent(*args, **kwargs):
     pass
-
-
-def _open_folder(folder, cfg, resume, overwrite, log):
-    """Lock a run's folder and read its checkpoint back (``resume``), or check that a new run may go there."""
-    if resume:
-        folder.acquire(create=False)
-        return _resume_state(folder, cfg, log)
-    folder.check_target()
-    if folder.holds_run() and not overwrite:
-        raise folder.exists_error()  # before any data is loaded
-    return None
-
-
-def _resume_state(folder, cfg, log):
-    removed = folder.clean_temps()
-    if removed:
-        log(f"removed {removed} temporary file(s) a killed writer left in {folder}")
-    state = folder.load_checkpoint()
-    saved = saved_config(state["config"], folder.file(CHECKPOINT))
-    edited = edited_config(folder, saved)
-    if edited is not None:
-        check_edits_kept(folder, saved, edited, cfg)
-    changes = resume_changes(saved, cfg, mid_epoch=state.get("partial") is not None)
-    state["changes"] = changes
-    return state
 
 
 def _run_config(cfg, out):

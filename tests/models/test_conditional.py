@@ -12,7 +12,7 @@ import torch
 
 import pyro_vae
 from pyro_vae import build_elbo, build_vae
-from pyro_vae.config.build import step_inputs
+from pyro_vae.config.build import StepInputs
 from pyro_vae.cli import main
 from pyro_vae.studies.compare import compare
 from pyro_vae.errors import ConfigError, DataError, UsageError
@@ -303,8 +303,8 @@ def test_compare_on_m2_reports_accuracy(synthetic, tmp_path):
 
 def test_step_inputs_of_a_semi_supervised_run(synthetic):
     cfg, vae = m2(synthetic, "data.labelled_batch=6")
-    data = vae.adapt_data(synthetic, cfg)
-    inputs = step_inputs(vae, data, cfg, data.train[:10], 3)
+    data = vae.adapt_data(synthetic)
+    inputs = StepInputs.from_config(vae, data, cfg)(data.train[:10], 3)
     assert set(inputs) == {"x", "xs", "ys", "num_labelled"}
     assert inputs["xs"].shape[0] == 6 and inputs["num_labelled"] == 40
 
