@@ -11,7 +11,7 @@ import torch
 
 def gradient_samples(vae, elbo, x, num_data=None, num_samples=100):
     """(M, P_encoder), (M, P_decoder): M gradient estimates at the current parameters, flattened.
-    ``x``: a batch, or a dict of the model's keyword arguments (``builder.step_inputs``)."""
+    ``x``: a batch, or a dict of the model's keyword arguments (``config.build.StepInputs``)."""
     inputs = x if isinstance(x, dict) else {"x": x}
     phi, theta = vae.guide_parameters(), vae.model_parameters()
     enc, dec = [], []
