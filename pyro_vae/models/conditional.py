@@ -83,11 +83,11 @@ class CVAE(VAE):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.classes):
             raise DataError(f"labels must lie in [0, {self.classes}) (model.components = {self.classes}), got values in "
                             f"[{int(y.min())}, {int(y.max())}]: set model.components to the number of classes")
-        return F.one_hot(y.long(), self.classes).float()
+        return F.one_hot(y.long(), self.classes).to(self.dtype)
 
     def p_y(self, n, device=None):
         """p(y) = uniform over the classes: batch (n,)."""
-        return dist.OneHotCategorical(logits=torch.zeros(n, self.classes, device=device))
+        return dist.OneHotCategorical(logits=torch.zeros(n, self.classes, device=device, dtype=self.dtype))
 
     def decode(self, z, y=None):
         """The decoder's raw outputs for z and the (one-hot) label y."""
@@ -285,7 +285,7 @@ class M2(CVAE):
         if y is not None:
             return super().q(x, y)
         h = self.encode(x)
-        every = torch.eye(self.classes, device=h.device)  # (K, K): one row per label
+        every = torch.eye(self.classes, device=h.device, dtype=h.dtype)  # (K, K): one row per label
         comp = self.posterior(join(h.unsqueeze(-2), every))  # batch (n, K)
         return dist.MixtureSameFamily(dist.Categorical(logits=self.classifier(h)), comp)
 
@@ -297,11 +297,11 @@ class M2(CVAE):
         h = self.encode(x)
         qy = dist.Categorical(logits=self.classifier(h))
         w = qy.probs.transpose(0, 1)  # (K, n)
-        every = torch.eye(self.classes, device=h.device).unsqueeze(1)  # (K, 1, K)
+        every = torch.eye(self.classes, device=h.device, dtype=h.dtype).unsqueeze(1)  # (K, 1, K)
         qz = self.posterior(join(h, every))  # batch (K, n)
         z = draw(qz, num_samples)
         log_px = self.likelihood(self.decode(z, every)).log_prob(x).mean(0)  # (K, n)
-        uniform = dist.Categorical(logits=torch.zeros(self.classes, device=h.device))
+        uniform = dist.Categorical(logits=torch.zeros(self.classes, device=h.device, dtype=h.dtype))
         rate_y = torch.distributions.kl_divergence(qy, uniform)
         return {"distortion": -(w * log_px).sum(0), "rate": rate_y + (w * rate(self, x, qz)).sum(0),
                 "mean": (w.unsqueeze(-1) * posterior_mean(qz)).sum(0), "kl_per_dim": None}

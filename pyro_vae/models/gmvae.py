@@ -28,10 +28,10 @@ from ..nn.networks import Linear
 from ..nn.priors import Prior
 
 
-def onehot(c, k):
-    """Component indices as one-hot vectors (..., k); vectors (one-hot, or relaxed by the ``relaxed``
-    estimator) pass through."""
-    return c if c.is_floating_point() else F.one_hot(c, k).float()
+def onehot(c, k, dtype):
+    """Component indices as one-hot vectors (..., k) of ``dtype`` (the model's: float64 under ``.double()``);
+    vectors (one-hot, or relaxed by the ``relaxed`` estimator) pass through."""
+    return c if c.is_floating_point() else F.one_hot(c, k).to(dtype)
 
 
 class MixtureOfGaussians(Prior):
@@ -53,7 +53,7 @@ class MixtureOfGaussians(Prior):
     def p_z(self, c):
         """p(z|c) for component indices c of any shape, or one-hot (relaxed) vectors (..., K):
         batch the indices' shape, event (latent_dim,)."""
-        c = onehot(c, len(self.logits))
+        c = onehot(c, len(self.logits), self.locs.dtype)
         return dist.Normal(c @ self.locs, F.softplus(c @ self.raw_scales) + 1e-4).to_event(1)
 
     @property
@@ -115,7 +115,7 @@ class GMVAE(VAE):
             h = self.encode(x)
             with KLWeight(beta):
                 c = pyro.sample("c", dist.Categorical(logits=self.classifier(h)))
-                return pyro.sample("z", self.posterior(join(h, onehot(c, self.components))))
+                return pyro.sample("z", self.posterior(join(h, onehot(c, self.components, h.dtype))))
 
     # -- evaluation: c summed out --------------------------------------------------------------
     def q_c(self, x):
@@ -125,7 +125,7 @@ class GMVAE(VAE):
     def q(self, x, y=None):
         """q(z|x) = sum_c q(c|x) q(z|x, c), a mixture: batch (n,), event (latent_dim,)."""
         h = self.encode(x)
-        every = torch.eye(self.components, device=h.device)  # (K, K): one row per component
+        every = torch.eye(self.components, device=h.device, dtype=h.dtype)  # (K, K): one row per component
         comp = self.posterior(join(h.unsqueeze(-2), every))  # batch (n, K)
         return dist.MixtureSameFamily(dist.Categorical(logits=self.classifier(h)), comp)
 

@@ -277,5 +277,11 @@ class VAE(nn.Module):
         return [p for p in self.parameters() if id(p) not in phi]
 
     @property
+    def dtype(self):
+        """The floating-point type of the weights (float64 after ``.double()``): constants a family makes
+        (one-hot codes, uniform logits) take it."""
+        return next(self.parameters()).dtype
+
+    @property
     def num_inputs(self):
         return math.prod(self.data_shape)
