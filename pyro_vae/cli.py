@@ -325,6 +325,8 @@ def main(argv=None):
                     print(f"{command}: warning ({category.__name__} from {origin}): {_one_line(message)}", file=sys.stderr)
 
             warnings.showwarning = show
+            warnings.simplefilter("default", PyroVAEWarning)  # ours say what was skipped or changed: they reach
+            # the user whatever filters PYTHONWARNINGS or -W set for other libraries' warnings
             args = make_parser().parse_args(argv)
             command = f"pyro-vae {args.command}"
             from .config.plugins import load_entry_points, load_plugins

@@ -33,13 +33,16 @@ from .step import accumulated_step, split_inputs
 
 class _Interrupts:
     """While training, SIGINT (Ctrl-C) and SIGTERM set a flag that the loop reads after each step,
-    so it can save a checkpoint at a clean step boundary; a second signal stops at once."""
+    so it can save a checkpoint at a clean step boundary; a second signal stops at once. A signal the
+    process ignores (``nohup``, a background job of a script) stays ignored, as other command-line
+    tools leave it; whatever handler was there before is put back afterwards."""
 
     def __enter__(self):
         self.signal, self._previous = None, {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
