@@ -65,22 +65,44 @@ def exact_posterior(vae, x):
     return MultivariateNormal((x.flatten(1) - b) @ (S @ W.T / s ** 2).T, covariance_matrix=S)
 
 
-def exact_elbo(vae, x):
-    """The ELBO of each point in closed form, for the guide's q = N(m, C):
+def exact_elbo(vae, x, beta=1.0):
+    """The ELBO of each point in closed form, for the guide's q = N(m, C), with its KL term weighted by ``beta``:
     E_q log p(x|z) = -D/2 log(2 pi s^2) - (||x - W m - b||^2 + tr(W C W^T)) / (2 s^2),
     KL(q || N(0, I)) = 1/2 (tr C + m^T m - L - log det C). Differentiable in every parameter."""
     W, b, s = _parts(vae)
-    q = vae.q(x)
-    if isinstance(q, torch.distributions.Independent):
-        m, C = q.base_dist.loc, torch.diag_embed(q.base_dist.scale ** 2)
-    else:
-        m, C = q.loc, q.covariance_matrix
+    m, C = _moments(vae.q(x))
     D, L = W.shape
     resid = x.flatten(1) - m @ W.T - b
     trace_WCW = torch.einsum("ij,njk,ik->n", W, C, W)
     expected_ll = -0.5 * D * torch.log(2 * torch.pi * s ** 2) - ((resid ** 2).sum(-1) + trace_WCW) / (2 * s ** 2)
     kl = 0.5 * (C.diagonal(dim1=-2, dim2=-1).sum(-1) + (m ** 2).sum(-1) - L - torch.logdet(C))
-    return expected_ll - kl
+    return expected_ll - beta * kl
+
+
+def exact_renyi_bound(vae, x, alpha):
+    """The Renyi bound of each point, L_alpha = 1/(1-alpha) log E_q (p(x, z) / q(z|x))^(1-alpha)
+    = log p(x) - D_alpha(q || p(z|x)) (Li & Turner 2016), in closed form for Gaussians (Gil et al. 2013):
+    D_alpha = alpha/2 d^T S_a^-1 d - 1/(2 (alpha - 1)) log(det S_a / (det C^(1-alpha) det S^alpha)),
+    S_a = alpha S + (1 - alpha) C, d = m - mu, for q = N(m, C), p(z|x) = N(mu, S); S_a must be positive
+    definite (it is for alpha in [0, 1]). alpha -> 1 gives the ELBO, alpha = 0 log p(x)."""
+    if alpha == 1:
+        return exact_elbo(vae, x)
+    m, C = _moments(vae.q(x))
+    p = exact_posterior(vae, x)
+    mu, S = p.loc, p.covariance_matrix
+    S_a = alpha * S + (1 - alpha) * C
+    d = (m - mu).unsqueeze(-1)
+    quad = (d.transpose(-1, -2) @ torch.linalg.solve(S_a, d)).squeeze(-1).squeeze(-1)
+    divergence = alpha / 2 * quad - (torch.logdet(S_a) - (1 - alpha) * torch.logdet(C) - alpha * torch.logdet(S)) / (
+        2 * (alpha - 1))
+    return exact_log_px(vae, x) - divergence
+
+
+def _moments(q):
+    """(mean, covariance) of a Gaussian guide's q(z|x): a full_normal, or a diagonal one."""
+    if isinstance(q, torch.distributions.Independent):
+        return q.base_dist.loc, torch.diag_embed(q.base_dist.scale ** 2)
+    return q.loc, q.covariance_matrix
 
 
 @torch.no_grad()
