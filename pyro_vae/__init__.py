@@ -37,7 +37,11 @@ __all__ = list(_EXPORTS)
 
 
 def __getattr__(name):
-    """A public name from its module, or a subpackage (``pyro_vae.training``), imported on first use."""
+    """A public name from its module, or a subpackage (``pyro_vae.training``), imported on first use. The first
+    use imports the whole API, as ``import pyro_vae`` did before it was lazy, so ``pyro_vae.evaluation.plots``
+    and other submodules the API uses are there as they were."""
+    for module in dict.fromkeys(_EXPORTS.values()):
+        importlib.import_module(f".{module}", __name__)
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:

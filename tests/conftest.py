@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pyro
@@ -8,6 +9,19 @@ import torch
 from pyro_vae import build_vae, load_config, load_data
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def default_signals():
+    """Python's own SIGINT and SIGTERM handlers for every test, whatever the suite was started with (a script's
+    background job starts with SIGINT ignored, and the processes a test starts would inherit that); the
+    handlers found are put back after the test."""
+    found = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in found.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(autouse=True)

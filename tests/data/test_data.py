@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae import DataError, load_data
+from pyro_vae import Data, DataError, load_data
 from pyro_vae.nn.likelihoods import BernoulliLikelihood
 
 from ..conftest import SHARED_DATA
@@ -26,9 +26,22 @@ def test_binarisation(mode):
     assert set(d.test.unique().tolist()) == {0.0, 1.0}
     # the test set's binarisation is the same whatever the run's seed
     assert torch.equal(d.test, load_data("synthetic", binarize=mode, seed=7).test)
-    # dynamic: a fresh draw on each pass; static: the same pixels each epoch
     again = next(d.batches(100, torch.Generator().manual_seed(0)))
     assert torch.equal(again, b1)
+    # dynamic: a fresh draw of every point in each epoch; static: the same pixels every epoch. Each point is
+    # found in two epochs by its index (carried as its label)
+    indexed = Data(d.train, d.test, torch.arange(d.num_train), d.test_labels, d.binarize)
+    epochs = []
+    for seed in (1, 2):
+        x, i = next(indexed.batches(d.num_train, torch.Generator().manual_seed(seed), labels=True))
+        epochs.append(x[i.argsort()])
+    differ = (epochs[0] != epochs[1]).sum().item()
+    p = load_data("synthetic", binarize="none").train
+    expected = (2 * p * (1 - p)).sum().item()  # pixels two independent draws give differently, in expectation
+    if mode == "static":
+        assert differ == 0 and set(d.train.unique().tolist()) == {0.0, 1.0}
+    else:
+        assert abs(differ - expected) < 4 * expected ** 0.5 and expected > 100
     grey = load_data("synthetic", binarize="none").train
     mean_of_draws = torch.stack([next(d.batches(2000, torch.Generator().manual_seed(s))) for s in range(3)]).mean()
     # E[Bernoulli(p)] = p: the mean pixel matches the grey mean within Monte Carlo error

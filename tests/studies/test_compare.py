@@ -2,6 +2,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from pyro_vae import ConfigError
 from pyro_vae.cli import main
@@ -45,6 +46,50 @@ def test_compare_runs_every_estimator_from_the_same_start(tmp_path, synthetic):
     assert again[0]["test_elbo"] == pytest.approx(rows[0]["test_elbo"], rel=0, abs=0.5)
     first = json.loads((tmp_path / "again" / "compare.json").read_text())["histories"]["trace"]
     assert [h["train_loss"] for h in first] == [h["train_loss"] for h in hist["trace"]]
+
+
+def test_every_estimator_starts_from_the_same_weights_and_batches(tmp_path, synthetic, monkeypatch):
+    """What each run of a study starts from, seen from inside the loop: its initial weights (the VAE at the
+    first callback) and the first batches it trains on are identical across estimators."""
+    import pyro_vae.studies.compare as study
+    from pyro_vae import Callback, Data
+
+    starts, batches = {}, {}
+
+    class FirstBatches(Data):
+        label = None
+
+        def to(self, device):
+            return self
+
+        def batches(self, batch_size, generator, *args, **kwargs):
+            for i, x in enumerate(super().batches(batch_size, generator, *args, **kwargs)):
+                if i < 3:
+                    batches.setdefault(self.label, []).append(x.clone())
+                yield x
+
+    class Start(Callback):
+        def __init__(self, label):
+            self.label = label
+
+        def on_train_start(self, run):
+            starts[self.label] = {k: v.clone() for k, v in run.vae.state_dict().items()}
+
+    train = study.train
+
+    def spied(cfg, out, **kwargs):
+        kwargs["data"].label = out.name
+        return train(cfg, out, callbacks=[Start(out.name)], **kwargs)
+
+    monkeypatch.setattr(study, "train", spied)
+    data = FirstBatches(synthetic.train, synthetic.test, synthetic.train_labels, synthetic.test_labels,
+                        synthetic.binarize)
+    compare(small_config("train.epochs=1"), "trace,iwae,score_function_z", tmp_path / "study", snr_samples=2,
+            progress=False, log=lambda s: None, data=data)
+    assert sorted(starts) == sorted(batches) == ["iwae", "score_function_z", "trace"]
+    first = starts["trace"]
+    assert all(torch.equal(first[k], other[k]) for other in starts.values() for k in first)
+    assert all(len(b) == 3 and all(torch.equal(u, v) for u, v in zip(batches["trace"], b)) for b in batches.values())
 
 
 def test_compare_cli_refuses_bad_estimators_before_training(tmp_path, capsys):

@@ -37,20 +37,8 @@ def metrics(path):
     return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
 
 
-@pytest.fixture
-def default_signals():
-    """Python's own SIGINT and SIGTERM handlers, whatever the suite was started with (a script's background
-    job ignores SIGINT), and the ones found put back afterwards."""
-    found = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    yield
-    for sig, handler in found.items():
-        signal.signal(sig, handler)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_saves_and_resume_equals_uninterrupted(tmp_path, synthetic, sig, default_signals):
+def test_interrupt_saves_and_resume_equals_uninterrupted(tmp_path, synthetic, sig):
     cfg = small_config("train.epochs=3")
     train(cfg, tmp_path / "full", data=synthetic, **QUIET)
 
@@ -67,7 +55,7 @@ def test_interrupt_saves_and_resume_equals_uninterrupted(tmp_path, synthetic, si
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
-def test_an_ignored_signal_stays_ignored_and_a_foreign_handler_is_put_back(tmp_path, synthetic, default_signals):
+def test_an_ignored_signal_stays_ignored_and_a_foreign_handler_is_put_back(tmp_path, synthetic):
     """As under nohup or in a script's background job: SIGINT ignored is not a request to stop; SIGTERM, caught
     by the caller's own handler before training, is the loop's while it trains and the caller's again after."""
     def theirs(signum, frame):

@@ -1,0 +1,93 @@
+"""The examples, the example configs and README.md's Python run as a user runs them, with a tiny budget: a
+renamed function or key breaks this test, not a user. An example or config added without an entry here
+fails ``test_every_example_is_run``."""
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import pyro_vae
+from pyro_vae import build_elbo, build_vae, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+#: each example's arguments for a run of seconds on the synthetic data, and what its output must say
+EXAMPLES = {
+    "beta_vae.py": (["--quick", "--epochs", "1", "--out", "{tmp}/beta"], r"beta"),
+    "compare_estimators.py": (["--quick", "--epochs", "1", "--out", "{tmp}/compare"], r"dreg .*\n.*stl"),
+    "custom_components.py": ([], r"learned prior scale: \d"),
+    "mnist_vae.py": (["--quick", "--epochs", "1", "--out", "{tmp}/samples.png"], r"test ELBO -\d+.*wrote"),
+    "semi_supervised.py": (["--quick", "--epochs", "1", "--out", "{tmp}/m2"], r"test accuracy of q\(y\|x\)"),
+    "stochastic_layers.py": (["--quick", "--epochs", "1", "--out", "{tmp}/layers"], r"two layers"),
+    "swap_prior_likelihood.py": (["--quick", "--epochs", "1", "--iwae-samples", "5"], r"flow prior .* -\d+\.\d\d"),
+}
+#: each example config's data shape (its dataset's)
+CONFIGS = {"mnist_iwae.toml": (1, 28, 28), "cifar10.toml": (3, 32, 32)}
+
+
+def test_every_example_is_run():
+    assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(EXAMPLES)
+    assert sorted(p.name for p in (ROOT / "examples" / "configs").glob("*.toml")) == sorted(CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_an_example_runs(name, tmp_path, monkeypatch, capsys):
+    args, expected = EXAMPLES[name]
+    monkeypatch.chdir(tmp_path)  # what an example writes by default lands here
+    monkeypatch.setattr(sys, "argv", [name, *(a.format(tmp=tmp_path) for a in args)])
+    runpy.run_path(str(ROOT / "examples" / name), run_name="__main__")
+    out = capsys.readouterr().out
+    assert re.search(expected, out, re.S), out
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_an_example_config_builds_and_steps(name):
+    """The config loads and validates, builds its model for its dataset's shape, and takes one step."""
+    cfg = load_config(ROOT / "examples" / "configs" / name)
+    shape = CONFIGS[name]
+    vae = build_vae(cfg, shape)
+    x = torch.rand(4, *shape)
+    if cfg["data"]["binarize"] != "none":
+        x = x.bernoulli()
+    else:
+        x = (x * 255).round() / 255  # 8-bit levels, as images are read
+    elbo = build_elbo(cfg)
+    loss = elbo.differentiable_loss(vae.model, vae.guide, x, num_data=100)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in vae.parameters())
+
+
+def readme_python():
+    """README.md's ```python blocks, in order; a block with ``...`` is a sketch of a class, not a program."""
+    text = (ROOT / "README.md").read_text()
+    return [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "..." not in b]
+
+
+def test_readme_python_runs(tmp_path, monkeypatch, capsys):
+    """The README's program with MNIST cut to 512 training and 200 test images; then its model file line."""
+    blocks = readme_python()
+    assert len(blocks) == 2 and "build_vae" in blocks[0] and "load_model" in blocks[1]
+    if not (SHARED_DATA / "MNIST").is_dir():
+        pytest.skip(f"MNIST is not at {SHARED_DATA}")
+    load = pyro_vae.load_data
+
+    def small_mnist(*args, **kwargs):
+        data = load(*args, **kwargs)
+        return pyro_vae.Data(data.train[:512], data.test[:200], binarize=data.binarize)
+
+    monkeypatch.setattr(pyro_vae, "load_data", small_mnist)
+    monkeypatch.chdir(ROOT)  # the README's paths are relative to the checkout (../shared/data)
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    cfg = load_config(overrides=["data.dataset=synthetic", "model.latent_dim=2", "model.encoder.hidden=[8]",
+                                 "model.decoder.hidden=[8]", "train.epochs=1"])
+    pyro_vae.train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    pyro_vae.export_model(tmp_path / "run", tmp_path / "model.safetensors")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[1], "README.md", "exec"), namespace)
+    assert namespace["cfg"]["model"]["latent_dim"] == 2 and namespace["vae"].latent_dim == 2
