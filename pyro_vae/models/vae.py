@@ -13,6 +13,7 @@ import math
 
 import pyro
 import torch
+from pyro.params import param_with_module_name
 from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.distributions import kl_divergence
@@ -167,8 +168,18 @@ class VAE(nn.Module):
         return x.shape[0], x.device
 
     def _register(self, *parts):
+        """``pyro.module`` for each part, after dropping what Pyro's param store holds under the part's names for
+        another module (an earlier VAE of the same name, in a notebook): else the trace would name those stale
+        tensors, and SVI or an estimator that differentiates by the trace's parameters would train them, not this
+        VAE, without a word."""
+        store = pyro.get_param_store()
         for part in parts:
-            pyro.module(f"{self.name}.{part}", getattr(self, part))
+            name, module = f"{self.name}.{part}", getattr(self, part)
+            for param_name, value in module.named_parameters():
+                full = param_with_module_name(name, param_name)
+                if full in store._params and store._params[full] is not value:
+                    del store[full]
+            pyro.module(name, module)
 
     def model(self, x=None, num_data=None, num_samples=1, beta=1.0):
         """p(z) p(x|z), the prior term weighted by ``beta``. With ``x=None`` it generates ``num_samples`` points."""

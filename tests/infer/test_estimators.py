@@ -4,7 +4,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import ESTIMATORS, ConfigError, build_elbo, build_optimizer, build_vae
+from pyro_vae import ESTIMATORS, ConfigError, build_elbo, build_optimizer, build_vae, evaluate, load_data
 from pyro_vae.infer.estimators import check_compatible
 
 from ..conftest import small_config
@@ -28,23 +28,34 @@ SPECS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def one_batch():
+    """50 statically binarised points, and the best log-likelihood any model that ignores z can give them: the
+    product of their own pixel frequencies (in nats per point)."""
+    x = load_data("synthetic", binarize="static").train[:50]
+    p = x.mean(0).clamp(1e-6, 1 - 1e-6)
+    return x, (x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1).mean().item()
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: "-".join(f"{v}" for v in s.values()))
-def test_every_estimator_trains(spec, synthetic):
-    cfg = small_config()
+def test_every_estimator_trains(spec, one_batch):
+    """100 steps on one batch take the ELBO 5 nats per point above what a model that ignores z can reach on that
+    batch: encoder and decoder both learn (they reach 9 to 11; with the encoder's gradient cut, below 0)."""
+    x, ignoring_z = one_batch
+    cfg = small_config("train.optimizer.lr=1e-2")
     cfg["train"]["elbo"] = spec
-    vae = build_vae(cfg, synthetic.data_shape)
+    pyro.set_rng_seed(0)
+    vae = build_vae(cfg, x.shape[1:])
     elbo = build_elbo(cfg)
-    check_compatible(elbo, vae.model, vae.guide, synthetic.example_batch(2))
+    check_compatible(elbo, vae.model, vae.guide, x[:2])
     opt = build_optimizer(cfg, vae.parameters())
-    x = synthetic.example_batch(50)
-    before = [p.detach().clone() for p in vae.parameters()]
-    for _ in range(3):
+    for _ in range(100):
         opt.zero_grad()
-        loss = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=synthetic.num_train)
+        loss = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=50)
         assert math.isfinite(loss)
-        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in vae.parameters())
         opt.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, vae.parameters()))
+    torch.manual_seed(0)
+    assert evaluate(vae, x, iwae_samples=0, progress=False)["elbo"] > ignoring_z + 5.0
 
 
 @pytest.mark.parametrize("kind", ["iwae", "renyi", "tail_adaptive", "dreg", "pyro_renyi"])

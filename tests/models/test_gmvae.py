@@ -97,8 +97,7 @@ def test_enumeration_has_lower_gradient_variance_than_reinforce(synthetic):
 def test_gmvae_trains_with_the_discrete_estimators(kind, synthetic, tmp_path):
     cfg = small_config("model.kind=gmvae", "model.components=4", f"train.elbo.kind={kind}", "train.epochs=2")
     vae, history = pyro_vae.train(cfg, tmp_path / kind, data=synthetic, progress=False, log=lambda *a: None)
-    assert all(math.isfinite(h["test_elbo"]) for h in history)
-    assert history[-1]["test_elbo"] > history[0]["test_elbo"] - 1.0
+    assert all(math.isfinite(h["test_elbo"]) for h in history)  # learning: test_families (each estimator)
     r = evaluate(vae, synthetic.test, iwae_samples=10)
     assert r["log_px"] >= r["elbo"] - 1.0 and r["rate"] >= 0
 

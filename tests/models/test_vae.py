@@ -101,3 +101,29 @@ def test_svi_works_with_stock_pyro(small_vae, synthetic):
     losses = [svi.step(x) for _ in range(60)]
     assert sum(losses[-10:]) < sum(losses[:10])
     assert len(pyro.get_param_store()) == len(list(small_vae.parameters()))
+
+
+@pytest.mark.parametrize("kind", ["svi", "dreg"])
+def test_a_second_vae_of_the_same_name_trains_without_clearing_the_param_store(synthetic, kind):
+    """Pyro's param store keeps the first VAE's tensors under the names "vae.decoder$$$..."; a second VAE built
+    in the same session must still be the one that trains (SVI and DReG take the parameters from the trace)."""
+    from pyro.infer import SVI, Trace_ELBO
+
+    first = build_vae(small_config(), synthetic.data_shape)
+    x = synthetic.example_batch(50)
+    pyro.infer.Trace_ELBO().loss(first.model, first.guide, x)  # the store now holds first's parameters
+    second = build_vae(small_config(), synthetic.data_shape)
+    before = {name: p.detach().clone() for name, p in second.named_parameters()}
+    kept = {name: p.detach().clone() for name, p in first.named_parameters()}
+    if kind == "svi":
+        svi = SVI(second.model, second.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+        for _ in range(5):
+            svi.step(x, num_data=synthetic.num_train)
+    else:
+        optimizer = torch.optim.Adam(second.parameters(), lr=1e-2)
+        for _ in range(5):
+            optimizer.zero_grad()
+            ESTIMATORS.build({"kind": "dreg", "num_particles": 3}).loss_and_grads(second.model, second.guide, x)
+            optimizer.step()
+    assert all(not torch.equal(p, before[name]) for name, p in second.named_parameters())
+    assert all(torch.equal(p, kept[name]) for name, p in first.named_parameters())
