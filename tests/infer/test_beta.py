@@ -123,3 +123,44 @@ def test_a_kl_weight_of_zero_trains_with_every_estimator(tmp_path, synthetic, ki
     _, history = train(small_config(f"train.elbo.kind={kind}", schedule), tmp_path, data=synthetic,
                        progress=False, log=lambda s: None)
     assert math.isfinite(history[0]["train_loss"])
+
+
+@pytest.mark.parametrize("kind", ["trace", "jit_trace", "meanfield", "jit_meanfield", "tracegraph", "stl", "iwae",
+                                  "renyi", "dreg"])
+def test_at_beta_zero_the_kl_term_has_no_gradient(synthetic, kind):
+    """beta = 0 removes log p(z) - log q(z|x) from the objective: a learned prior (here a mixture) gets a gradient
+    of exactly zero, while the decoder's is not zero."""
+    from pyro_vae import ESTIMATORS, build_vae
+
+    cfg = small_config("model.prior={kind='mixture', components=3}")
+    vae = build_vae(cfg, synthetic.data_shape)
+    spec = {"kind": kind, **({"num_particles": 3} if kind in ("iwae", "renyi", "dreg") else {})}
+    for beta, zero in ((0.0, True), (0.5, False)):
+        for p in vae.parameters():
+            p.grad = None
+        ESTIMATORS.build(spec).loss_and_grads(vae.model, vae.guide, synthetic.example_batch(20), num_data=100,
+                                              beta=beta)
+        prior = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                           for p in vae.prior.parameters()])
+        assert (prior.abs().max() == 0) == zero, (beta, prior.abs().max())
+        assert any(p.grad is not None and p.grad.abs().max() > 0 for p in vae.decoder.parameters())
+
+
+def test_a_cyclical_warm_up_trains_its_first_step_at_beta_zero(tmp_path, synthetic):
+    """The loop's beta at each step is the schedule's: 0 at the first step of each cycle, rising to 1."""
+    from pyro_vae import Callback
+
+    class Betas(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_step(self, run, epoch, step, global_step, loss, beta):
+            self.seen.append(beta)
+
+    betas = Betas()
+    cfg = small_config("train.epochs=2", "train.kl_warmup={kind='cyclical', cycles=2, ratio=0.5}")
+    train(cfg, tmp_path, data=synthetic, callbacks=[betas], **QUIET)
+    steps = len(betas.seen)  # 2 epochs of 40 steps: 2 cycles of 40, rising over the first 20 of each
+    schedule = SCHEDULES.build(cfg["train"]["kl_warmup"], steps_per_epoch=steps // 2, total_steps=steps)
+    assert betas.seen[0] == 0.0 and betas.seen[steps // 2] == 0.0 and max(betas.seen) == 1.0
+    assert betas.seen == pytest.approx([schedule(t) for t in range(steps)])
