@@ -9,6 +9,7 @@ This module re-exports the public API, each name imported when first used.
 
 import importlib
 import importlib.util
+import sys
 
 #: each public name and the module it lives in; imported on first use (PEP 562), so that
 #: ``import pyro_vae.cli`` is quick and a Ctrl-C while torch loads reaches the command's handler
@@ -37,19 +38,28 @@ __all__ = list(_EXPORTS)
 
 
 def __getattr__(name):
-    """A public name from its module, or a subpackage (``pyro_vae.training``), imported on first use. The first
-    use imports the whole API, as ``import pyro_vae`` did before it was lazy, so ``pyro_vae.evaluation.plots``
-    and other submodules the API uses are there as they were."""
-    for module in dict.fromkeys(_EXPORTS.values()):
-        importlib.import_module(f".{module}", __name__)
+    """A public name from its module, or a subpackage (``pyro_vae.training``), imported on first use. A use from
+    outside the package's own imports also imports the whole API, as ``import pyro_vae`` did before it was lazy,
+    so ``pyro_vae.evaluation.plots`` and other submodules the API uses are there as they were; inside an import
+    (``from .. import checks`` while ``config.build`` loads) only the name asked for is imported, never the
+    modules still loading."""
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not _loading():
+        for module in dict.fromkeys(_EXPORTS.values()):
+            importlib.import_module(f".{module}", __name__)
     globals()[name] = value
     return value
+
+
+def _loading():
+    """Whether a module of this package is part way through its import (its spec is marked initialising)."""
+    return any(getattr(getattr(module, "__spec__", None), "_initializing", False)
+               for key, module in list(sys.modules.items()) if key.startswith(f"{__name__}."))
 
 
 def __dir__():

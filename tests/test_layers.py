@@ -8,6 +8,8 @@ in ``LAYERS``; ``FORBIDDEN`` adds pairs that must stay apart although the order 
 
 import ast
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,27 @@ def test_a_new_folder_must_be_given_a_layer(copy_of_package):
     (copy_of_package / "samplers").mkdir()
     (copy_of_package / "samplers" / "__init__.py").write_text("")
     assert any("'samplers' is in no layer" in p for p in check(copy_of_package))
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """Each module of the package, imported first (``python -c "import pyro_vae.training.folder"``), loads: no
+    order of first imports meets a partly loaded module (the lazy ``pyro_vae.__getattr__`` once imported the whole
+    API from inside ``from .. import checks`` and broke every ``config`` and ``training`` module imported first).
+    One interpreter keeps torch loaded and forgets the package between modules, as a fresh one would not have it."""
+    modules = sorted(module_name(p, PACKAGE) for p in PACKAGE.rglob("*.py") if p.name != "__main__.py")
+    script = (
+        "import sys, importlib, traceback\n"
+        "import torch, pyro\n"
+        "failed = []\n"
+        f"for name in {modules!r}:\n"
+        "    for key in [k for k in sys.modules if k == 'pyro_vae' or k.startswith('pyro_vae.')]:\n"
+        "        del sys.modules[key]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception:\n"
+        "        failed.append(name + ': ' + traceback.format_exc().strip().splitlines()[-1])\n"
+        "print('\\n'.join(failed))\n"
+        "sys.exit(1 if failed else 0)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert len(modules) > 40
