@@ -42,13 +42,15 @@ def _batches(x, batch_size):
 @torch.no_grad()
 def iwae_log_px(vae, x, num_samples, y=None):
     """log p(x) estimate per data point, with ``num_samples`` importance samples from q(z|x)
-    (log p(x|y) with q(z|x, y) for a family conditioned on labels ``y``).
+    (log p(x|y) with q(z|x, y) for a family conditioned on labels ``y``): log mean_k w_k with the family's
+    ``log_importance_weights``. A discrete latent (gmvae's c, m2's unlabelled y) is summed out exactly in each
+    w_k, so the estimate visits every component whatever q(c|x) says.
 
     The encoder runs once; the samples go through the decoder in chunks of about
     ``CHUNK_ELEMENTS`` numbers (images split too, if one sample of them all is larger), and the
     log-mean-exp is accumulated chunk by chunk, so memory stays flat in K."""
     n = x.shape[0]
-    per_point = numbers_per_point(vae)
+    per_point = numbers_per_point(vae) * vae.decodes_per_sample
     if n > 1 and n * per_point > CHUNK_ELEMENTS:
         size = max(1, CHUNK_ELEMENTS // per_point)
         ys = [None] * len(x.split(size)) if y is None else y.split(size)
@@ -58,8 +60,7 @@ def iwae_log_px(vae, x, num_samples, y=None):
     chunk = max(1, min(num_samples, CHUNK_ELEMENTS // (n * per_point)))
     total = None
     for start in range(0, num_samples, chunk):
-        log_px_z, log_pz, log_qz = vae.log_weights(x, min(chunk, num_samples - start), q=q, **labels)
-        part = torch.logsumexp(log_px_z + log_pz - log_qz, dim=0)
+        part = torch.logsumexp(vae.log_importance_weights(x, min(chunk, num_samples - start), q=q, **labels), dim=0)
         total = part if total is None else torch.logaddexp(total, part)
     return total - math.log(num_samples)
 

@@ -318,5 +318,23 @@ class M2(CVAE):
         log_p = self.prior(x.shape[0]).log_prob(z) - math.log(self.classes)
         return self.likelihood(self.decode(z, y1h)).log_prob(x), log_p, qz.log_prob(z) + qy.log_prob(y1h)
 
+    @property
+    def decodes_per_sample(self):
+        return self.classes
+
+    def log_importance_weights(self, x, num_samples, q=None, y=None):
+        """Without labels, y summed out exactly: each draw takes one z_y ~ q(z|x, y) for every label y, and
+        w = sum_y p(y) p(x|z_y, y) p(z_y) / q(z_y|x, y), an unbiased estimate of p(x) that visits every label
+        whatever q(y|x) says. With labels, log p(x, z|y) - log q(z|x, y)."""
+        if y is not None:
+            return super().log_importance_weights(x, num_samples, y=y)
+        h = self.encode(x)
+        every = torch.eye(self.classes, device=h.device, dtype=h.dtype).unsqueeze(1)  # (Y, 1, Y)
+        qz = self.posterior(join(h, every))  # batch (Y, n)
+        z = qz.sample((num_samples,))  # (K, Y, n, latent_dim)
+        log_w = (self.likelihood(self.decode(z, every)).log_prob(x) + self.prior(x.shape[0]).log_prob(z)
+                 - qz.log_prob(z) - math.log(self.classes))  # (K, Y, n): p(y) uniform
+        return torch.logsumexp(log_w, dim=1)
+
     def guide_parameters(self):
         return [*self.encoder.parameters(), *self.classifier.parameters(), *self.posterior.parameters()]

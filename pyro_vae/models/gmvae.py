@@ -134,6 +134,25 @@ class GMVAE(VAE):
         z = q.sample((num_samples,))  # a mixture has no rsample; evaluation needs none
         return self.likelihood(self.decode(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
 
+    @property
+    def decodes_per_sample(self):
+        return self.components
+
+    def log_importance_weights(self, x, num_samples, q=None, y=None):
+        """c summed out exactly: each draw takes one z_c ~ q(z|x, c) for every component c and weighs them
+        together, w = sum_c p(c) p(x|z_c) p(z_c|c) / q(z_c|x, c), an unbiased estimate of p(x) that visits every
+        component whatever q(c|x) says (a draw of the mixture q(z|x) misses a component q(c|x) gives no mass).
+        ``q`` is unused: the components' posteriors are computed here."""
+        h = self.encode(x)
+        every = torch.eye(self.components, device=h.device, dtype=h.dtype).unsqueeze(1)  # (C, 1, C)
+        qz = self.posterior(join(h, every))  # batch (C, n)
+        z = qz.sample((num_samples,))  # (K, C, n, latent_dim)
+        c = torch.arange(self.components, device=h.device).unsqueeze(-1).expand(-1, x.shape[0])  # (C, n)
+        log_pc = self.prior.p_c(1).logits.reshape(-1, 1)  # (C, 1): log p(c), normalised
+        log_w = (log_pc + self.likelihood(self.decode(z)).log_prob(x) + self.prior.p_z(c).log_prob(z)
+                 - qz.log_prob(z))  # (K, C, n)
+        return torch.logsumexp(log_w, dim=1)
+
     @torch.no_grad()
     def assign(self, x):
         """The model's MAP component of each point given its posterior mean z: argmax_c p(c) p(z|c),

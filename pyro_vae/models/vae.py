@@ -262,6 +262,16 @@ class VAE(nn.Module):
         z = q.rsample((num_samples,))
         return self.likelihood(self.decode(z, y)).log_prob(x), self.prior(x.shape[0]).log_prob(z), q.log_prob(z)
 
+    #: the decoder runs per importance sample of ``log_importance_weights`` (a family that sums out a discrete
+    #: latent: one per value)
+    decodes_per_sample = 1
+
+    def log_importance_weights(self, x, num_samples, q=None, y=None):
+        """log w = log p(x, z) - log q(z|x) at ``num_samples`` draws z ~ q(z|x): (num_samples, n). The mean of w is
+        an unbiased estimate of p(x) (of p(x|y) given labels ``y``), so log mean w is a bound that rises to log p(x)."""
+        log_px_z, log_pz, log_qz = self.log_weights(x, num_samples, q, y)
+        return log_px_z + log_pz - log_qz
+
     @torch.no_grad()
     def sample(self, n, mean=True, y=None):
         """n draws z ~ p(z) (``prior_latents``: down a chain of layers), then E[x|z] (``mean=True``) or a draw

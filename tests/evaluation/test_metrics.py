@@ -68,7 +68,7 @@ def test_iwae_chunking_is_exact(small_vae, monkeypatch):
     log_w = torch.randn(64, 30, generator=torch.Generator().manual_seed(0)) * 20
     drawn = []
 
-    def fake_log_weights(x, k, q=None):  # hands out the fixed log weights, k at a time
+    def fake_log_weights(x, k, q=None, y=None):  # hands out the fixed log weights, k at a time
         start = sum(drawn)
         drawn.append(k)
         return log_w[start:start + k], torch.zeros(k, 30), torch.zeros(k, 30)
