@@ -89,6 +89,42 @@ def test_tensorboard_writes_the_expected_scalars_and_images(tmp_path, synthetic)
     assert [e.value for e in events.Scalars("epoch/test_elbo")] == pytest.approx([r["test_elbo"] for r in lines])
 
 
+def test_tensorboard_purges_events_past_the_checkpoint_on_resume(tmp_path, synthetic):
+    """A run that logged epoch 2 and then lost its checkpoint (a kill before the write): the resume rewrites
+    steps 41-80, and TensorBoard shows each step once, with the resumed run's values (those of an uninterrupted
+    run), because the new event file opens with a purge of every step from the checkpoint's on."""
+    pytest.importorskip("tensorboard")
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    cfg = small_config("train.epochs=2", "train.loggers=['tensorboard']")
+    train(cfg, reference, data=synthetic, **QUIET)
+    train(small_config("train.epochs=1", "train.loggers=['tensorboard']"), run, data=synthetic, **QUIET)
+    for name in ("checkpoint.pt", "config.toml"):
+        shutil.copy(run / name, tmp_path / name)
+    lost = small_config("train.epochs=2", "train.loggers=['tensorboard']", "train.optimizer.lr=0.01")  # other values
+    train(lost, run, resume=True, data=synthetic, **QUIET)
+    for name in ("checkpoint.pt", "config.toml"):  # epoch 2's checkpoint (and config) never reached the disk
+        shutil.copy(tmp_path / name, run / name)
+    train(cfg, run, resume=True, data=synthetic, **QUIET)
+
+    def scalars(folder, tag):
+        events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    for tag in ("train/loss", "epoch/test_elbo"):
+        got, want = scalars(run, tag), scalars(reference, tag)
+        assert [step for step, _ in got] == [step for step, _ in want]  # each step once
+        assert [value for _, value in got] == pytest.approx([value for _, value in want], rel=1e-5)
+    files = sorted((run / "tensorboard").iterdir(), key=lambda p: p.name)
+    assert len(files) == 3
+    starts = [(e.step, e.session_log.status) for e in EventFileLoader(str(files[-1])).Load() if e.HasField("session_log")]
+    assert starts and starts[0][0] == 41 and starts[0][1] == 1  # SessionLog.START at the first step after it
+
+
 class FakeTracker:
     """Stands in for the wandb and mlflow modules (not installed in CI): records every call."""
 
@@ -103,8 +139,10 @@ class FakeTracker:
 
         return record
 
-    def generate_id(self):
-        return "abc123"
+    def generate_id(self):  # a new id each time, as W&B's: a fresh run and a resumed one can be told apart
+        import uuid
+
+        return uuid.uuid4().hex[:8]
 
 
 @pytest.mark.parametrize("name", ["wandb", "mlflow"])
@@ -120,8 +158,23 @@ def test_wandb_and_mlflow_loggers_report_the_same_scalars(tmp_path, synthetic, m
     assert len(logged) == 4 + 1  # every 10 of 40 steps, then the epoch
     keys = set(logged[-1][1][0])
     assert keys in ({"epoch/train_loss", "epoch/test_elbo", "epoch/beta"}, {"epoch_train_loss", "epoch_test_elbo", "epoch_beta"})
-    if name == "wandb":
-        assert (tmp_path / ".wandb-id").read_text() == "abc123"
+
+
+def test_a_resumed_run_continues_its_wandb_run_and_a_new_folder_starts_another(tmp_path, synthetic, monkeypatch):
+    import sys
+
+    fake = FakeTracker()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train(small_config("train.epochs=1", "train.loggers=['wandb']"), tmp_path / "a", data=synthetic, **QUIET)
+    train(small_config("train.epochs=2", "train.loggers=['wandb']"), tmp_path / "a", resume=True, data=synthetic,
+          **QUIET)
+    train(small_config("train.epochs=1", "train.loggers=['wandb']"), tmp_path / "b", data=synthetic, **QUIET)
+    inits = [kwargs for name, _, kwargs in fake.calls if name == "init"]
+    assert len(inits) == 3 and all(k["resume"] == "allow" for k in inits)
+    assert inits[0]["id"] == inits[1]["id"] == (tmp_path / "a" / ".wandb-id").read_text()  # the same W&B run
+    assert inits[2]["id"] != inits[0]["id"] and inits[2]["id"] == (tmp_path / "b" / ".wandb-id").read_text()
+    steps = [kwargs["step"] for name, _, kwargs in fake.calls if name == "log"]
+    assert steps[:5] == [10, 20, 30, 40, 40] and steps[5:10] == [50, 60, 70, 80, 80]  # the resume goes on from 40
 
 
 def test_a_missing_tracker_package_says_how_to_install_it(monkeypatch):

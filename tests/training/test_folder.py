@@ -2,11 +2,13 @@
 failed starts and failed runs, and the status the folder reports after each."""
 
 import json
+import os
 import random
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import pytest
@@ -96,6 +98,80 @@ def test_sigkill_at_random_writes_then_resume_equals_an_uninterrupted_run(tmp_pa
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
     assert json.loads((folder / "status.json").read_text())["state"] == "finished"
+
+
+#: the child above on a slow file system that narrates: every fsync and rename of the package's writes waits
+#: SLOW seconds and appends a line to the trace file argv[4] ("fsync NAME", "replace NAME", "replaced NAME"), so a
+#: kill can land inside a checkpoint's write, between its temporary file and the rename, and the parent can tell
+SLOW = 0.08
+SLOW_CHILD = textwrap.dedent(f"""
+    import os, sys, time
+    trace = open(sys.argv[4], "a", buffering=1)
+    fsync, replace = os.fsync, os.replace
+
+    def slow_fsync(fd):
+        trace.write("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{{fd}}")) + "\\n")
+        time.sleep({SLOW})
+        fsync(fd)
+
+    def slow_replace(src, dst):
+        trace.write("replace " + os.path.basename(dst) + "\\n")
+        time.sleep({SLOW})
+        replace(src, dst)
+        trace.write("replaced " + os.path.basename(dst) + "\\n")
+
+    os.fsync, os.replace = slow_fsync, slow_replace
+""") + CHILD
+
+
+def test_sigkill_at_random_times_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """SIGKILL at random times across whole runs (start-up, mid-epoch, between files) and, once per run at least,
+    inside a checkpoint's write (its temporary file written, before or during the rename), on a slow file system;
+    then a resume to the end equals an uninterrupted run. A new seed each time; a failure names it, and
+    PYRO_VAE_KILL_SEED=<seed> repeats its kill times."""
+    seed = int(os.environ.get("PYRO_VAE_KILL_SEED") or random.SystemRandom().randrange(2 ** 31))
+    rng, why = random.Random(seed), f"kill seed {seed} (PYRO_VAE_KILL_SEED={seed} repeats it)"
+    trace = tmp_path / "trace"
+
+    def start(folder):
+        return subprocess.Popen([sys.executable, "-c", SLOW_CHILD, str(folder), "0", "never", str(trace)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def lines():
+        return trace.read_text().splitlines() if trace.exists() else []
+
+    began = time.monotonic()
+    reference = start(tmp_path / "reference")
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    lifetime = time.monotonic() - began
+    folder, landed = tmp_path / "killed", []
+    for attempt in range(5):
+        seen = len(lines())
+        proc = start(folder)
+        if attempt in (1, 3):  # inside a checkpoint's write: once its fsync is narrated, a moment into the window
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and time.monotonic() < deadline and \
+                    not any(line.startswith("fsync .checkpoint-") for line in lines()[seen:]):
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 1.5 * SLOW))
+        else:
+            time.sleep(rng.uniform(0, lifetime))
+        proc.kill()
+        proc.wait(timeout=60)
+        landed.append((lines()[seen:] or ["(nothing written)"])[-1])
+        # a dead writer's "running" reads as killed: its lock is free
+        assert RunFolder(folder).read_status().get("state") in (None, "killed", "finished"), (why, landed)
+    final = start(folder)
+    assert final.wait(timeout=300) == 0, (why, landed, final.stderr.read())
+    assert any(line.startswith("fsync .checkpoint-") or line == "replace checkpoint.pt" for line in landed), (why, "no kill landed inside a checkpoint's write", landed)
+    records, damaged = read_metrics(folder / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1)) and not damaged, (why, landed)
+    assert strip(records) == strip(read_metrics(tmp_path / "reference" / "metrics.jsonl")[0]), (why, landed)
+    a, b = load_checkpoint(folder), load_checkpoint(tmp_path / "reference")
+    assert a["epoch"] == b["epoch"] == EPOCHS, (why, landed)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"]), (why, landed)
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")], (why, landed)
+    assert json.loads((folder / "status.json").read_text())["state"] == "finished", (why, landed)
 
 
 def test_resume_reconciles_metrics_to_the_checkpoint_and_removes_temporary_files(tmp_path, synthetic):
