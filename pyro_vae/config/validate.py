@@ -35,6 +35,7 @@ DEFAULTS = {
     "model": {
         "kind": "vae",
         "components": 10,
+        "component_fit": 0.0,
         "latent_dim": 50,
         "encoder": {"kind": "mlp", "hidden": [400]},
         "decoder": {"kind": "mlp", "hidden": [400]},
@@ -77,6 +78,8 @@ _BOUNDS = {
     "data.labelled_batch": dict(integer=True, low=0, hint=" (m2: labelled points per step; 0: data.batch_size)"),
     "model.components": dict(integer=True, low=2, high=10_000,
                              hint=" (gmvae: mixture components; cvae, m2: classes)"),
+    "model.component_fit": dict(low=0, hint=" (gmvae: weight of the component-fit term that trains q(c|x) and "
+                                             "every q(z|x, c); 0: off)"),
     "train.epochs": dict(integer=True, low=1),
     "train.beta": dict(low=0),
     "train.target_rate": dict(low=0, hint=" (nats; 0: off)"),

@@ -36,9 +36,8 @@ def linear_mixture_settings(kind, components=3, latent_dim=2, scale=0.5):
 
 def _decoder(vae):
     layers = list(vae.decoder.net)
-    if len(layers) != 1 or list(vae.encoder.net) or type(vae.likelihood) is not GaussianLikelihood \
-            or vae.likelihood.mode != "fixed":
-        raise ConfigError("the closed forms need linear parts and a fixed-scale gaussian likelihood "
+    if len(layers) != 1 or type(vae.likelihood) is not GaussianLikelihood or vae.likelihood.mode != "fixed":
+        raise ConfigError("the closed forms need a linear decoder and a fixed-scale gaussian likelihood "
                           "(see linear_mixture_settings)")
     return layers[0].weight, layers[0].bias, vae.likelihood.fixed_scale
 
@@ -81,8 +80,9 @@ def set_exact_posteriors(vae):
     [x, e_c] and a linear classifier can hold them exactly when the components share one scale (gmvae: the
     prior's scales are made equal to the first component's here)."""
     post = vae.posterior
-    if type(post) is not FullNormal:
-        raise ConfigError("set_exact_posteriors needs a full_normal posterior")
+    if type(post) is not FullNormal or list(vae.encoder.net):
+        raise ConfigError("set_exact_posteriors needs a full_normal posterior on an encoder with no hidden layers "
+                          "(see linear_mixture_settings)")
     W, b, s = _decoder(vae)
     L = vae.latent_dim
     D = W.shape[0]

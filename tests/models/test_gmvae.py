@@ -155,3 +155,11 @@ def test_compare_runs_the_discrete_estimators_on_gmvae(synthetic, tmp_path):
     # the encoder (q(c|x) included) gradient: enumeration is the least noisy
     var = {r["estimator"]: r["encoder_grad_var"] for r in rows}
     assert var["enumerate"] < var["score_function"] < var["trace"]
+
+
+def test_component_fit_trains_from_the_config_and_refuses_a_negative_weight(synthetic, tmp_path):
+    cfg = small_config("model.kind=gmvae", "model.components=3", "model.component_fit=1.0", "train.epochs=1")
+    vae, history = pyro_vae.train(cfg, tmp_path, data=synthetic, progress=False, log=lambda *a: None)
+    assert vae.component_fit == 1.0 and math.isfinite(history[0]["test_elbo"])
+    with pytest.raises(ConfigError, match=r"model\.component_fit.*>= 0"):
+        small_config("model.kind=gmvae", "model.component_fit=-1")
