@@ -63,9 +63,11 @@ def test_an_example_config_builds_and_steps(name):
 
 
 def readme_python():
-    """README.md's ```python blocks, in order; a block with ``...`` is a sketch of a class, not a program."""
-    text = (ROOT / "README.md").read_text()
-    return [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "..." not in b]
+    """The ```python blocks of README.md, then of the guide's pages, in order, each once; a block with ``...`` is a
+    sketch of a class, not a program."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
+    blocks = [b for page in pages for b in re.findall(r"```python\n(.*?)```", page.read_text(), re.S) if "..." not in b]
+    return list(dict.fromkeys(blocks))
 
 
 def test_readme_python_runs(tmp_path, monkeypatch, capsys):

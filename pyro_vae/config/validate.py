@@ -15,6 +15,7 @@ from ..files import check_path
 from ..registry import component_registries, for_key
 from .plugins import load_plugins
 
+#: every config key with its default: the config a run gets when it sets nothing
 DEFAULTS = {
     "seed": 0,
     "device": "cpu",
@@ -65,6 +66,57 @@ DEFAULTS = {
     "eval": {"iwae_samples": 1000, "batch_size": 500},
 }
 
+
+#: one line of meaning per key (a component key: its table), for ``config.reference`` and the documentation;
+#: ``tests/config/test_reference.py`` checks that every key of ``DEFAULTS`` has one
+HELP = {
+    "seed": "the seed of every random draw (weights, batches, binarisation, z); 0 .. 2**32 - 1",
+    "device": "\"cpu\", \"cuda\" (\"cuda:N\"; under torchrun each rank's own GPU) or \"mps\"",
+    "plugins": "modules or .py files that register kinds (priors, likelihoods, estimators, families...)",
+    "data.dataset": "the dataset: in memory, or read from disk",
+    "data.root": "the folder that holds the datasets (PYRO_VAE_DATA replaces this default)",
+    "data.path": "the .npz file for \"npz\", the folder of images for \"image_folder\"",
+    "data.binarize": "none | dynamic (a new Bernoulli draw of each pixel every epoch) | static (one draw, fixed)",
+    "data.batch_size": "data points per training step",
+    "data.download": "let torchvision download a missing dataset (the MNIST family)",
+    "data.image_size": "images read from disk: resize and centre-crop to this (0: as stored)",
+    "data.workers": "DataLoader processes reading images from disk (auto: CPU threads // 4, GPU cores - 1)",
+    "data.test_size": "test images of a dataset read from disk held in memory (0: all)",
+    "data.labels": "m2: labelled training points, balanced over the classes, chosen by the seed",
+    "data.labelled_batch": "m2: labelled points seen beside each batch (0: data.batch_size)",
+    "model.kind": "the model family",
+    "model.components": "gmvae: mixture components; cvae, m2: classes",
+    "model.component_fit": "gmvae: weight of the term that trains q(c|x) towards the posterior the component "
+                           "bounds imply and every q(z|x, c) alike (0: off)",
+    "model.latent_dim": "dimensions of z (of z_1 for hierarchical)",
+    "model.encoder": "the network from x to the posterior's features",
+    "model.decoder": "the network from z to the likelihood's parameters",
+    "model.prior": "p(z)",
+    "model.likelihood": "p(x|z)",
+    "model.posterior": "q(z|x)",
+    "model.layers": "hierarchical: layers above z_1, e.g. [{latent_dim = 50, hidden = [100, 100], activation = "
+                    "\"tanh\"}]",
+    "train.elbo": "the ELBO estimator",
+    "train.epochs": "passes over the training set",
+    "train.optimizer": "the torch.optim optimiser",
+    "train.beta": "the KL weight, applied with poutine.scale on the latent sites of model and guide",
+    "train.kl_warmup": "a schedule multiplying beta per step",
+    "train.target_rate": "> 0: constrained mode, beta by dual ascent so that the rate meets this (nats)",
+    "train.beta_lr": "the dual ascent's step size on log beta",
+    "train.lr_schedule": "a torch.optim.lr_scheduler stepped every step or epoch, its state in the checkpoint",
+    "train.grad_clip": "> 0: clip the gradients' total norm to this",
+    "train.micro_batches": "each batch in this many micro-batches (0: one per torchrun rank)",
+    "train.precision": "fp32 | bf16: encoder and decoder under autocast (GPUs; slower on a CPU)",
+    "train.aux_loss": "m2: weight of -log q(y|x) per labelled point (Pyro's SS-VAE value)",
+    "train.labelled_weight": "m2: weight of a labelled point's ELBO; 0: balanced, N_unlabelled / N_labelled; "
+                             "1: the joint likelihood",
+    "train.early_stop": "> 0: stop after this many epochs without a better test ELBO",
+    "train.loggers": "\"csv\", \"tensorboard\", \"wandb\", \"mlflow\", or tables: { kind = \"wandb\", project = "
+                     "\"p\" }",
+    "train.out": "the run folder; NAME becomes DATASET-DATE-TIME",
+    "eval.iwae_samples": "importance samples K of the log p(x) estimate",
+    "eval.batch_size": "data points per evaluation batch",
+}
 
 #: value checks beyond the type: ``checks.number`` arguments
 _BOUNDS = {

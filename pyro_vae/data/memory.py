@@ -20,6 +20,7 @@ from ..errors import ConfigError, DataError, PyroVAEWarning
 from ..files import check_path
 from ..registry import Registry
 
+#: the datasets by their config name (``data.dataset``)
 DATASETS = Registry("data.dataset")
 BINARIZE = ("none", "dynamic", "static")
 DEFAULT_ROOT = "data"

@@ -40,6 +40,7 @@ from ..errors import ConfigError
 from .objectives import (DReG, JitTraceELBO, JitTraceMeanFieldELBO, RenyiBound, STL, TailAdaptiveELBO, trace_params)
 from ..registry import Registry
 
+#: the ELBO estimators by their config name (``train.elbo``)
 ESTIMATORS = Registry("train.elbo", context=())
 
 def _check_particles(cls, name, num_particles):

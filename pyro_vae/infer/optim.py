@@ -13,6 +13,7 @@ from ..checks import number, positive
 from ..errors import ConfigError
 from ..registry import Registry
 
+#: the optimisers by their config name (``train.optimizer``)
 OPTIMIZERS = Registry("train.optimizer", context=("params",))
 
 
@@ -47,6 +48,7 @@ def sgd(params, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0):
 
 
 # -- learning-rate schedules (train.lr_schedule) ---------------------------------------------
+#: the learning-rate schedules by their config name (``train.lr_schedule``)
 LR_SCHEDULES = Registry("train.lr_schedule", context=("optimizer", "steps_per_epoch", "total_epochs"))
 EVERY = ("step", "epoch")
 

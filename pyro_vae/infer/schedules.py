@@ -16,6 +16,7 @@ import math
 from ..checks import number, positive
 from ..registry import Registry
 
+#: the KL warm-up schedules by their config name (``train.kl_warmup``)
 SCHEDULES = Registry("train.kl_warmup", context=("steps_per_epoch", "total_steps"))
 
 

@@ -17,6 +17,7 @@ from .distributions import SameShape
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 
+#: the likelihoods p(x|z) by their config name (``model.likelihood``)
 LIKELIHOODS = Registry("model.likelihood", context=("data_shape",))
 
 

@@ -17,7 +17,9 @@ from ..checks import positive
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 
+#: the encoders by their config name (``model.encoder``)
 ENCODERS = Registry("model.encoder", context=("data_shape",))
+#: the decoders by their config name (``model.decoder``)
 DECODERS = Registry("model.decoder", context=("latent_dim", "out_features", "data_shape"))
 
 class ReLU(nn.Threshold):

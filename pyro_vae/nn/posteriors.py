@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from .networks import AutoregressiveFlow, Linear
 from ..registry import Registry
 
+#: the posteriors q(z|x) by their config name (``model.posterior``)
 POSTERIORS = Registry("model.posterior", context=("in_features", "latent_dim"))
 
 

@@ -18,6 +18,7 @@ from .networks import AutoregressiveFlow
 from .posteriors import DiagonalNormal
 from ..registry import Registry
 
+#: the priors p(z) by their config name (``model.prior``)
 PRIORS = Registry("model.prior", context=("latent_dim",))
 
 
