@@ -100,14 +100,16 @@ def test_sigkill_at_random_writes_then_resume_equals_an_uninterrupted_run(tmp_pa
     assert json.loads((folder / "status.json").read_text())["state"] == "finished"
 
 
-#: the child above on a slow file system that narrates: every fsync and rename of the package's writes waits
-#: SLOW seconds and appends a line to the trace file argv[4] ("fsync NAME", "replace NAME", "replaced NAME"), so a
-#: kill can land inside a checkpoint's write, between its temporary file and the rename, and the parent can tell
-SLOW = 0.15
+#: the child above on a slow file system that narrates: each of the package's writes stops half-way for SLOW
+#: seconds ("half NAME"), and each fsync and rename waits SLOW seconds ("fsync NAME", "replace NAME", "replaced
+#: NAME"), all appended to the trace file argv[4], so that a kill can land inside a checkpoint's write (half
+#: written, synced, being renamed) and the parent can tell where it landed
+SLOW = 0.1
 SLOW_CHILD = textwrap.dedent(f"""
-    import os, sys, time
+    import io, os, sys, time
+    import pyro_vae.files, pyro_vae.training.checkpoint
     trace, slow = open(sys.argv[4], "a", buffering=1), float(sys.argv[5])
-    fsync, replace = os.fsync, os.replace
+    fsync, replace, real_atomic_write = os.fsync, os.replace, pyro_vae.files.atomic_write
 
     def slow_fsync(fd):
         trace.write("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{{fd}}")) + "\\n")
@@ -120,7 +122,21 @@ SLOW_CHILD = textwrap.dedent(f"""
         replace(src, dst)
         trace.write("replaced " + os.path.basename(dst) + "\\n")
 
+    def halting_atomic_write(path, write):
+        def halting(f):
+            buffer = io.BytesIO()
+            write(buffer)
+            data = buffer.getvalue()
+            f.write(data[:len(data) // 2])
+            f.flush()
+            trace.write("half " + os.path.basename(os.fspath(path)) + "\\n")
+            time.sleep(slow)
+            f.write(data[len(data) // 2:])
+
+        real_atomic_write(path, halting)
+
     os.fsync, os.replace = slow_fsync, slow_replace
+    pyro_vae.files.atomic_write = pyro_vae.training.checkpoint.atomic_write = halting_atomic_write
 """) + CHILD
 
 
@@ -140,6 +156,10 @@ def test_sigkill_at_random_times_then_resume_equals_an_uninterrupted_run(tmp_pat
     def lines():
         return trace.read_text().splitlines() if trace.exists() else []
 
+    def inside_checkpoint(line):  # the checkpoint half written, being synced, or being renamed into place
+        return line == "half checkpoint.pt" or (line.startswith("fsync ") and "checkpoint" in line) \
+            or line == "replace checkpoint.pt"
+
     began = time.monotonic()
     reference = start(tmp_path / "reference")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
@@ -148,12 +168,12 @@ def test_sigkill_at_random_times_then_resume_equals_an_uninterrupted_run(tmp_pat
     for attempt in range(5):
         seen = len(lines())
         proc = start(folder)
-        if attempt in (0, 2):  # inside a checkpoint's write: once its fsync is narrated, a moment into the window
+        if attempt in (0, 2):  # inside a checkpoint's write: once it is half written, a moment into the window
             deadline = time.monotonic() + 300
             while proc.poll() is None and time.monotonic() < deadline and \
-                    not any(line.startswith("fsync .checkpoint-") for line in lines()[seen:]):
+                    "half checkpoint.pt" not in lines()[seen:]:
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0, 1.5 * SLOW))
+            time.sleep(rng.uniform(0, 2.5 * SLOW))
         else:
             time.sleep(rng.uniform(0, lifetime))
         proc.kill()
@@ -163,7 +183,7 @@ def test_sigkill_at_random_times_then_resume_equals_an_uninterrupted_run(tmp_pat
         assert RunFolder(folder).read_status().get("state") in (None, "killed", "finished"), (why, landed)
     final = start(folder)
     assert final.wait(timeout=300) == 0, (why, landed, final.stderr.read())
-    assert any(line.startswith("fsync .checkpoint-") or line == "replace checkpoint.pt" for line in landed), (why, "no kill landed inside a checkpoint's write", landed)
+    assert any(inside_checkpoint(line) for line in landed), (why, "no kill landed inside a checkpoint's write", landed)
     records, damaged = read_metrics(folder / "metrics.jsonl")
     assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1)) and not damaged, (why, landed)
     assert strip(records) == strip(read_metrics(tmp_path / "reference" / "metrics.jsonl")[0]), (why, landed)
