@@ -25,8 +25,6 @@ from pyro_vae.config.build import load_config_data, prepare
 from pyro_vae.data import load_data
 from pyro_vae.data.images import pyspng, resolve_workers
 from pyro_vae.training.loop import epoch_generator
-
-
 from pyro_vae.training.step import svi_step
 
 

@@ -23,10 +23,9 @@ def worker(steps, warmup, batch_size):
     import torch
 
     import pyro_vae
-    from pyro_vae.training import distributed
     from pyro_vae.config.build import prepare
+    from pyro_vae.training import distributed
     from pyro_vae.training.loop import epoch_generator
-
     from pyro_vae.training.step import accumulated_step
 
     world = distributed.init("cpu")

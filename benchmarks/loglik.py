@@ -22,8 +22,8 @@ import time
 import torch
 
 import pyro_vae
-from pyro_vae.evaluation.metrics import iwae_log_px
 from pyro_vae.config.build import load_config_data, prepare
+from pyro_vae.evaluation.metrics import iwae_log_px
 from pyro_vae.training.load import load_run
 
 

@@ -6,7 +6,6 @@ status 2 (argument errors included); warnings are one line each, ``pyro-vae CMD:
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -84,8 +83,8 @@ def _evaluate(args):
             print(f"{label:28s} {v:10.3f}{se}" if isinstance(v, float) else f"{label:28s} {v:10d}")
     if "rate_per_layer" in result:
         print("per stochastic layer (z_l: rate in nats, active units):")
-        for l, (r, a) in enumerate(zip(result["rate_per_layer"], result["active_units_per_layer"]), start=1):
-            print(f"  z_{l}: {r:8.3f}  {a:4d}")
+        for layer, (r, a) in enumerate(zip(result["rate_per_layer"], result["active_units_per_layer"]), start=1):
+            print(f"  z_{layer}: {r:8.3f}  {a:4d}")
     if "kl_per_dim" in result:
         per_dim = sorted(enumerate(result["kl_per_dim"], start=1), key=lambda jv: -jv[1])
         print("KL per latent dimension, largest first (z_j: nats):")
@@ -119,8 +118,8 @@ def _sample(args):
 
 
 def _compare(args):
-    from .studies.compare import compare
     from .config.load import load_config
+    from .studies.compare import compare
     from .training.folder import default_out
 
     cfg = _with_plugins(load_config(args.config, args.set), args)

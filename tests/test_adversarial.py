@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from pyro_vae import ConfigError, DataError, PyroVAEError, evaluate, load_config, save_checkpoint
 from pyro_vae.cli import main
-from pyro_vae.errors import PyroVAEWarning
 from pyro_vae.data import load_data
+from pyro_vae.errors import PyroVAEWarning
 
 SMALL = ["--set", "data.dataset=synthetic", "--set", "model.latent_dim=2", "--set", "train.epochs=1", "--quiet"]
 

@@ -20,14 +20,26 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyro_vae import (CheckpointError, ConfigError, DataError, PyroVAEError, build_vae, compare, load_config,
-                      load_data, load_model, load_run, sweep, train)
+from pyro_vae import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    PyroVAEError,
+    build_vae,
+    compare,
+    load_config,
+    load_data,
+    load_model,
+    load_run,
+    sweep,
+    train,
+)
 from pyro_vae.cli import main
+from pyro_vae.config.validate import DEFAULTS, flatten
 from pyro_vae.errors import UsageError
 from pyro_vae.files import folder_name
 from pyro_vae.studies.compare import STUDY_FILES, parse_estimators
 from pyro_vae.training.folder import NEEDED
-from pyro_vae.config.validate import DEFAULTS, flatten
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 QUIET = dict(progress=False, log=lambda s: None)
@@ -322,10 +334,10 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
 
 
 def test_messages_say_what_is_wrong(tmp_path):
-    import numpy as np
-
     import io
     import zipfile
+
+    import numpy as np
 
     member = io.BytesIO()
     np.save(member, np.random.rand(50, 4, 4))

@@ -208,8 +208,6 @@ def validate(cfg):
     plugins = cfg.get("plugins", [])
     if not isinstance(plugins, list):
         raise ConfigError(f"plugins must be a list of module names or .py files, got {plugins!r}")
-    from .plugins import load_plugins
-
     cfg = {**cfg, "plugins": load_plugins(plugins)}  # imported first: they register the kinds read below
     model_section = cfg.get("model", {})
     family = for_key("model.kind").get(model_section.get("kind", out["model"]["kind"]) if isinstance(model_section, dict)

@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .memory import DATASETS, TEST_BINARIZE_SEED, Data
 from ..errors import ConfigError, DataError, PyroVAEWarning
+from .memory import DATASETS, TEST_BINARIZE_SEED, Data
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PIL modes read as grey (C = 1); any other is read as RGB

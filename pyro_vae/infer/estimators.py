@@ -37,8 +37,8 @@ from pyro.poutine.messenger import Messenger
 
 from ..checks import number, positive
 from ..errors import ConfigError
-from .objectives import (DReG, JitTraceELBO, JitTraceMeanFieldELBO, RenyiBound, STL, TailAdaptiveELBO, trace_params)
 from ..registry import Registry
+from .objectives import STL, DReG, JitTraceELBO, JitTraceMeanFieldELBO, RenyiBound, TailAdaptiveELBO, trace_params
 
 #: the ELBO estimators by their config name (``train.elbo``)
 ESTIMATORS = Registry("train.elbo", context=())

@@ -24,9 +24,9 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO, TraceTailAdaptive_
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine.util import prune_subsample_sites
 
-from .compiled import CompiledELBO
-from ..nn.distributions import logsumexp
 from ..errors import ConfigError
+from ..nn.distributions import logsumexp
+from .compiled import CompiledELBO
 
 
 class LossFromDifferentiable:

@@ -34,11 +34,10 @@ from pyro import poutine
 from pyro.infer import config_enumerate, infer_discrete
 from torch import nn
 
-from ..errors import DataError
-from ..errors import ConfigError
-from .vae import FAMILIES, VAE, KLWeight, _check_beta, join
+from ..errors import ConfigError, DataError
 from ..nn.networks import Linear
 from ..nn.priors import Prior
+from .vae import FAMILIES, VAE, KLWeight, _check_beta, join
 
 
 def onehot(c, k, dtype):

@@ -18,9 +18,9 @@ from torch import nn
 
 from ..checks import positive
 from ..errors import ConfigError
-from .vae import FAMILIES, VAE, posterior_mean
 from ..nn.networks import _activation, _check_hidden, mlp
 from ..nn.posteriors import DiagonalNormal
+from .vae import FAMILIES, VAE, posterior_mean
 
 #: draws of the chain below behind each layer's E_q[z_l] (active units): noise var / 100 against the 0.01 threshold
 MEAN_DRAWS = 100

@@ -13,9 +13,9 @@ from torch import nn
 from torch.nn.functional import logsigmoid, softplus
 
 from ..checks import number, positive
-from .distributions import SameShape
 from ..errors import ConfigError, DataError
 from ..registry import Registry
+from .distributions import SameShape
 
 #: the likelihoods p(x|z) by their config name (``model.likelihood``)
 LIKELIHOODS = Registry("model.likelihood", context=("data_shape",))

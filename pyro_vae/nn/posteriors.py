@@ -9,10 +9,10 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ..checks import number
-from .distributions import SameShape
 from ..errors import ConfigError
-from .networks import AutoregressiveFlow, Linear
 from ..registry import Registry
+from .distributions import SameShape
+from .networks import AutoregressiveFlow, Linear
 
 #: the posteriors q(z|x) by their config name (``model.posterior``)
 POSTERIORS = Registry("model.posterior", context=("in_features", "latent_dim"))

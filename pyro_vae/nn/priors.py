@@ -13,10 +13,10 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ..checks import positive
+from ..registry import Registry
 from .distributions import log_softmax, logsumexp
 from .networks import AutoregressiveFlow
 from .posteriors import DiagonalNormal
-from ..registry import Registry
 
 #: the priors p(z) by their config name (``model.prior``)
 PRIORS = Registry("model.prior", context=("latent_dim",))

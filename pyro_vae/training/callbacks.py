@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..evaluation.plots import is_image_shape
 from ..files import atomic_write_text
 from ..registry import Registry
+
 #: the loggers by their config name (``train.loggers``)
 LOGGERS = Registry("train.loggers")
 

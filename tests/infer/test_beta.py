@@ -9,8 +9,8 @@ import torch
 
 from pyro_vae import ConfigError, evaluate, load_run, train
 from pyro_vae.cli import main
-from pyro_vae.models.vae import kl_per_dim, rate
 from pyro_vae.infer.schedules import SCHEDULES, DualAscent
+from pyro_vae.models.vae import kl_per_dim, rate
 from pyro_vae.studies.sweep import parse_sweep, sweep
 
 from ..conftest import small_config

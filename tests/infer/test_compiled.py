@@ -220,6 +220,7 @@ def test_the_compiled_path_reads_no_private_name_of_pyro_or_torch():
     """compiled.py stands on public API: no ``pyro.x._y``/``torch._x`` names, no private attributes
     of Pyro's objects (the ELBO methods a subclass overrides are Pyro's documented extension points)."""
     import ast
+
     import pyro_vae.infer.compiled as compiled
 
     tree = ast.parse(open(compiled.__file__).read())

@@ -11,7 +11,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from pyro_vae import ConfigError, ESTIMATORS, build_vae, svi_step
+from pyro_vae import ESTIMATORS, ConfigError, build_vae, svi_step
 from pyro_vae.infer.estimators import check_compatible
 
 from ..conftest import small_config

@@ -12,14 +12,14 @@ import torch
 
 import pyro_vae
 from pyro_vae import build_elbo, build_vae
-from pyro_vae.config.build import StepInputs
 from pyro_vae.cli import main
-from pyro_vae.studies.compare import compare
+from pyro_vae.config.build import StepInputs
 from pyro_vae.errors import ConfigError, DataError, UsageError
-from pyro_vae.infer.estimators import ESTIMATORS, RelaxedELBO, check_compatible
 from pyro_vae.evaluation.metrics import classification, evaluate
-from pyro_vae.models.vae import join
 from pyro_vae.evaluation.plots import plot_run
+from pyro_vae.infer.estimators import ESTIMATORS, RelaxedELBO, check_compatible
+from pyro_vae.models.vae import join
+from pyro_vae.studies.compare import compare
 from pyro_vae.training.step import split_inputs
 
 from ..conftest import small_config

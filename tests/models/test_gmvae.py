@@ -11,8 +11,8 @@ import torch
 import pyro_vae
 from pyro_vae import build_elbo, build_vae
 from pyro_vae.errors import ConfigError
-from pyro_vae.infer.estimators import ESTIMATORS, check_compatible
 from pyro_vae.evaluation.metrics import cluster_accuracy, clustering, evaluate
+from pyro_vae.infer.estimators import ESTIMATORS, check_compatible
 from pyro_vae.models.vae import join
 
 from ..conftest import small_config

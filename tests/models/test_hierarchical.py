@@ -9,9 +9,15 @@ import torch
 from pyro import poutine
 
 from pyro_vae import ESTIMATORS, ConfigError, build_elbo, build_optimizer, build_vae, load_config
-from pyro_vae.infer.estimators import check_compatible
 from pyro_vae.evaluation.metrics import evaluate, iwae_log_px
-from pyro_vae.models.linear_gaussian import constant_scales, exact_chain_log_px, linear_chain_settings, sample_data, set_exact_chain_posterior
+from pyro_vae.infer.estimators import check_compatible
+from pyro_vae.models.linear_gaussian import (
+    constant_scales,
+    exact_chain_log_px,
+    linear_chain_settings,
+    sample_data,
+    set_exact_chain_posterior,
+)
 
 from ..conftest import small_config
 

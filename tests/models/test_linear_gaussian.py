@@ -8,7 +8,14 @@ import torch
 
 from pyro_vae import ESTIMATORS
 from pyro_vae.infer.diagnostics import gradient_samples, summarize
-from pyro_vae.models.linear_gaussian import exact_elbo, exact_log_px, exact_posterior, linear_gaussian_vae, sample_data, set_exact_posterior
+from pyro_vae.models.linear_gaussian import (
+    exact_elbo,
+    exact_log_px,
+    exact_posterior,
+    linear_gaussian_vae,
+    sample_data,
+    set_exact_posterior,
+)
 
 
 def make(posterior="full_normal", perturb=0.3, seed=0, **posterior_params):

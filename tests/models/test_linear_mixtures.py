@@ -8,8 +8,12 @@ import pytest
 import torch
 
 from pyro_vae import ESTIMATORS, build_vae, evaluate, load_config
-from pyro_vae.models.linear_mixtures import (exact_component_posterior, exact_log_px, linear_mixture_settings,
-                                             set_exact_posteriors)
+from pyro_vae.models.linear_mixtures import (
+    exact_component_posterior,
+    exact_log_px,
+    linear_mixture_settings,
+    set_exact_posteriors,
+)
 
 D = 6
 

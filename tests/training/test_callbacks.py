@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pyro_vae import ConfigError, ESTIMATORS, build_vae, load_checkpoint, train
+from pyro_vae import ESTIMATORS, ConfigError, build_vae, load_checkpoint, train
 from pyro_vae.training.callbacks import Callback
 
 from ..conftest import small_config

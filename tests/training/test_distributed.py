@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae.training.distributed import GradientAverager, World, micro_batches, stream_seed
 from pyro_vae.errors import ConfigError
+from pyro_vae.training.distributed import GradientAverager, World, micro_batches, stream_seed
 
 SETTINGS = ["data.dataset=synthetic", "train.epochs=2", "data.batch_size=64", "model.latent_dim=2",
             "model.encoder.hidden=[32]", "model.decoder.hidden=[32]", "seed=3"]

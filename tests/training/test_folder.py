@@ -17,9 +17,8 @@ import torch
 from pyro_vae import ConfigError, DataError, TrainingError, load_checkpoint, train
 from pyro_vae.data import Data
 from pyro_vae.errors import RunExistsError, RunFolderError, RunLockedError
-from pyro_vae.training.monitor import DivergenceMonitor, DivergenceWarning
 from pyro_vae.training.folder import RunFolder, read_metrics
-
+from pyro_vae.training.monitor import DivergenceMonitor, DivergenceWarning
 from pyro_vae.training.resume import resume_changes
 
 from ..conftest import small_config
@@ -105,14 +104,14 @@ def test_sigkill_at_random_writes_then_resume_equals_an_uninterrupted_run(tmp_pa
 #: NAME"), all appended to the trace file argv[4], so that a kill can land inside a checkpoint's write (half
 #: written, synced, being renamed) and the parent can tell where it landed
 SLOW = 0.1
-SLOW_CHILD = textwrap.dedent(f"""
+SLOW_CHILD = textwrap.dedent("""
     import io, os, sys, time
     import pyro_vae.files, pyro_vae.training.checkpoint
     trace, slow = open(sys.argv[4], "a", buffering=1), float(sys.argv[5])
     fsync, replace, real_atomic_write = os.fsync, os.replace, pyro_vae.files.atomic_write
 
     def slow_fsync(fd):
-        trace.write("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{{fd}}")) + "\\n")
+        trace.write("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) + "\\n")
         time.sleep(slow)
         fsync(fd)
 

@@ -33,7 +33,7 @@ def test_run_folder_and_checkpoint_round_trip(tmp_path, synthetic):
     out = tmp_path / "run"
     vae, history = train(small_config("train.epochs=2"), out, progress=False, data=synthetic, log=lambda s: None)
     assert [h["epoch"] for h in history] == [1, 2]
-    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines == history
     assert set(lines[0]) == {"epoch", "train_loss", "test_elbo", "test_bits_per_dim", "beta", "seconds"}
     d = 64 * math.log(2)  # bernoulli on 8x8 binary images: bits/dim = -ELBO / (64 ln 2)
@@ -53,7 +53,7 @@ def test_resume_equals_uninterrupted(tmp_path, synthetic):
     _, full = train(small_config("train.epochs=3"), tmp_path / "a", **quiet)
     train(small_config("train.epochs=1"), tmp_path / "b", **quiet)
     _, rest = train(small_config("train.epochs=3"), tmp_path / "b", resume=True, **quiet)
-    resumed = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in resumed] == [1, 2, 3]
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(resumed) == strip(full)
