@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pyro_vae"
 
 #: lowest first; a layer imports only from itself and the layers before it
 LAYERS = [
-    {"errors", "checks", "files", "registry", "work", "devices"},  # the ground
+    {"errors", "checks", "files", "registry", "work", "devices", "aliases"},  # the ground
     {"nn"},          # components: priors, likelihoods, posteriors, networks, distributions
     {"data"},        # datasets in memory and read from disk
     {"models"},      # the families: vae, cvae/m2, gmvae, hierarchical, linear-Gaussian

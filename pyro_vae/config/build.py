@@ -1,13 +1,22 @@
 """From a validated config to objects: the VAE, the estimator, the optimiser, the beta schedules,
 and ``prepare``, which loads the data and refuses bad combinations before any training."""
 
+
+from __future__ import annotations
+
 import inspect
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
 
+from ..aliases import Config
+
+if TYPE_CHECKING:
+    from ..models.vae import VAE
 from .. import checks
 from ..data.memory import Data, from_torch, load_data
 from ..devices import resolve_device
@@ -27,7 +36,7 @@ from .validate import validate
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def build_vae(cfg, data_shape):
+def build_vae(cfg: Config, data_shape: Sequence[int]) -> VAE:
     """The VAE the config describes (``model.kind``: the family), for data points of shape ``data_shape``."""
     cfg = validate(cfg)  # a full config (about a millisecond): a partial or empty one gets its defaults
     return _build_vae(cfg, checks.data_shape("data_shape", data_shape, DataError)).to(resolve_device(cfg["device"]))
@@ -72,11 +81,11 @@ def _lookup(cfg, key):
     return cfg
 
 
-def build_elbo(cfg):
+def build_elbo(cfg: Config) -> pyro.infer.ELBO:
     return ESTIMATORS.build(cfg["train"]["elbo"])
 
 
-def build_optimizer(cfg, params):
+def build_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     return OPTIMIZERS.build(cfg["train"]["optimizer"], params=params)
 
 
@@ -95,7 +104,7 @@ def build_beta_schedules(cfg, steps_per_epoch):
     return warmup, dual
 
 
-def load_config_data(cfg):
+def load_config_data(cfg: Config) -> Data:
     """The dataset ``cfg['data']`` describes, binarised as it says."""
     d = cfg["data"]
     return load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"],
@@ -158,7 +167,9 @@ def build_run(cfg, data=None, vae=None, elbo=None, optimizer=None):
                  StepInputs.from_config(vae, data, cfg))
 
 
-def prepare(cfg, data=None, vae=None, elbo=None, optimizer=None):
+def prepare(cfg: Config, data: Any = None, vae: VAE | None = None, elbo: pyro.infer.ELBO | None = None,
+            optimizer: torch.optim.Optimizer | None = None
+            ) -> tuple[Data, VAE, pyro.infer.ELBO, torch.optim.Optimizer]:
     """Load data and build the VAE, estimator and optimiser (each part given replaces the one the
     config would build); refuse bad combinations up front: data outside the likelihood's support,
     an estimator the model cannot use, a training step that cannot fit in memory, an architecture

@@ -1,5 +1,8 @@
 """Configs from TOML files and ``--set key=value`` overrides (values read as TOML), and back to TOML."""
 
+
+from __future__ import annotations
+
 import copy
 import os
 import tomllib
@@ -7,6 +10,7 @@ from collections.abc import Mapping
 
 import tomli_w
 
+from ..aliases import Config, Overrides, PathLike
 from ..errors import ConfigError
 from ..registry import component_registries
 from .validate import flatten, validate
@@ -35,7 +39,7 @@ def split_top_level(text, sep=","):
     return [p.strip() for p in parts]
 
 
-def apply_overrides(cfg, overrides):
+def apply_overrides(cfg: Config, overrides: Overrides) -> Config:
     """Apply overrides, ``key.sub=value`` strings (values read as TOML) or a mapping
     {"key.sub": value}. Setting a component's ``kind`` resets its other parameters to the new
     kind's defaults (before the other overrides apply), so kinds never inherit stray keys."""
@@ -70,7 +74,7 @@ def _parse_overrides(overrides):
     return parsed
 
 
-def load_config(path=None, overrides=()):
+def load_config(path: PathLike | None = None, overrides: Overrides = ()) -> Config:
     """Read a TOML file (or start from the defaults), apply overrides, validate."""
     cfg = {}
     if path is not None and not isinstance(path, (str, os.PathLike)):

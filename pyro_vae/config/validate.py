@@ -5,10 +5,15 @@ the wrong type or outside its bounds. The kinds of a key are read from its regis
 (``registry.for_key``), so this module imports none of the layers that define them.
 """
 
+
+from __future__ import annotations
+
 import copy
+from typing import Any
 
 import torch
 
+from ..aliases import Config
 from ..checks import describe, number
 from ..errors import ConfigError
 from ..files import check_path
@@ -16,7 +21,7 @@ from ..registry import component_registries, for_key
 from .plugins import load_plugins
 
 #: every config key with its default: the config a run gets when it sets nothing
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "cpu",
     "plugins": [],
@@ -174,7 +179,7 @@ def _number_or_word(key, value):
         raise ConfigError(f"{key} must be \"{_OR_WORD[key]}\" or {what}, got {value!r}{bounds.get('hint', '')}") from None
 
 
-def validate(cfg):
+def validate(cfg: Config) -> Config:
     """Check keys, types, bounds and every component ``kind``; return a full config with defaults."""
     out = copy.deepcopy(DEFAULTS)
     registries = component_registries()

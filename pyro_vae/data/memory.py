@@ -7,15 +7,19 @@ every time a training batch is formed). The test set of a binarised run is binar
 with a fixed seed, so every run and every estimator is evaluated on the same binary images.
 """
 
+
+from __future__ import annotations
+
 import os
 import warnings
 import zipfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from ..aliases import PathLike
 from ..errors import ConfigError, DataError, PyroVAEWarning
 from ..files import check_path
 from ..registry import Registry
@@ -156,12 +160,13 @@ def _binarize(x, seed):
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
 
 
-def load_data(dataset="mnist", root=DEFAULT_ROOT, path="", binarize="dynamic", download=True, seed=0, image_size=0,
-              workers="auto", test_size=10000):
+def load_data(dataset: str = "mnist", root: PathLike = DEFAULT_ROOT, path: PathLike = "", binarize: str = "dynamic",
+              download: bool = True, seed: int = 0, image_size: int = 0,
+              workers: int | str = "auto", test_size: int = 10000) -> Data:
     """Load a dataset by name and apply the binarisation; see the module docstring. Datasets read
     from disk batch by batch (``images``: image_folder, cifar10, celeba) also take ``image_size``,
     ``workers`` and ``test_size``."""
-    loader = DATASETS.get(dataset)
+    loader: Any = DATASETS.get(dataset)
     _check_binarize(binarize)
     root = check_path(resolve_root(root), "the data root", "give the folder that holds the dataset", DataError)
     if path != "":
@@ -172,7 +177,8 @@ def load_data(dataset="mnist", root=DEFAULT_ROOT, path="", binarize="dynamic", d
     if image_size:
         raise ConfigError(f"data.image_size resizes images read from disk (image_folder, cifar10, celeba); "
                           f"dataset {dataset!r} is held in memory at its own size: leave data.image_size = 0")
-    return _finish(*loader(root=root, path=path, download=download), repr(dataset), binarize, seed)
+    train, train_y, test, test_y = loader(root=root, path=path, download=download)
+    return _finish(train, train_y, test, test_y, repr(dataset), binarize, seed)
 
 
 def _check_binarize(binarize):

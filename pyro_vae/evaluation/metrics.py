@@ -18,11 +18,17 @@
   from the log p(x) estimate, ``elbo_bits_per_dim`` from the ELBO (an upper bound).
 """
 
+
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
+if TYPE_CHECKING:
+    from ..models.vae import VAE
 from ..checks import number
 from ..errors import UsageError
 from ..work import check_logpx_work
@@ -40,7 +46,7 @@ def _batches(x, batch_size):
 
 
 @torch.no_grad()
-def iwae_log_px(vae, x, num_samples, y=None):
+def iwae_log_px(vae: VAE, x: torch.Tensor, num_samples: int, y: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x) estimate per data point, with ``num_samples`` importance samples from q(z|x)
     (log p(x|y) with q(z|x, y) for a family conditioned on labels ``y``): log mean_k w_k with the family's
     ``log_importance_weights``. A discrete latent (gmvae's c, m2's unlabelled y) is summed out exactly in each
@@ -58,10 +64,11 @@ def iwae_log_px(vae, x, num_samples, y=None):
     labels = {} if y is None else {"y": y}
     q = vae.q(x, **labels)
     chunk = max(1, min(num_samples, CHUNK_ELEMENTS // (n * per_point)))
-    total = None
+    total: torch.Tensor | None = None
     for start in range(0, num_samples, chunk):
         part = torch.logsumexp(vae.log_importance_weights(x, min(chunk, num_samples - start), q=q, **labels), dim=0)
         total = part if total is None else torch.logaddexp(total, part)
+    assert total is not None  # num_samples >= 1
     return total - math.log(num_samples)
 
 
@@ -78,8 +85,8 @@ def _labels_for(vae, x, labels):
 
 
 @torch.no_grad()
-def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress=False, labels=None,
-             per_point=False):
+def evaluate(vae: VAE, x: torch.Tensor, iwae_samples: int = 1000, batch_size: int = 500, elbo_samples: int = 1,
+             progress: bool = False, labels: torch.Tensor | None = None, per_point: bool = False) -> dict[str, Any]:
     """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0) with ``log_px_se``, its standard error over
     the points (sd / sqrt(n)), rate, distortion, active units. ``labels``: the points' labels, needed by
     families conditioned on them (cvae: log p(x|y)). ``per_point=True`` adds ``log_px_per_point`` (a
@@ -108,7 +115,7 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         kd = t["kl_per_dim"]
         per_dim.append(None if kd is None else kd.sum(0))
     n = x.shape[0]
-    result = {k: v / n for k, v in sums.items()}
+    result: dict[str, Any] = {k: v / n for k, v in sums.items()}
     if iwae_samples:
         points = torch.cat(log_px)
         result.update(log_px=points.mean().item(), log_px_se=standard_error(points), iwae_samples=iwae_samples)
@@ -122,7 +129,7 @@ def evaluate(vae, x, iwae_samples=1000, batch_size=500, elbo_samples=1, progress
         result["active_units_per_layer"] = [int((torch.cat(m).var(0) > 0.01).sum()) if n > 1 else 0
                                             for m in zip(*layer_means)]
     if per_dim and per_dim[0] is not None:
-        result["kl_per_dim"] = (torch.stack(per_dim).sum(0) / n).tolist()
+        result["kl_per_dim"] = (torch.stack([d for d in per_dim if d is not None]).sum(0) / n).tolist()
     return result
 
 
@@ -177,6 +184,6 @@ def classification(vae, x, labels, batch_size=500):
 
 
 @torch.no_grad()
-def test_elbo(vae, x, batch_size=1000, labels=None):
+def test_elbo(vae: VAE, x: torch.Tensor, batch_size: int = 1000, labels: torch.Tensor | None = None) -> float:
     """The single-sample test ELBO in nats per data point (what training reports each epoch)."""
     return evaluate(vae, x, iwae_samples=0, batch_size=batch_size, labels=labels)["elbo"]

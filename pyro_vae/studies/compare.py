@@ -3,13 +3,19 @@ same number of gradient steps; then test ELBO, log p(x), gap, rate, distortion, 
 and gradient variance/SNR for the encoder and the decoder at the trained parameters.
 """
 
+
+from __future__ import annotations
+
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
 
+from ..aliases import Config, Log, PathLike
 from ..config.build import StepInputs, build_elbo, build_vae, load_config_data
 from ..config.load import apply_overrides, parse_value, split_top_level
 from ..config.validate import validate
@@ -62,7 +68,9 @@ def parse_estimators(text):
     return out
 
 
-def compare(cfg, estimators, out, *, snr_samples=20, progress=True, log=print, data=None, overwrite=False):
+def compare(cfg: Config, estimators: str | Sequence[Any], out: PathLike, *, snr_samples: int = 20,
+            progress: bool = True, log: Log = print, data: Any = None, overwrite: bool = False
+            ) -> list[dict[str, Any]]:
     """Run the study; write ``out``/compare.csv, compare.md, compare.json and figures. Returns the rows."""
     out = Path(check_path(out, "the study's folder (--out)", "give the study a folder of its own", ConfigError))
     runs = {label: validate(apply_overrides(cfg, o)) for label, o in parse_estimators(estimators).items()}  # all checked up front

@@ -8,13 +8,19 @@ A sweep continues where it stopped: run the same command again and each run fold
 run is resumed (a finished one is only evaluated); ``overwrite`` trains every run anew.
 """
 
+
+from __future__ import annotations
+
 import csv
 import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..aliases import Log, PathLike
 from ..config.build import build_vae, load_config_data
 from ..config.load import load_config, split_top_level
 from ..errors import ConfigError, TrainingInterrupted
@@ -55,7 +61,8 @@ def _folder(combo):
     return folder_name(name, "a sweep run's folder", SWEEP_FILES, "shorten the swept values", ConfigError)
 
 
-def sweep(config_path, overrides, out, *, iwae_samples=0, progress=True, log=print, overwrite=False, data=None):
+def sweep(config_path: PathLike | None, overrides: Sequence[str], out: PathLike, *, iwae_samples: int = 0,
+          progress: bool = True, log: Log = print, overwrite: bool = False, data: Any = None) -> list[dict[str, Any]]:
     """Train and evaluate every combination; write sweep.csv and rate_distortion.png. Returns the rows."""
     fixed, swept = parse_sweep(overrides)
     if not swept:

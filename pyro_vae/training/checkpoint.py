@@ -1,9 +1,15 @@
 """Checkpoints: plain tensors and Python values only, written atomically, read with ``weights_only=True``."""
 
+
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
+from ..aliases import PathLike
 from ..errors import CheckpointError
 from ..files import atomic_write
 
@@ -11,7 +17,7 @@ FORMAT = "pyro-vae-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path, **state):
+def save_checkpoint(path: PathLike, **state: Any) -> None:
     """Write ``state`` to ``path`` atomically: temporary file in the same folder, fsync, rename."""
     state = {"format": FORMAT, "version": VERSION, **state}
     atomic_write(path, lambda f: torch.save(state, f))
@@ -21,7 +27,8 @@ def save_checkpoint(path, **state):
 RUN_KEYS = {"config": dict, "model": dict, "optimizer": dict, "epoch": int, "rng": torch.Tensor}
 
 
-def load_checkpoint(path, map_location="cpu", require=()):
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu",
+                    require: Iterable[str] = ()) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint``; any other file is a CheckpointError, as is
     one that lacks an entry named in ``require`` (names of ``RUN_KEYS``)."""
     path = os.fspath(path)

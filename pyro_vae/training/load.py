@@ -1,11 +1,20 @@
 """Reading a run back: its config (validated, plugins imported) and its model, from a run folder's
 checkpoint or from a model file ``pyro-vae export`` wrote."""
 
+
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
 
+from ..aliases import Config, PathLike
+
+if TYPE_CHECKING:
+    from ..data.memory import Data
+    from ..models.vae import VAE
 from ..checks import data_shape
 from ..config.build import build_vae, prepare, vae_shapes
 from ..config.validate import validate
@@ -15,7 +24,7 @@ from .folder import CHECKPOINT, RunFolder
 from .model_file import read_model
 
 
-def load_run(run_dir, data=None):
+def load_run(run_dir: PathLike, data: Any = None) -> tuple[Config, VAE, Data]:
     """Rebuild a trained VAE and its data from a run folder: returns (cfg, vae, data). ``data`` (a
     ``Data``, or a torch Dataset/DataLoader) replaces the data the config names."""
     folder = RunFolder(run_dir)
@@ -44,7 +53,7 @@ def check_weights_fit(cfg, shape, weights, where):
                               f"{'; ...' if len(diffs) > 4 else ''}): the file is damaged or was edited; use another")
 
 
-def load_model(run_dir):
+def load_model(run_dir: PathLike) -> tuple[Config, VAE]:
     """Rebuild a trained VAE from a run folder's checkpoint, or from a file ``pyro-vae export`` wrote,
     without loading its data (for sampling): returns (cfg, vae). Checkpoints older than
     ``data_shape`` fall back to ``load_run``."""

@@ -3,9 +3,22 @@ folder, has ``config.build.prepare`` load the data and build the parts, and hand
 The run folder (lock, status, checkpoint as the source of truth, metrics reconciled to it) is ``folder``'s.
 """
 
+
+from __future__ import annotations
+
 import copy
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+from ..aliases import Config, Log, PathLike
+
+if TYPE_CHECKING:
+    import pyro
+    import torch
+
+    from ..models.vae import VAE
+    from .callbacks import Callback
 from ..config.build import build_run
 from ..config.validate import validate
 from ..data.memory import TORCHVISION_DATASETS, Data, resolve_root
@@ -16,8 +29,10 @@ from .loop import Loop
 from .resume import open_run
 
 
-def train(cfg, out=None, *, resume=False, overwrite=False, progress=True, data=None, log=print, vae=None, elbo=None,
-          optimizer=None, callbacks=()):
+def train(cfg: Config, out: PathLike | None = None, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, data: Any = None, log: Log = print, vae: VAE | None = None,
+          elbo: pyro.infer.ELBO | None = None, optimizer: torch.optim.Optimizer | None = None,
+          callbacks: Iterable[Callback] = ()) -> tuple[VAE, list[dict[str, Any]]]:
     """Train the VAE ``cfg`` describes; write the run folder ``out``. Returns (vae, history).
 
     The folder is locked for the whole run (one writer), its ``status.json`` says what happened,

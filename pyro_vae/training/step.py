@@ -2,13 +2,20 @@
 optimiser step, with one ``torch.optim`` optimiser over the model's parameters; over micro-batches,
 their gradients accumulated (and averaged over torchrun's ranks) before the one optimiser step."""
 
+
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pyro
 import torch
 
 
-def svi_step(model, guide, elbo, optimizer, *args, validate=False, max_grad_norm=0.0, **kwargs):
+def svi_step(model: Callable[..., Any], guide: Callable[..., Any], elbo: pyro.infer.ELBO,
+             optimizer: torch.optim.Optimizer, *args: Any, validate: bool = False, max_grad_norm: float = 0.0,
+             **kwargs: Any) -> float:
     """One SVI step, ``pyro.infer.SVI.step``'s arithmetic: ``elbo.loss_and_grads(model, guide, *args,
     **kwargs)`` fills the gradients, one ``torch.optim`` step applies them. Any model/guide pair and
     any ``pyro.infer.ELBO`` work (the optimiser must hold their parameters). Pyro's validation runs
