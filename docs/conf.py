@@ -21,7 +21,7 @@ myst_enable_extensions = ["dollarmath"]
 myst_heading_anchors = 3
 html_theme = "furo"
 html_title = "pyro-vae"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "gallery/_out"]
 autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"
@@ -59,6 +59,67 @@ def plain_math(app, what, name, obj, options, lines):
     lines[:] = out
 
 
+def build_gallery(app):
+    """docs/gallery/: each examples/*.py run in this process with its quick arguments (examples/quick.toml), its
+    page holding the docstring, the code, what it printed and the figures it wrote. A failing example fails the
+    build. Generated each build (ignored by git)."""
+    import contextlib
+    import io
+    import runpy
+    import shutil
+    import tomllib
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    examples, gallery = HERE.parent / "examples", HERE / "gallery"
+    quick = tomllib.loads((examples / "quick.toml").read_text())
+    shutil.rmtree(gallery, ignore_errors=True)
+    (gallery / "_out").mkdir(parents=True)
+    pages = []
+    for script in sorted(examples.glob("*.py")):
+        name = script.stem
+        out = gallery / "_out" / name
+        out.mkdir()
+        args = [a.format(out=out) for a in quick[name]["args"]]
+        printed = io.StringIO()
+        argv, cwd = sys.argv, os.getcwd()
+        try:
+            sys.argv = [script.name, *args]
+            os.chdir(out)
+            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
+                runpy.run_path(str(script), run_name="__main__")
+        except BaseException as e:
+            from sphinx.errors import ExtensionError
+
+            raise ExtensionError(f"the example {script.name} failed: {type(e).__name__}: {e}") from e
+        finally:
+            sys.argv = argv
+            os.chdir(cwd)
+        doc = _docstring(script)
+        title, _, rest = doc.partition("\n")
+        figures = sorted(out.rglob("*.png"))[:6]
+        shown = "\n".join(f"```{{figure}} _out/{f.relative_to(gallery / '_out').as_posix()}\n:width: 70%\n\n"
+                          f"`{f.relative_to(out).as_posix()}`\n```\n" for f in figures)
+        text = printed.getvalue().replace(str(out), "OUT").strip() or "(nothing printed)"
+        pages.append(name)
+        (gallery / f"{name}.md").write_text(
+            f"# {title.rstrip('.')}\n\n{rest.strip()}\n\nRun here as `python examples/{script.name} "
+            f"{' '.join(quick[name]['args']).replace('{out}', 'OUT')}` (a quick budget on small data).\n\n"
+            f"```{{literalinclude}} ../../examples/{script.name}\n:language: python\n```\n\n"
+            f"## Output\n\n```text\n{text}\n```\n\n{shown}")
+    (gallery / "index.md").write_text("# Examples\n\nEach example of `examples/`, run when these pages were built, "
+                                      "with what it printed and drew.\n\n```{toctree}\n:maxdepth: 1\n\n"
+                                      + "\n".join(pages) + "\n```\n")
+
+
+def _docstring(script):
+    import ast
+
+    return ast.get_docstring(ast.parse(script.read_text())) or script.stem
+
+
 def setup(app):
     app.connect("builder-inited", write_config_reference)
+    app.connect("builder-inited", build_gallery)
     app.connect("autodoc-process-docstring", plain_math)

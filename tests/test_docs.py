@@ -24,10 +24,19 @@ def site(tmp_path_factory):
 
 def test_the_docs_build_without_a_warning_and_have_search_and_every_page(site):
     assert (site / "search.html").exists() and (site / "searchindex.js").stat().st_size > 10_000
-    pages = {p.relative_to(ROOT / "docs").with_suffix(".html") for p in (ROOT / "docs").rglob("*.md")}
+    pages = {p.relative_to(ROOT / "docs").with_suffix(".html") for p in (ROOT / "docs").rglob("*.md")
+             if "_out" not in p.parts}
     assert pages and all((site / p).exists() for p in pages), [p for p in pages if not (site / p).exists()]
     config = (site / "reference" / "config.html").read_text()
     assert "model.component_fit" in config and "jit_meanfield" in config and "vamp" in config
+
+
+def test_the_gallery_shows_every_example_with_its_output_and_figures(site):
+    for script in (ROOT / "examples").glob("*.py"):
+        page = (site / "gallery" / f"{script.stem}.html").read_text()
+        assert "Output" in page and "(nothing printed)" not in page, script.name
+    assert "<img" in (site / "gallery" / "mnist_vae.html").read_text()
+    assert page.count("<img") <= 6 and len(list((site / "_images").glob("*.png"))) >= 5
 
 
 def test_every_public_name_is_in_the_api_reference(site):
