@@ -69,8 +69,12 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--kl", choices=["analytic", "mc"], default="analytic",
-                   help="the hand-written KL term: closed form (like meanfield) or Monte Carlo (like trace)")
+    p.add_argument(
+        "--kl",
+        choices=["analytic", "mc"],
+        default="analytic",
+        help="the hand-written KL term: closed form (like meanfield) or Monte Carlo (like trace)",
+    )
     p.add_argument("--set", action="append", default=[], help="config overrides for the pyro-vae side")
     args = p.parse_args()
     cfg = pyro_vae.load_config(overrides=[f"train.epochs={args.epochs}", f"seed={args.seed}", *args.set])
@@ -92,11 +96,15 @@ def main():
             opt.step()
             n += x.shape[0]
         ips_pyro = n / (time.perf_counter() - t0)
-        print(f"epoch {epoch}: hand-written {ips_hand:,.0f} images/s, pyro-vae {ips_pyro:,.0f} images/s "
-              f"(ratio {ips_pyro / ips_hand:.2f})")
+        print(
+            f"epoch {epoch}: hand-written {ips_hand:,.0f} images/s, pyro-vae {ips_pyro:,.0f} images/s "
+            f"(ratio {ips_pyro / ips_hand:.2f})"
+        )
     e_hand, e_pyro = test_elbo(hand, data.test), pyro_vae.test_elbo(vae, data.test)
-    print(f"test ELBO after {args.epochs} epoch(s): hand-written {e_hand:.2f}, pyro-vae {e_pyro:.2f} "
-          f"(difference {e_pyro - e_hand:+.2f} nats)")
+    print(
+        f"test ELBO after {args.epochs} epoch(s): hand-written {e_hand:.2f}, pyro-vae {e_pyro:.2f} "
+        f"(difference {e_pyro - e_hand:+.2f} nats)"
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,12 @@ def epoch(data, cfg, name, epoch_number):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=2, help="epochs of each variant, alternating")
-    p.add_argument("--workers", type=lambda v: v if v == "auto" else int(v), default="auto",
-                   help="DataLoader worker processes, or auto (data.workers' default: none on a CPU of under 4 threads)")
+    p.add_argument(
+        "--workers",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="DataLoader worker processes, or auto (data.workers' default: none on a CPU of under 4 threads)",
+    )
     p.add_argument("--folder", default=None, help="where the PNG files go (kept); default: a temporary folder")
     args = p.parse_args()
     cfg = pyro_vae.load_config()
@@ -74,9 +78,11 @@ def main():
         streamed = load_data("image_folder", path=str(folder), binarize="dynamic", workers=args.workers)
         threads, workers = torch.get_num_threads(), resolve_workers(args.workers, "cpu")
         decoder = "libspng (pyspng)" if pyspng is not None else "PIL"
-        print(f"torch {torch.__version__}, {threads} threads ({max(1, threads - workers) if workers else threads}"
-              f" while reading PNG files), {workers} DataLoader workers (--workers {args.workers}), PNG decoded by "
-              f"{decoder}, batch {cfg['data']['batch_size']}, {args.rounds} rounds of one epoch each\n")
+        print(
+            f"torch {torch.__version__}, {threads} threads ({max(1, threads - workers) if workers else threads}"
+            f" while reading PNG files), {workers} DataLoader workers (--workers {args.workers}), PNG decoded by "
+            f"{decoder}, batch {cfg['data']['batch_size']}, {args.rounds} rounds of one epoch each\n"
+        )
         best = {"in memory": 0.0, "PNG files": 0.0}
         for r in range(1, args.rounds + 1):
             for name, data in (("in memory", memory), ("PNG files", streamed)):

@@ -58,12 +58,16 @@ def main(argv=None):
     else:
         cfg = pyro_vae.load_config()
         data, vae, _, _ = prepare(cfg, load_config_data(cfg))
-    x = data.test[:args.images]
+    x = data.test[: args.images]
     batch = cfg["eval"]["batch_size"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {x.shape[0]} images x K = {args.samples}, "
-          f"batches of {batch}; peak RSS before: {peak_rss_gib():.2f} GiB")
-    largest = max((m for m in vae.decoder.modules() if isinstance(m, torch.nn.Linear)),
-                  key=lambda m: m.in_features * m.out_features)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {x.shape[0]} images x K = {args.samples}, "
+        f"batches of {batch}; peak RSS before: {peak_rss_gib():.2f} GiB"
+    )
+    largest = max(
+        (m for m in vae.decoder.modules() if isinstance(m, torch.nn.Linear)),
+        key=lambda m: m.in_features * m.out_features,
+    )
     ref_before = max(matmul_gflops(2048, 2048, 2048), matmul_gflops(4096, largest.in_features, largest.out_features))
     t0 = time.perf_counter()
     total, done = 0.0, 0

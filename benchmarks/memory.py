@@ -24,8 +24,18 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="further config overrides")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "pyro_vae.cli", "train", "--out", f"{out}/run", "--quiet",
-               "--set", f"train.epochs={args.epochs}", *(a for kv in args.set for a in ("--set", kv))]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pyro_vae.cli",
+            "train",
+            "--out",
+            f"{out}/run",
+            "--quiet",
+            "--set",
+            f"train.epochs={args.epochs}",
+            *(a for kv in args.set for a in ("--set", kv)),
+        ]
         print(" ".join(cmd[2:]))
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)

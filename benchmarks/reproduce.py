@@ -44,10 +44,18 @@ PAPERS = {
         "full_epochs": 3280,
         # (model, k, layers): (NLL, active units as "layer 1 + layer 2")
         "numbers": {
-            ("vae", 1, 1): (86.76, "19"), ("vae", 5, 1): (86.47, "20"), ("vae", 50, 1): (86.35, "20"),
-            ("iwae", 1, 1): (86.76, "19"), ("iwae", 5, 1): (85.54, "22"), ("iwae", 50, 1): (84.78, "25"),
-            ("vae", 1, 2): (85.33, "16+5"), ("vae", 5, 2): (85.01, "17+5"), ("vae", 50, 2): (84.78, "17+5"),
-            ("iwae", 1, 2): (85.33, "16+5"), ("iwae", 5, 2): (83.89, "21+5"), ("iwae", 50, 2): (82.90, "26+7"),
+            ("vae", 1, 1): (86.76, "19"),
+            ("vae", 5, 1): (86.47, "20"),
+            ("vae", 50, 1): (86.35, "20"),
+            ("iwae", 1, 1): (86.76, "19"),
+            ("iwae", 5, 1): (85.54, "22"),
+            ("iwae", 50, 1): (84.78, "25"),
+            ("vae", 1, 2): (85.33, "16+5"),
+            ("vae", 5, 2): (85.01, "17+5"),
+            ("vae", 50, 2): (84.78, "17+5"),
+            ("iwae", 1, 2): (85.33, "16+5"),
+            ("iwae", 5, 2): (83.89, "21+5"),
+            ("iwae", 50, 2): (82.90, "26+7"),
         },
         "models": ("vae", "iwae"),
     },
@@ -62,15 +70,22 @@ PAPERS = {
 
 def burda_overrides(model, k, layers, epochs):
     tanh = ", activation = 'tanh'"
-    out = ["data.batch_size=20", f"train.epochs={epochs}",
-           "train.optimizer={kind = 'adam', lr = 1e-3, eps = 1e-4}", "train.lr_schedule={kind = 'burda', stages = 8}",
-           f"model.encoder={{kind = 'mlp', hidden = [200, 200]{tanh}}}",
-           f"model.decoder={{kind = 'mlp', hidden = [200, 200]{tanh}}}"]
+    out = [
+        "data.batch_size=20",
+        f"train.epochs={epochs}",
+        "train.optimizer={kind = 'adam', lr = 1e-3, eps = 1e-4}",
+        "train.lr_schedule={kind = 'burda', stages = 8}",
+        f"model.encoder={{kind = 'mlp', hidden = [200, 200]{tanh}}}",
+        f"model.decoder={{kind = 'mlp', hidden = [200, 200]{tanh}}}",
+    ]
     if layers == 1:
         out.append("model.latent_dim=50")
     else:
-        out += ["model.kind=hierarchical", "model.latent_dim=100",
-                f"model.layers=[{{latent_dim = 50, hidden = [100, 100]{tanh}}}]"]
+        out += [
+            "model.kind=hierarchical",
+            "model.latent_dim=100",
+            f"model.layers=[{{latent_dim = 50, hidden = [100, 100]{tanh}}}]",
+        ]
     if model == "iwae" and k > 1:
         out.append(f"train.elbo={{kind = 'iwae', num_particles = {k}}}")
     else:  # the VAE objective, k samples averaged (IWAE with k = 1 is the VAE)
@@ -82,10 +97,16 @@ def vampprior_overrides(model, k, layers, epochs):
     if layers != 1:
         raise SystemExit("vampprior2018: only --layers 1 (the paper's HVAE is a different two-layer model)")
     warmup = max(1, round(epochs * 100 / 2000))
-    out = ["data.batch_size=100", f"train.epochs={epochs}", "train.optimizer={kind = 'adam', lr = 5e-4}",
-           f"train.kl_warmup={{kind = 'linear', epochs = {warmup}}}", "model.latent_dim=40",
-           "model.encoder={kind = 'mlp', hidden = [300, 300]}", "model.decoder={kind = 'mlp', hidden = [300, 300]}",
-           f"train.elbo={{kind = 'jit_trace', num_particles = {k}}}"]
+    out = [
+        "data.batch_size=100",
+        f"train.epochs={epochs}",
+        "train.optimizer={kind = 'adam', lr = 5e-4}",
+        f"train.kl_warmup={{kind = 'linear', epochs = {warmup}}}",
+        "model.latent_dim=40",
+        "model.encoder={kind = 'mlp', hidden = [300, 300]}",
+        "model.decoder={kind = 'mlp', hidden = [300, 300]}",
+        f"train.elbo={{kind = 'jit_trace', num_particles = {k}}}",
+    ]
     if model == "vamp":
         out.append("model.prior={kind = 'vamp', pseudo_inputs = 500}")
     return out
@@ -97,9 +118,14 @@ OVERRIDES = {"burda2016": burda_overrides, "vampprior2018": vampprior_overrides}
 def run_one(paper, model, k, layers, epochs, args):
     name = f"{paper}-{model}-k{k}-l{layers}"
     out = Path(args.out) / name
-    overrides = [f"data.root={os.environ.get('PYRO_VAE_DATA', 'data')}", "data.binarize=dynamic",
-                 f"seed={args.seed}", f"eval.iwae_samples={args.eval_k}", *OVERRIDES[paper](model, k, layers, epochs),
-                 *args.set]
+    overrides = [
+        f"data.root={os.environ.get('PYRO_VAE_DATA', 'data')}",
+        "data.binarize=dynamic",
+        f"seed={args.seed}",
+        f"eval.iwae_samples={args.eval_k}",
+        *OVERRIDES[paper](model, k, layers, epochs),
+        *args.set,
+    ]
     cfg = pyro_vae.load_config(overrides=overrides)
     kept = out / "reproduce.json"
     protocol = {"eval_k": args.eval_k, "test_points": args.test_points, "epochs": epochs}
@@ -108,39 +134,58 @@ def run_one(paper, model, k, layers, epochs, args):
         if result.get("protocol") == protocol and "log_px_per_image" in result:
             return name, result
     resume = (out / "checkpoint.pt").exists()  # a finished run is not trained again, only evaluated
-    pyro_vae.train(cfg, str(out), resume=resume, progress=not args.quiet,
-                   log=(lambda *a, **kw: None) if args.quiet else print)
+    pyro_vae.train(
+        cfg, str(out), resume=resume, progress=not args.quiet, log=(lambda *a, **kw: None) if args.quiet else print
+    )
     # the training time of every epoch, across interruptions and resumes
-    train_seconds = sum(json.loads(line).get("seconds") or 0.0 for line in (out / "metrics.jsonl").read_text().splitlines()
-                        if line.strip())
+    train_seconds = sum(
+        json.loads(line).get("seconds") or 0.0
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    )
     cfg, vae, data = load_run(str(out))
     x = data.test[: args.test_points or None]
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    r = evaluate(vae, x, iwae_samples=args.eval_k, batch_size=cfg["eval"]["batch_size"], progress=not args.quiet,
-                 per_point=True)
-    result = {"protocol": protocol, "log_px": r["log_px"], "log_px_se": r["log_px_se"],
-              "log_px_per_image": r["log_px_per_point"], "elbo": r["elbo"], "active_units": r["active_units"],
-              "active_units_per_layer": r.get("active_units_per_layer", [r["active_units"]]),
-              "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0, "test_points": x.shape[0]}
+    r = evaluate(
+        vae, x, iwae_samples=args.eval_k, batch_size=cfg["eval"]["batch_size"], progress=not args.quiet, per_point=True
+    )
+    result = {
+        "protocol": protocol,
+        "log_px": r["log_px"],
+        "log_px_se": r["log_px_se"],
+        "log_px_per_image": r["log_px_per_point"],
+        "elbo": r["elbo"],
+        "active_units": r["active_units"],
+        "active_units_per_layer": r.get("active_units_per_layer", [r["active_units"]]),
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - t0,
+        "test_points": x.shape[0],
+    }
     kept.write_text(json.dumps(result, indent=1))
     return name, result
 
 
 def table(paper, rows, budget):
     spec = PAPERS[paper]
-    lines = [f"# {spec['title']}", "",
-             f"Ours: {budget} epochs of the paper's {spec['full_epochs']} (schedule cut proportionally), "
-             f"test -log p(x) with k = {rows[0][4]['protocol']['eval_k']} importance samples on "
-             f"{rows[0][4]['test_points']} test images. Paper: the full schedule, k = 5000, 10,000 images.", "",
-             "| model | k | layers | paper -log p(x) | ours -log p(x) | ours -ELBO | paper active units | ours active units "
-             "| train min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {spec['title']}",
+        "",
+        f"Ours: {budget} epochs of the paper's {spec['full_epochs']} (schedule cut proportionally), "
+        f"test -log p(x) with k = {rows[0][4]['protocol']['eval_k']} importance samples on "
+        f"{rows[0][4]['test_points']} test images. Paper: the full schedule, k = 5000, 10,000 images.",
+        "",
+        "| model | k | layers | paper -log p(x) | ours -log p(x) | ours -ELBO | paper active units | ours active units "
+        "| train min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for model, k, layers, _, r in rows:
         nll, au = spec["numbers"].get((model, k, layers), (math.nan, ""))
         ours_au = "+".join(str(a) for a in r["active_units_per_layer"])
-        lines.append(f"| {model} | {k} | {layers} | {nll:.2f} | {-r['log_px']:.2f} ± {r['log_px_se']:.2f} | "
-                     f"{-r['elbo']:.2f} | {au} | {ours_au} | {r['train_seconds'] / 60:.1f} |")
+        lines.append(
+            f"| {model} | {k} | {layers} | {nll:.2f} | {-r['log_px']:.2f} ± {r['log_px_se']:.2f} | "
+            f"{-r['elbo']:.2f} | {au} | {ours_au} | {r['train_seconds'] / 60:.1f} |"
+        )
     lines += ["", "± is the standard error over the test images."] + paired(rows)
     return "\n".join(lines) + "\n"
 
@@ -151,12 +196,17 @@ def paired(rows):
     if len(rows) < 2:
         return []
     base_name, base = rows[0][3], torch.tensor(rows[0][4]["log_px_per_image"], dtype=torch.float64)
-    out = ["", f"Paired with {base_name} on the same images (-log p(x) of the row minus the first's; negative: better):",
-           ""]
+    out = [
+        "",
+        f"Paired with {base_name} on the same images (-log p(x) of the row minus the first's; negative: better):",
+        "",
+    ]
     for *_, name, r in rows[1:]:
         d = -(torch.tensor(r["log_px_per_image"], dtype=torch.float64) - base)
         se = standard_error(d)
-        out.append(f"- {name}: {d.mean().item():+.2f} ± {se:.2f} nats ({abs(d.mean().item()) / se:.1f} standard errors)")
+        out.append(
+            f"- {name}: {d.mean().item():+.2f} ± {se:.2f} nats ({abs(d.mean().item()) / se:.1f} standard errors)"
+        )
     return out
 
 
@@ -169,9 +219,14 @@ def main():
     p.add_argument("--budget-epochs", type=int, default=0, help="train this many epochs (0: the paper's full schedule)")
     p.add_argument("--eval-k", type=int, default=5000, help="importance samples for the test log p(x) (paper: 5000)")
     p.add_argument("--test-points", type=int, default=0, help="evaluate on the first N test images (0: all 10,000)")
-    p.add_argument("--run", action="append", default=[], metavar="MODEL:K:LAYERS",
-                   help="one run, e.g. --run vae:1:1 --run iwae:5:2 (repeatable; instead of the cross product of "
-                        "--model, --k and --layers); the first is the one the others are paired with")
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="MODEL:K:LAYERS",
+        help="one run, e.g. --run vae:1:1 --run iwae:5:2 (repeatable; instead of the cross product of "
+        "--model, --k and --layers); the first is the one the others are paired with",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], help="one more config override, e.g. device=cuda")
     p.add_argument("--out", default="runs/reproduce")
@@ -197,8 +252,10 @@ def main():
     for model, k, layers in combos:
         name, result = run_one(args.paper, model, k, layers, epochs, args)
         rows.append((model, k, layers, name, result))
-        print(f"{name}: -log p(x) = {-result['log_px']:.2f}, -ELBO = {-result['elbo']:.2f}, "
-              f"active units {result['active_units_per_layer']}")
+        print(
+            f"{name}: -log p(x) = {-result['log_px']:.2f}, -ELBO = {-result['elbo']:.2f}, "
+            f"active units {result['active_units_per_layer']}"
+        )
     text = table(args.paper, rows, epochs)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"{args.paper}.md").write_text(text)

@@ -127,8 +127,9 @@ def stock_svi_variant(name, data):
     cfg = pyro_vae.load_config(overrides=[f"device={data.test.device}"])
     _, vae, _, _ = prepare(cfg, data)
     vae.name = name
-    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": cfg["train"]["optimizer"]["lr"]}),
-                         pyro.infer.Trace_ELBO())
+    svi = pyro.infer.SVI(
+        vae.model, vae.guide, pyro.optim.Adam({"lr": cfg["train"]["optimizer"]["lr"]}), pyro.infer.Trace_ELBO()
+    )
     num_data = data.num_train
 
     def step(x):
@@ -146,16 +147,25 @@ def measure(variants, steps, block=10, warmup=20):
         for v in variants[shift:] + variants[:shift]:
             v.seconds += [v.run(block)] * block
         if (i + block) % report == 0:
-            print(f"  {i + 1}/{steps} steps: " + ", ".join(
-                f"{v.name} {v.images_per_second:,.0f}" for v in variants) + " images/s", flush=True)
+            print(
+                f"  {i + 1}/{steps} steps: "
+                + ", ".join(f"{v.name} {v.images_per_second:,.0f}" for v in variants)
+                + " images/s",
+                flush=True,
+            )
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=300, help="timed steps per variant (the median is reported)")
     p.add_argument("--only", choices=["loop", "estimators"], help="run one of the two comparisons")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config overrides for the pyro-vae variant (e.g. train.optimizer.fused=false)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for the pyro-vae variant (e.g. train.optimizer.fused=false)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile'd hand-written peer")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (every variant runs there)")
@@ -167,46 +177,73 @@ def main(argv=None):
 
     data = load_config_data(cfg).to(args.device)
     pyro.clear_param_store()
-    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, pyro {pyro.__version__}, {where}; "
-          f"MNIST, batch {cfg['data']['batch_size']}, {args.steps} timed steps per variant, interleaved\n")
+    where = (
+        torch.cuda.get_device_name(args.device)
+        if args.device.startswith("cuda")
+        else f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"torch {torch.__version__}, pyro {pyro.__version__}, {where}; "
+        f"MNIST, batch {cfg['data']['batch_size']}, {args.steps} timed steps per variant, interleaved\n"
+    )
 
     if args.only in (None, "loop"):
         print("1. the default training loop against a hand-written PyTorch VAE")
-        vs = [hand_variant("hand-written", data, cfg, fused=False), pyro_variant("pyro-vae", data, args.set),
-              hand_variant("hand + fused", data, cfg, fused=True), stock_svi_variant("stock SVI", data)]
+        vs = [
+            hand_variant("hand-written", data, cfg, fused=False),
+            pyro_variant("pyro-vae", data, args.set),
+            hand_variant("hand + fused", data, cfg, fused=True),
+            stock_svi_variant("stock SVI", data),
+        ]
         if not args.no_compile:
             vs.append(hand_variant("hand + compile", data, cfg, fused=True, compile=True))
         measure(vs, args.steps)
         base = vs[0].images_per_second
         for v in vs:
-            print(f"  {v.name:14s} {v.images_per_second:9,.0f} images/s  {v.ms_per_step:6.2f} ms/step  "
-                  f"ratio to hand-written {v.images_per_second / base:.2f}")
+            print(
+                f"  {v.name:14s} {v.images_per_second:9,.0f} images/s  {v.ms_per_step:6.2f} ms/step  "
+                f"ratio to hand-written {v.images_per_second / base:.2f}"
+            )
         print(f"  => pyro-vae / hand-written: {vs[1].images_per_second / base:.2f} (target >= 1.0)")
-        print(f"  => pyro-vae / hand + fused Adam: {vs[1].images_per_second / vs[2].images_per_second:.2f} (target >= 1.0)")
+        print(
+            f"  => pyro-vae / hand + fused Adam: {vs[1].images_per_second / vs[2].images_per_second:.2f} (target >= 1.0)"
+        )
         if not args.no_compile:
-            print(f"  => pyro-vae / hand + fused + torch.compile: {vs[1].images_per_second / vs[4].images_per_second:.2f}")
+            print(
+                f"  => pyro-vae / hand + fused + torch.compile: {vs[1].images_per_second / vs[4].images_per_second:.2f}"
+            )
         print()
 
     if args.only in (None, "estimators"):
         print("2. the estimators (same model, data and optimiser)")
-        kinds = {"trace": [], "jit_trace": [], "meanfield": [], "jit_meanfield": [],
-                 "iwae (K=5)": ["train.elbo.kind=iwae", "train.elbo.num_particles=5"]}
+        kinds = {
+            "trace": [],
+            "jit_trace": [],
+            "meanfield": [],
+            "jit_meanfield": [],
+            "iwae (K=5)": ["train.elbo.kind=iwae", "train.elbo.num_particles=5"],
+        }
         vs = [pyro_variant(k, data, o or [f"train.elbo.kind={k}"]) for k, o in kinds.items()]
         if not args.no_compile:
-            vs += [pyro_variant("meanfield, torch.compile'd networks", data, ["train.elbo.kind=meanfield"], "networks"),
-                   pyro_variant("meanfield, torch.compile'd step", data, ["train.elbo.kind=meanfield"], "step")]
+            vs += [
+                pyro_variant("meanfield, torch.compile'd networks", data, ["train.elbo.kind=meanfield"], "networks"),
+                pyro_variant("meanfield, torch.compile'd step", data, ["train.elbo.kind=meanfield"], "step"),
+            ]
         measure(vs, args.steps)
         by = {v.name: v for v in vs}
         ms = {k: v.ms_per_step for k, v in by.items()}
         for k, v in by.items():
             print(f"  {k:36s} {v.images_per_second:9,.0f} images/s  {ms[k]:6.2f} ms/step")
         for jit, plain in (("jit_trace", "trace"), ("jit_meanfield", "meanfield")):
-            print(f"  => {jit} / {plain}: {by[jit].images_per_second / by[plain].images_per_second:.2f} (target >= 1.0)")
+            print(
+                f"  => {jit} / {plain}: {by[jit].images_per_second / by[plain].images_per_second:.2f} (target >= 1.0)"
+            )
         if not args.no_compile:
             for k in ("meanfield, torch.compile'd networks", "meanfield, torch.compile'd step"):
-                print(f"  => {k} / meanfield: {by[k].images_per_second / by['meanfield'].images_per_second:.2f}; "
-                      f"jit_meanfield / it: {by['jit_meanfield'].images_per_second / by[k].images_per_second:.2f}")
+                print(
+                    f"  => {k} / meanfield: {by[k].images_per_second / by['meanfield'].images_per_second:.2f}; "
+                    f"jit_meanfield / it: {by['jit_meanfield'].images_per_second / by[k].images_per_second:.2f}"
+                )
         for single in ("jit_meanfield", "meanfield", "trace"):
             print(f"  => iwae K=5 step / {single} step: {ms['iwae (K=5)'] / ms[single]:.2f} (target <= 2.5)")
 

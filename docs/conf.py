@@ -14,8 +14,7 @@ author = "the pyro-vae developers"
 copyright = "2026, the pyro-vae developers"
 release = version = "0.1.0"
 
-extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode",
-              "sphinx.ext.mathjax"]
+extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode", "sphinx.ext.mathjax"]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 myst_enable_extensions = ["dollarmath"]
 myst_heading_anchors = 3
@@ -52,8 +51,13 @@ def plain_math(app, what, name, obj, options, lines):
     for line in lines:
         parts = _LITERAL.split(line)
         line = "".join(p if p.startswith("``") else p.replace("*", "\\*").replace("|", "\\|") for p in parts)
-        if line.lstrip().startswith("- ") and out and out[-1].strip() and not out[-1].lstrip().startswith("- ") \
-                and not out[-1].startswith(" " * (len(line) - len(line.lstrip()) + 1)):
+        if (
+            line.lstrip().startswith("- ")
+            and out
+            and out[-1].strip()
+            and not out[-1].lstrip().startswith("- ")
+            and not out[-1].startswith(" " * (len(line) - len(line.lstrip()) + 1))
+        ):
             out.append("")
         out.append(line)
     lines[:] = out
@@ -99,18 +103,23 @@ def build_gallery(app):
         doc = _docstring(script)
         title, _, rest = doc.partition("\n")
         figures = sorted(out.rglob("*.png"))[:6]
-        shown = "\n".join(f"```{{figure}} _out/{f.relative_to(gallery / '_out').as_posix()}\n:width: 70%\n\n"
-                          f"`{f.relative_to(out).as_posix()}`\n```\n" for f in figures)
+        shown = "\n".join(
+            f"```{{figure}} _out/{f.relative_to(gallery / '_out').as_posix()}\n:width: 70%\n\n"
+            f"`{f.relative_to(out).as_posix()}`\n```\n"
+            for f in figures
+        )
         text = printed.getvalue().replace(str(out), "OUT").strip() or "(nothing printed)"
         pages.append(name)
         (gallery / f"{name}.md").write_text(
             f"# {title.rstrip('.')}\n\n{rest.strip()}\n\nRun here as `python examples/{script.name} "
             f"{' '.join(quick[name]['args']).replace('{out}', 'OUT')}` (a quick budget on small data).\n\n"
             f"```{{literalinclude}} ../../examples/{script.name}\n:language: python\n```\n\n"
-            f"## Output\n\n```text\n{text}\n```\n\n{shown}")
-    (gallery / "index.md").write_text("# Examples\n\nEach example of `examples/`, run when these pages were built, "
-                                      "with what it printed and drew.\n\n```{toctree}\n:maxdepth: 1\n\n"
-                                      + "\n".join(pages) + "\n```\n")
+            f"## Output\n\n```text\n{text}\n```\n\n{shown}"
+        )
+    (gallery / "index.md").write_text(
+        "# Examples\n\nEach example of `examples/`, run when these pages were built, "
+        "with what it printed and drew.\n\n```{toctree}\n:maxdepth: 1\n\n" + "\n".join(pages) + "\n```\n"
+    )
 
 
 def _docstring(script):

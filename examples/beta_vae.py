@@ -18,12 +18,18 @@ p.add_argument("--quick", action="store_true", help="synthetic data, small model
 p.add_argument("--out", default="runs/beta-example")
 args = p.parse_args()
 
-overrides = [f"train.epochs={args.epochs}", f"train.beta={args.betas}", f"data.root={os.environ.get('PYRO_VAE_DATA', 'data')}"]
+overrides = [
+    f"train.epochs={args.epochs}",
+    f"train.beta={args.betas}",
+    f"data.root={os.environ.get('PYRO_VAE_DATA', 'data')}",
+]
 if args.quick:
     overrides += ["data.dataset=synthetic", "model.latent_dim=4", "data.batch_size=100"]
 rows = sweep(None, overrides, args.out, overwrite=True)
 
 print(f"\n{'beta':>6s} {'rate':>8s} {'distortion':>11s} {'-ELBO':>8s} {'active':>7s}")
 for r in rows:
-    print(f"{r['train.beta']:>6s} {r['rate']:8.2f} {r['distortion']:11.2f} {-r['test_elbo']:8.2f} {r['active_units']:7d}")
+    print(
+        f"{r['train.beta']:>6s} {r['rate']:8.2f} {r['distortion']:11.2f} {-r['test_elbo']:8.2f} {r['active_units']:7d}"
+    )
 print(f"\nfigure: {args.out}/rate_distortion.png (each run a point; dashed: R + D = -ELBO)")

@@ -59,10 +59,19 @@ if __name__ == "__main__":
 
     import pyro_vae
 
-    cfg = pyro_vae.load_config(overrides=[
-        "data.dataset=synthetic", "data.binarize=none", "train.epochs=2", "train.elbo.kind=meanfield",
-        "model.prior.kind=scaled_normal", "model.likelihood.kind=student_t"])
+    cfg = pyro_vae.load_config(
+        overrides=[
+            "data.dataset=synthetic",
+            "data.binarize=none",
+            "train.epochs=2",
+            "train.elbo.kind=meanfield",
+            "model.prior.kind=scaled_normal",
+            "model.likelihood.kind=student_t",
+        ]
+    )
     with tempfile.TemporaryDirectory() as out:
         vae, history = pyro_vae.train(cfg, out)
-        print(f"learned prior scale: {softplus(vae.prior.raw_scale).item():.3f}; "
-              f"test ELBO {history[-1]['test_elbo']:.2f} nats")
+        print(
+            f"learned prior scale: {softplus(vae.prior.raw_scale).item():.3f}; "
+            f"test ELBO {history[-1]['test_elbo']:.2f} nats"
+        )

@@ -27,17 +27,30 @@ p.add_argument("--quick", action="store_true", help="synthetic data, small model
 p.add_argument("--out", default="runs/semi-supervised-example")
 args = p.parse_args()
 
-overrides = ["model.kind=m2", f"data.labels={args.labels}", f"train.elbo.kind={args.estimator}",
-             f"train.epochs={args.epochs}", f"data.root={os.environ.get('PYRO_VAE_DATA', 'data')}"]
+overrides = [
+    "model.kind=m2",
+    f"data.labels={args.labels}",
+    f"train.elbo.kind={args.estimator}",
+    f"train.epochs={args.epochs}",
+    f"data.root={os.environ.get('PYRO_VAE_DATA', 'data')}",
+]
 if args.quick:
-    overrides += ["data.dataset=synthetic", "model.components=4", "model.latent_dim=4", "data.batch_size=50",
-                  f"data.labels={min(args.labels, 40)}", f"train.epochs={min(args.epochs, 3)}"]
+    overrides += [
+        "data.dataset=synthetic",
+        "model.components=4",
+        "model.latent_dim=4",
+        "data.batch_size=50",
+        f"data.labels={min(args.labels, 40)}",
+        f"train.epochs={min(args.epochs, 3)}",
+    ]
 cfg = pyro_vae.load_config(overrides=overrides)
 vae, history = pyro_vae.train(cfg, args.out, overwrite=True)
 
 _, vae, data = pyro_vae.load_run(args.out)
 accuracy = classification(vae, data.test, data.test_labels)["accuracy"]
-print(f"\ntest accuracy of q(y|x) with {cfg['data']['labels']} labels: {accuracy:.4f} "
-      f"(error {100 * (1 - accuracy):.2f}%) after {len(history)} epochs")
+print(
+    f"\ntest accuracy of q(y|x) with {cfg['data']['labels']} labels: {accuracy:.4f} "
+    f"(error {100 * (1 - accuracy):.2f}%) after {len(history)} epochs"
+)
 for name in label_figures(vae, data, Path(args.out)):
     print(f"wrote {args.out}/{name}")

@@ -24,13 +24,20 @@ p.add_argument("--out", default="runs/stochastic-layers-example")
 args = p.parse_args()
 
 tanh = "activation='tanh'"
-common = [f"train.epochs={args.epochs}", f"data.root={os.environ.get('PYRO_VAE_DATA', 'data')}",
-          f"model.encoder={{kind='mlp', hidden=[200, 200], {tanh}}}", f"model.decoder={{kind='mlp', hidden=[200, 200], {tanh}}}"]
+common = [
+    f"train.epochs={args.epochs}",
+    f"data.root={os.environ.get('PYRO_VAE_DATA', 'data')}",
+    f"model.encoder={{kind='mlp', hidden=[200, 200], {tanh}}}",
+    f"model.decoder={{kind='mlp', hidden=[200, 200], {tanh}}}",
+]
 models = {
     "one layer, VAE": ["model.latent_dim=50", "train.elbo.kind=jit_trace"],
-    f"two layers, IWAE k={args.k}": ["model.kind=hierarchical", "model.latent_dim=100",
-                                     f"model.layers=[{{latent_dim=50, hidden=[100, 100], {tanh}}}]",
-                                     f"train.elbo={{kind='iwae', num_particles={args.k}}}"],
+    f"two layers, IWAE k={args.k}": [
+        "model.kind=hierarchical",
+        "model.latent_dim=100",
+        f"model.layers=[{{latent_dim=50, hidden=[100, 100], {tanh}}}]",
+        f"train.elbo={{kind='iwae', num_particles={args.k}}}",
+    ],
 }
 iwae_samples = 1000
 if args.quick:
@@ -49,6 +56,8 @@ print(f"\n{'model':22s} {'log p(x)':>9s} {'ELBO':>8s}  rate per layer      activ
 for name, r in results.items():
     rates = r.get("rate_per_layer", [r["rate"]])
     units = r.get("active_units_per_layer", [r["active_units"]])
-    print(f"{name:22s} {r['log_px']:9.2f} {r['elbo']:8.2f}  {' + '.join(f'{v:.1f}' for v in rates):18s}  "
-          f"{' + '.join(map(str, units))}")
+    print(
+        f"{name:22s} {r['log_px']:9.2f} {r['elbo']:8.2f}  {' + '.join(f'{v:.1f}' for v in rates):18s}  "
+        f"{' + '.join(map(str, units))}"
+    )
 print(f"(log p(x) with K = {iwae_samples} importance samples; nats per image)")

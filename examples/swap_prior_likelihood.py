@@ -33,8 +33,14 @@ quick = ["model.latent_dim=4", "data.batch_size=100", "model.prior.pseudo_inputs
 rows = []
 with tempfile.TemporaryDirectory() as tmp:
     for name, overrides in CONFIGS.items():
-        cfg = pyro_vae.load_config(overrides=[f"train.epochs={args.epochs}", f"data.root={root}", *overrides,
-                                              *(q for q in quick if "pseudo_inputs" not in q or "vamp" in name)])
+        cfg = pyro_vae.load_config(
+            overrides=[
+                f"train.epochs={args.epochs}",
+                f"data.root={root}",
+                *overrides,
+                *(q for q in quick if "pseudo_inputs" not in q or "vamp" in name),
+            ]
+        )
         out = os.path.join(args.out or tmp, name.replace(" ", "").replace("+", "_"))
         print(f"== {name}")
         vae, history = pyro_vae.train(cfg, out, data=data, progress=not args.quick)

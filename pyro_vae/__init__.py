@@ -14,19 +14,69 @@ import sys
 #: each public name and the module it lives in; imported on first use (PEP 562), so that
 #: ``import pyro_vae.cli`` is quick and a Ctrl-C while torch loads reaches the command's handler
 _EXPORTS = {
-    **dict.fromkeys(["CheckpointError", "ConfigError", "DataError", "PyroVAEError", "PyroVAEWarning", "RunExistsError",
-                     "RunFolderError", "RunLockedError", "TrainingError", "TrainingInterrupted", "UsageError"], "errors"),
-    **dict.fromkeys(["DECODERS", "ENCODERS", "LIKELIHOODS", "POSTERIORS", "PRIORS", "Decoder", "Encoder", "Likelihood",
-                     "Posterior", "Prior"], "nn"),
+    **dict.fromkeys(
+        [
+            "CheckpointError",
+            "ConfigError",
+            "DataError",
+            "PyroVAEError",
+            "PyroVAEWarning",
+            "RunExistsError",
+            "RunFolderError",
+            "RunLockedError",
+            "TrainingError",
+            "TrainingInterrupted",
+            "UsageError",
+        ],
+        "errors",
+    ),
+    **dict.fromkeys(
+        [
+            "DECODERS",
+            "ENCODERS",
+            "LIKELIHOODS",
+            "POSTERIORS",
+            "PRIORS",
+            "Decoder",
+            "Encoder",
+            "Likelihood",
+            "Posterior",
+            "Prior",
+        ],
+        "nn",
+    ),
     **dict.fromkeys(["DATASETS", "Data", "load_data"], "data"),
     **dict.fromkeys(["FAMILIES", "VAE"], "models"),
     **dict.fromkeys(["ESTIMATORS", "LR_SCHEDULES", "OPTIMIZERS", "SCHEDULES", "Schedule"], "infer"),
     **dict.fromkeys(["evaluate", "iwae_log_px", "test_elbo"], "evaluation"),
-    **dict.fromkeys(["DEFAULTS", "apply_overrides", "build_elbo", "build_optimizer", "build_vae", "load_config",
-                     "prepare", "validate"], "config"),
+    **dict.fromkeys(
+        [
+            "DEFAULTS",
+            "apply_overrides",
+            "build_elbo",
+            "build_optimizer",
+            "build_vae",
+            "load_config",
+            "prepare",
+            "validate",
+        ],
+        "config",
+    ),
     "load_config_data": "config.build",
-    **dict.fromkeys(["LOGGERS", "Callback", "RunFolder", "load_checkpoint", "load_model", "load_run",
-                     "save_checkpoint", "svi_step", "train"], "training"),
+    **dict.fromkeys(
+        [
+            "LOGGERS",
+            "Callback",
+            "RunFolder",
+            "load_checkpoint",
+            "load_model",
+            "load_run",
+            "save_checkpoint",
+            "svi_step",
+            "train",
+        ],
+        "training",
+    ),
     "export_model": "training.export",
     "compare": "studies.compare",
     "sweep": "studies.sweep",
@@ -58,8 +108,11 @@ def __getattr__(name):
 
 def _loading():
     """Whether a module of this package is part way through its import (its spec is marked initialising)."""
-    return any(getattr(getattr(module, "__spec__", None), "_initializing", False)
-               for key, module in list(sys.modules.items()) if key.startswith(f"{__name__}."))
+    return any(
+        getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for key, module in list(sys.modules.items())
+        if key.startswith(f"{__name__}.")
+    )
 
 
 def __dir__():

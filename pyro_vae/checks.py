@@ -49,6 +49,8 @@ def data_shape(name, shape, error=ConfigError):
     for size in shape:
         number(name, size, integer=True, low=1, high=MAX_AXIS, hint=f" (in {tuple(shape)!r})", error=error)
     if math.prod(shape) > MAX_POINT_ELEMENTS:
-        raise error(f"{name} {tuple(shape)} holds {math.prod(shape):,} numbers per point, more than the "
-                    f"{MAX_POINT_ELEMENTS:,} pyro-vae allows")
+        raise error(
+            f"{name} {tuple(shape)} holds {math.prod(shape):,} numbers per point, more than the "
+            f"{MAX_POINT_ELEMENTS:,} pyro-vae allows"
+        )
     return tuple(int(s) for s in shape)

@@ -33,12 +33,17 @@ def _train(args):
     from .training.runner import train
 
     if args.resume:
-        given = [flag for flag, value in (("--out", args.out), ("--config", args.config),
-                                          ("--overwrite", args.overwrite)) if value]
+        given = [
+            flag
+            for flag, value in (("--out", args.out), ("--config", args.config), ("--overwrite", args.overwrite))
+            if value
+        ]
         if given:
-            raise UsageError(f"--resume continues the run in {args.resume} with its own config and folder, so "
-                             f"{' and '.join(given)} cannot go with it: change settings with --set, or start a new "
-                             "run without --resume")
+            raise UsageError(
+                f"--resume continues the run in {args.resume} with its own config and folder, so "
+                f"{' and '.join(given)} cannot go with it: change settings with --set, or start a new "
+                "run without --resume"
+            )
         folder = RunFolder(args.resume)  # every rank reads the config (several machines: a shared file system)
         saved = saved_config(folder.load_checkpoint()["config"], folder.file(CHECKPOINT))
         base = edited_config(folder, saved) or saved  # config.toml edited by hand: its edits apply, by the same rules
@@ -50,8 +55,12 @@ def _train(args):
     out = world.broadcast(args.out or default_out(cfg))  # one folder, though the ranks' clocks differ
     if args.config:  # the run replaces these files: never the config file it was started from
         for name in RUN_FILES:
-            check_output_file(Path(out) / name, inputs=[args.config], guard_run=False,
-                              hint="keep the config file outside the run's --out folder")
+            check_output_file(
+                Path(out) / name,
+                inputs=[args.config],
+                guard_run=False,
+                hint="keep the config file outside the run's --out folder",
+            )
     check_folder_target(out)  # a path the file system cannot hold is refused here, before it is printed
     cfg["train"]["out"] = str(out)
     if world.is_main:
@@ -65,17 +74,30 @@ def _evaluate(args):
 
     cfg, vae, data = load_run(args.run)
     k = args.iwae_samples if args.iwae_samples is not None else cfg["eval"]["iwae_samples"]
-    result = evaluate(vae, data.test, iwae_samples=k, batch_size=cfg["eval"]["batch_size"], progress=not args.json,
-                      labels=data.test_labels)
+    result = evaluate(
+        vae,
+        data.test,
+        iwae_samples=k,
+        batch_size=cfg["eval"]["batch_size"],
+        progress=not args.json,
+        labels=data.test_labels,
+    )
     result.update(clustering(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
     result.update(classification(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
     if args.json:
         print(json.dumps(result))
         return
-    names = {"elbo": "test ELBO", "log_px": f"log p(x) (K={k})", "rate": "rate KL(q||p)",
-             "distortion": "distortion -E log p(x|z)", "active_units": "active units",
-             "cluster_accuracy": "cluster accuracy", "accuracy": "test accuracy q(y|x)",
-             "bits_per_dim": "bits/dim from log p(x)", "elbo_bits_per_dim": "bits/dim from the ELBO"}
+    names = {
+        "elbo": "test ELBO",
+        "log_px": f"log p(x) (K={k})",
+        "rate": "rate KL(q||p)",
+        "distortion": "distortion -E log p(x|z)",
+        "active_units": "active units",
+        "cluster_accuracy": "cluster accuracy",
+        "accuracy": "test accuracy q(y|x)",
+        "bits_per_dim": "bits/dim from log p(x)",
+        "elbo_bits_per_dim": "bits/dim from the ELBO",
+    }
     for key, label in names.items():
         if key in result:
             v = result[key]
@@ -89,9 +111,12 @@ def _evaluate(args):
         per_dim = sorted(enumerate(result["kl_per_dim"], start=1), key=lambda jv: -jv[1])
         print("KL per latent dimension, largest first (z_j: nats):")
         for i in range(0, len(per_dim), 8):
-            print("  " + "  ".join(f"z_{j}: {v:.3f}" for j, v in per_dim[i:i + 8]))
-    print("(nats per data point; bits/dim per pixel and channel)" if "elbo_bits_per_dim" in result
-          else "(nats per data point)")
+            print("  " + "  ".join(f"z_{j}: {v:.3f}" for j, v in per_dim[i : i + 8]))
+    print(
+        "(nats per data point; bits/dim per pixel and channel)"
+        if "elbo_bits_per_dim" in result
+        else "(nats per data point)"
+    )
 
 
 def _sample(args):
@@ -125,8 +150,9 @@ def _compare(args):
     cfg = _with_plugins(load_config(args.config, args.set), args)
     out = args.out or default_out(cfg).replace(cfg["data"]["dataset"], "compare-" + cfg["data"]["dataset"], 1)
     print(f"comparing into {out}")
-    rows = compare(cfg, args.estimators, out, snr_samples=args.snr_samples, progress=not args.quiet,
-                   overwrite=args.overwrite)
+    rows = compare(
+        cfg, args.estimators, out, snr_samples=args.snr_samples, progress=not args.quiet, overwrite=args.overwrite
+    )
     print()
     print((Path(out) / "compare.md").read_text())
     print(f"wrote {out}/compare.csv, compare.md, elbo_vs_epoch.png, elbo_vs_time.png, snr.png")
@@ -138,8 +164,14 @@ def _sweep(args):
 
     out = args.out or "runs/sweep"
     recorded = [f"plugins={json.dumps(args.plugins)}"] if args.plugins else []  # each run records them
-    rows = sweep(args.config, args.set + recorded, out, iwae_samples=args.iwae_samples, progress=not args.quiet,
-                 overwrite=args.overwrite)
+    rows = sweep(
+        args.config,
+        args.set + recorded,
+        out,
+        iwae_samples=args.iwae_samples,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
     keys = [k for k in rows[0] if k not in ("run", "folder")]
     print("\n" + " | ".join(["run", *keys]))
     for r in rows:
@@ -163,13 +195,18 @@ def _plot(args):
     cfg, vae, data = load_run(args.run)
     history, damaged = read_metrics(Path(args.run) / METRICS)
     if damaged:
-        warnings.warn(PyroVAEWarning(f"skipped {len(damaged)} damaged line(s) of {Path(args.run) / METRICS} "
-                                     f"(line {', '.join(map(str, damaged[:5]))}{', ...' if len(damaged) > 5 else ''})"))
+        warnings.warn(
+            PyroVAEWarning(
+                f"skipped {len(damaged)} damaged line(s) of {Path(args.run) / METRICS} "
+                f"(line {', '.join(map(str, damaged[:5]))}{', ...' if len(damaged) > 5 else ''})"
+            )
+        )
     history = [h for h in history if all(isinstance(h.get(k), (int, float)) for k in ("train_loss", "test_elbo"))]
     if not history:
         raise PyroVAEError(f"{Path(args.run) / METRICS} holds no finished epoch to plot")
-    r = evaluate(vae, data.test[:2000], iwae_samples=0,
-                 labels=None if data.test_labels is None else data.test_labels[:2000])
+    r = evaluate(
+        vae, data.test[:2000], iwae_samples=0, labels=None if data.test_labels is None else data.test_labels[:2000]
+    )
     out = Path(args.out or Path(args.run) / "figures")
     for name in plot_run(vae, data, history, out, r.get("kl_per_dim")):
         print(f"wrote {out / name}")
@@ -177,6 +214,7 @@ def _plot(args):
 
 def _int_in(low, high=None, hint=""):
     """An argparse type: an integer in [low, high]."""
+
     def parse(text):
         try:
             value = int(text)
@@ -185,6 +223,7 @@ def _int_in(low, high=None, hint=""):
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"must be {describe(True, low, high)}, got {value}{hint}")
         return value
+
     return parse
 
 
@@ -205,8 +244,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _run_args(parser, out_help, set_metavar="KEY=VALUE", set_help="override a config key (repeatable)",
-              config_help="a TOML config file", overwrite_help="replace runs already in --out"):
+def _run_args(
+    parser,
+    out_help,
+    set_metavar="KEY=VALUE",
+    set_help="override a config key (repeatable)",
+    config_help="a TOML config file",
+    overwrite_help="replace runs already in --out",
+):
     """The arguments of the commands that train: --config, --set, --out, --overwrite, --quiet."""
     parser.add_argument("--config", type=_path, help=config_help)
     parser.add_argument("--set", action="append", default=[], metavar=set_metavar, help=set_help)
@@ -216,9 +261,15 @@ def _run_args(parser, out_help, set_metavar="KEY=VALUE", set_help="override a co
 
 
 def _import_arg(parser, dest):
-    parser.add_argument("--import", dest=dest, action="append", default=[], metavar="MODULE",
-                        help="import a plugin module (or .py file) that registers kinds; repeatable; "
-                             "recorded in the run, so later commands on it import it again")
+    parser.add_argument(
+        "--import",
+        dest=dest,
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a plugin module (or .py file) that registers kinds; repeatable; "
+        "recorded in the run, so later commands on it import it again",
+    )
 
 
 def make_parser():
@@ -227,17 +278,25 @@ def make_parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a VAE and write a run folder")
-    _run_args(t, "the run folder (default: train.out, runs/DATASET-TIME)",
-              set_help="override a config key, e.g. --set train.epochs=1 (repeatable)",
-              config_help="a TOML config file (every key has a default)", overwrite_help="replace a run already in --out")
+    _run_args(
+        t,
+        "the run folder (default: train.out, runs/DATASET-TIME)",
+        set_help="override a config key, e.g. --set train.epochs=1 (repeatable)",
+        config_help="a TOML config file (every key has a default)",
+        overwrite_help="replace a run already in --out",
+    )
     t.add_argument("--resume", metavar="DIR", type=_path, help="continue the run in DIR from its checkpoint")
     _import_arg(t, "imports_after")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="test ELBO, log p(x), rate, distortion, active units")
     e.add_argument("run", type=_path, help="a run folder")
-    e.add_argument("--iwae-samples", type=_int_in(0), metavar="K",
-                   help="importance samples K for log p(x); 0 skips it (default: eval.iwae_samples)")
+    e.add_argument(
+        "--iwae-samples",
+        type=_int_in(0),
+        metavar="K",
+        help="importance samples K for log p(x); 0 skips it (default: eval.iwae_samples)",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _import_arg(e, "imports_after")
     e.set_defaults(func=_evaluate)
@@ -245,33 +304,59 @@ def make_parser():
     s = sub.add_parser("sample", help="draw x ~ p(z) p(x|z) and save an image grid")
     s.add_argument("run", type=_path, help="a run folder, or a model file from pyro-vae export")
     s.add_argument("--n", type=_int_in(1, MAX_SAMPLES), default=64, help="number of samples (default 64)")
-    s.add_argument("--out", type=_path, help="image file, .png/.jpg/.pdf/... (default: RUN/samples.png); its folder is created")
+    s.add_argument(
+        "--out", type=_path, help="image file, .png/.jpg/.pdf/... (default: RUN/samples.png); its folder is created"
+    )
     s.add_argument("--mean", action="store_true", help="draw the means E[x|z] instead of samples x ~ p(x|z)")
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="random seed (default 0)")
-    s.add_argument("--label", type=_int_in(0, 10_000), default=None,
-                   help="draw for this label only: the model conditioned on y (cvae, m2)")
+    s.add_argument(
+        "--label",
+        type=_int_in(0, 10_000),
+        default=None,
+        help="draw for this label only: the model conditioned on y (cvae, m2)",
+    )
     _import_arg(s, "imports_after")
     s.set_defaults(func=_sample)
     c = sub.add_parser("compare", help="train one model per ELBO estimator and compare them")
     _run_args(c, "the study folder (one run folder per estimator inside)")
-    c.add_argument("--estimators", required=True,
-                   help="comma-separated kinds (trace,meanfield,iwae,dreg,stl,...), the variants score_function_z "
-                        "and score_function_z_baseline, or label={kind='renyi', alpha=0.5, num_particles=5}")
-    c.add_argument("--snr-samples", type=_int_in(2, 10_000), default=20,
-                   help="gradient estimates for the variance/SNR columns (at least 2; default 20)")
+    c.add_argument(
+        "--estimators",
+        required=True,
+        help="comma-separated kinds (trace,meanfield,iwae,dreg,stl,...), the variants score_function_z "
+        "and score_function_z_baseline, or label={kind='renyi', alpha=0.5, num_particles=5}",
+    )
+    c.add_argument(
+        "--snr-samples",
+        type=_int_in(2, 10_000),
+        default=20,
+        help="gradient estimates for the variance/SNR columns (at least 2; default 20)",
+    )
     _import_arg(c, "imports_after")
     c.set_defaults(func=_compare)
-    w = sub.add_parser("sweep", help="one run per value of swept config keys, then sweep.csv and a rate-distortion figure")
-    _run_args(w, "the sweep folder (default runs/sweep)", set_metavar="KEY=V1,V2,...",
-              set_help="a key with several comma-separated values is swept (the product of all swept keys)")
-    w.add_argument("--iwae-samples", type=_int_in(0), default=0, metavar="K",
-                   help="also estimate log p(x) with K samples (default 0: skip)")
+    w = sub.add_parser(
+        "sweep", help="one run per value of swept config keys, then sweep.csv and a rate-distortion figure"
+    )
+    _run_args(
+        w,
+        "the sweep folder (default runs/sweep)",
+        set_metavar="KEY=V1,V2,...",
+        set_help="a key with several comma-separated values is swept (the product of all swept keys)",
+    )
+    w.add_argument(
+        "--iwae-samples",
+        type=_int_in(0),
+        default=0,
+        metavar="K",
+        help="also estimate log p(x) with K samples (default 0: skip)",
+    )
     _import_arg(w, "imports_after")
     w.set_defaults(func=_sweep)
 
     x = sub.add_parser("export", help="write a run's trained model to one file (weights + config) for sharing")
     x.add_argument("run", type=_path, help="a run folder")
-    x.add_argument("file", type=_path, help="FILE.safetensors (pip install safetensors), or any other name for a torch file")
+    x.add_argument(
+        "file", type=_path, help="FILE.safetensors (pip install safetensors), or any other name for a torch file"
+    )
     _import_arg(x, "imports_after")
     x.set_defaults(func=_export)
 
@@ -314,14 +399,21 @@ def main(argv=None):
     command = "pyro-vae"
     try:
         with warnings.catch_warnings():
+
             def show(message, category, filename, lineno, file=None, line=None):
                 """Every warning as one line: ours as it is, another library's with its kind and origin."""
                 if issubclass(category, PyroVAEWarning):
                     print(f"{command}: warning: {_one_line(message)}", file=sys.stderr)
                 else:
                     parts = Path(filename).parts  # the library: the folder under site-packages, else the file
-                    origin = parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else Path(filename).stem
-                    print(f"{command}: warning ({category.__name__} from {origin}): {_one_line(message)}", file=sys.stderr)
+                    origin = (
+                        parts[parts.index("site-packages") + 1]
+                        if "site-packages" in parts[:-1]
+                        else Path(filename).stem
+                    )
+                    print(
+                        f"{command}: warning ({category.__name__} from {origin}): {_one_line(message)}", file=sys.stderr
+                    )
 
             warnings.showwarning = show
             warnings.simplefilter("default", PyroVAEWarning)  # ours say what was skipped or changed: they reach

@@ -41,9 +41,14 @@ def leftover_temps(folder):
 
 def os_error(path, e, what="write into", hint="choose another --out"):
     """An OSError as a RunFolderError that names the path plainly, the reason in words, and what to do."""
-    reason = {13: "permission denied", 30: "the file system is read-only", 28: "the disk is full",
-              20: "a file is in the way (a path component is not a folder)", 17: "a file is in the way",
-              21: "it is a folder"}.get(e.errno, e.strerror or str(e))
+    reason = {
+        13: "permission denied",
+        30: "the file system is read-only",
+        28: "the disk is full",
+        20: "a file is in the way (a path component is not a folder)",
+        17: "a file is in the way",
+        21: "it is a folder",
+    }.get(e.errno, e.strerror or str(e))
     return RunFolderError(f"cannot {what} {path}: {reason}; {hint}")
 
 
@@ -81,11 +86,15 @@ def check_path(path, what="the path", hint="choose another name", error=UsageErr
     name_max, path_max = _limit(text, "PC_NAME_MAX", 255), _limit(text, "PC_PATH_MAX", 4096)
     for name in text.split(os.sep):
         if len(name.encode("utf-8")) > name_max:
-            raise error(f"{what}: the name {name[:24]}...{name[-8:]} is {len(name.encode('utf-8'))} bytes long, over "
-                        f"the file system's limit of {name_max}: {hint}")
+            raise error(
+                f"{what}: the name {name[:24]}...{name[-8:]} is {len(name.encode('utf-8'))} bytes long, over "
+                f"the file system's limit of {name_max}: {hint}"
+            )
     if len(os.path.abspath(text).encode("utf-8")) >= path_max:
-        raise error(f"{what} is {len(os.path.abspath(text).encode('utf-8'))} bytes long as an absolute path, over the "
-                    f"file system's limit of {path_max}: {hint}")
+        raise error(
+            f"{what} is {len(os.path.abspath(text).encode('utf-8'))} bytes long as an absolute path, over the "
+            f"file system's limit of {path_max}: {hint}"
+        )
     return text
 
 

@@ -29,7 +29,9 @@ def for_key(key):
     try:
         return _BY_KEY[key]
     except KeyError:
-        raise LookupError(f"no registry serves the config key {key!r} (import pyro_vae, which defines them all)") from None
+        raise LookupError(
+            f"no registry serves the config key {key!r} (import pyro_vae, which defines them all)"
+        ) from None
 
 
 def component_registries():
@@ -62,7 +64,8 @@ class Registry:
             if old is not None and not same and not override:
                 raise ConfigError(
                     f"{self.what}: {name!r} is already registered to {_definition(old)[1]} from "
-                    f"{_definition(old)[0]}; pass override=True to replace it, or choose another name")
+                    f"{_definition(old)[0]}; pass override=True to replace it, or choose another name"
+                )
             self._entries[name] = obj
             if hidden:
                 self._hidden.add(name)
@@ -81,14 +84,14 @@ class Registry:
 
     def get(self, name):
         if not isinstance(name, str):  # a list, a table, a number: no kind is named so (and some are unhashable)
-            raise ConfigError(f"{self.what}: a kind is a name (a string), got {name!r}; "
-                              f"valid kinds: {', '.join(self.names())}")
+            raise ConfigError(
+                f"{self.what}: a kind is a name (a string), got {name!r}; valid kinds: {', '.join(self.names())}"
+            )
         if name not in self._entries:
             hint = difflib.get_close_matches(name, self._entries, n=1)
             did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(
-                f"{self.what}: unknown kind {name!r}{did_you_mean}; "
-                f"valid kinds: {', '.join(self.names())}"
+                f"{self.what}: unknown kind {name!r}{did_you_mean}; valid kinds: {', '.join(self.names())}"
             )
         return self._entries[name]
 
@@ -98,8 +101,7 @@ class Registry:
         return {
             p.name: p.default
             for p in sig.parameters.values()
-            if p.name not in context
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            if p.name not in context and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
 
     def check(self, spec, context=None):
@@ -109,13 +111,9 @@ class Registry:
         if isinstance(spec, str):
             spec = {"kind": spec}
         if not isinstance(spec, dict):
-            raise ConfigError(
-                f"{self.what} must be a table like {{ kind = \"{self.names()[0]}\" }}, got {spec!r}"
-            )
+            raise ConfigError(f"{self.what} must be a table like {{ kind = \"{self.names()[0]}\" }}, got {spec!r}")
         if "kind" not in spec:
-            raise ConfigError(
-                f"{self.what} needs a 'kind'; valid kinds: {', '.join(self.names())}"
-            )
+            raise ConfigError(f"{self.what} needs a 'kind'; valid kinds: {', '.join(self.names())}")
         kind = spec["kind"]
         params = {k: v for k, v in spec.items() if k != "kind"}
         allowed = self.params(kind, context)
@@ -123,12 +121,9 @@ class Registry:
         if unknown:
             valid = ", ".join(allowed) or "none"
             raise ConfigError(
-                f"{self.what} kind {kind!r}: unknown parameter(s) {', '.join(unknown)}; "
-                f"valid parameters: {valid}"
+                f"{self.what} kind {kind!r}: unknown parameter(s) {', '.join(unknown)}; valid parameters: {valid}"
             )
-        missing = [
-            k for k, d in allowed.items() if d is inspect.Parameter.empty and k not in params
-        ]
+        missing = [k for k, d in allowed.items() if d is inspect.Parameter.empty and k not in params]
         if missing:
             raise ConfigError(f"{self.what} kind {kind!r}: missing parameter(s) {', '.join(missing)}")
         return kind, params

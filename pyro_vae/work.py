@@ -42,7 +42,8 @@ def check_step_memory(vae, batch_size, num_particles):
     if have and need > have:
         raise ConfigError(
             f"one training step with {num_particles} particle(s) of a batch of {batch_size} needs about {_size(need)}, "
-            f"more than this machine's {_size(have)}: lower train.elbo.num_particles or data.batch_size")
+            f"more than this machine's {_size(have)}: lower train.elbo.num_particles or data.batch_size"
+        )
 
 
 def _duration(seconds):
@@ -58,8 +59,12 @@ def check_logpx_work(vae, num_points, num_samples, what="--iwae-samples"):
     if seconds > REFUSE_SECONDS:
         raise ConfigError(
             f"log p(x) with K = {num_samples:,} importance samples on {num_points:,} points would take about "
-            f"{_duration(seconds)} on a 2-core CPU: lower {what} (K = 1000 to 5000 is the usual range)")
+            f"{_duration(seconds)} on a 2-core CPU: lower {what} (K = 1000 to 5000 is the usual range)"
+        )
     if seconds > WARN_SECONDS:
-        warnings.warn(PyroVAEWarning(
-            f"log p(x) with K = {num_samples:,} on {num_points:,} points: about {_duration(seconds)} on a 2-core CPU"),
-            stacklevel=2)
+        warnings.warn(
+            PyroVAEWarning(
+                f"log p(x) with K = {num_samples:,} on {num_points:,} points: about {_duration(seconds)} on a 2-core CPU"
+            ),
+            stacklevel=2,
+        )

@@ -50,11 +50,18 @@ def fresh_state():
 
 def small_config(*overrides):
     """A small config on the synthetic 1x8x8 dataset."""
-    return load_config(overrides=[
-        "data.dataset=synthetic", "data.batch_size=50", "model.latent_dim=4",
-        "model.encoder.hidden=[64]", "model.decoder.hidden=[64]", "train.epochs=1", "eval.iwae_samples=20",
-        *overrides,
-    ])
+    return load_config(
+        overrides=[
+            "data.dataset=synthetic",
+            "data.batch_size=50",
+            "model.latent_dim=4",
+            "model.encoder.hidden=[64]",
+            "model.decoder.hidden=[64]",
+            "train.epochs=1",
+            "eval.iwae_samples=20",
+            *overrides,
+        ]
+    )
 
 
 @pytest.fixture

@@ -49,7 +49,10 @@ def test_command_line_errors(tmp_path, run, capsys):
         (["sample", str(run), "--n", "0"], "--n: must be an integer from 1 to"),
         (["sample", str(run), "--out", str(tmp_path / "s.txt")], "give a file ending in .png"),
         (["sample", str(run), "--out", str(tmp_path)], "is a folder: give a file name"),
-        (["compare", *SMALL, "--estimators", "trace", "--snr-samples", "0"], "--snr-samples: must be an integer from 2"),
+        (
+            ["compare", *SMALL, "--estimators", "trace", "--snr-samples", "0"],
+            "--snr-samples: must be an integer from 2",
+        ),
         (["train", *SMALL, "--set", "train.elbo.num_particles=1000000000000"], "needs about .* GiB.*num_particles"),
         (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["evaluate"], "required: run"),
@@ -64,7 +67,9 @@ def test_command_line_errors(tmp_path, run, capsys):
 def test_sample_creates_the_folder_and_draws_without_the_training_set(run, tmp_path, capsys, monkeypatch):
     import sys
 
-    monkeypatch.setattr(sys.modules["pyro_vae.config.build"], "load_config_data", lambda cfg: pytest.fail("sample loaded data"))
+    monkeypatch.setattr(
+        sys.modules["pyro_vae.config.build"], "load_config_data", lambda cfg: pytest.fail("sample loaded data")
+    )
     out = tmp_path / "new" / "folder" / "grid.png"
     assert main(["sample", str(run), "--n", "9", "--out", str(out)]) == 0
     assert out.stat().st_size > 0 and f"wrote {out}" in capsys.readouterr().out
@@ -107,7 +112,9 @@ def test_a_checkpoint_that_lacks_keys(run, tmp_path, capsys):
         damaged = {k: v for k, v in state.items() if k != key}
         folder = tmp_path / key
         folder.mkdir()
-        save_checkpoint(folder / "checkpoint.pt", **{k: v for k, v in damaged.items() if k not in ("format", "version")})
+        save_checkpoint(
+            folder / "checkpoint.pt", **{k: v for k, v in damaged.items() if k not in ("format", "version")}
+        )
         for argv in (["evaluate", str(folder)], ["sample", str(folder)], ["train", "--resume", str(folder)]):
             err = one_line_error(capsys, argv)
             assert f"without a valid {key}" in err and "retrain" in err
@@ -132,12 +139,15 @@ def test_truncated_mnist_is_corrupt_not_missing(tmp_path):
 def test_channel_last_images_are_transposed_and_said(tmp_path, channels):
     x = np.random.default_rng(0).random((20, 6, 5, channels)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x)
-    with pytest.warns(PyroVAEWarning, match=rf"channel-last .*C = {channels}: transposed to .*\(20, {channels}, 6, 5\)"):
+    with pytest.warns(
+        PyroVAEWarning, match=rf"channel-last .*C = {channels}: transposed to .*\(20, {channels}, 6, 5\)"
+    ):
         d = load_data("npz", path=str(tmp_path / "d.npz"), binarize="none")
     assert d.data_shape == (channels, 6, 5)
     x_all = torch.cat([d.train, d.test])
     assert sorted(x_all.permute(0, 2, 3, 1).reshape(20, -1).sum(1).tolist()) == pytest.approx(
-        sorted(torch.from_numpy(x).reshape(20, -1).sum(1).tolist()))
+        sorted(torch.from_numpy(x).reshape(20, -1).sum(1).tolist())
+    )
 
 
 def test_channel_first_images_are_left_alone(tmp_path):
@@ -157,8 +167,11 @@ def test_npz_members_that_are_not_arrays(tmp_path):
         z.writestr("x", b"not a .npy file")
     with pytest.raises(DataError, match=r"member 'x' of .*e.npz is not a .npy array"):
         load_data("npz", path=str(tmp_path / "e.npz"))
-    for y, message in ((np.zeros((10, 2)), "one label per data point"), (np.array(["a"] * 10), "must be integers"),
-                       (np.full(10, 0.5), "must be integers")):
+    for y, message in (
+        (np.zeros((10, 2)), "one label per data point"),
+        (np.array(["a"] * 10), "must be integers"),
+        (np.full(10, 0.5), "must be integers"),
+    ):
         np.savez(path, x=np.zeros((10, 4), np.float32), y=y)
         with pytest.raises(DataError, match=message):
             load_data("npz", path=str(path), binarize="none")
@@ -167,13 +180,20 @@ def test_npz_members_that_are_not_arrays(tmp_path):
 # -- public functions -----------------------------------------------------------------------
 def test_public_functions_refuse_empty_batches_zero_sizes_and_wrong_types(small_vae):
     x = torch.zeros(3, 1, 8, 8)
-    for bad, message in ((torch.zeros(0, 1, 8, 8), "no data points"), (np.zeros((3, 1, 8, 8)), "must be a torch.Tensor"),
-                         ([[0.0]], "must be a torch.Tensor"), (torch.zeros(3, 1, 8, 8, dtype=torch.long), "floating")):
+    for bad, message in (
+        (torch.zeros(0, 1, 8, 8), "no data points"),
+        (np.zeros((3, 1, 8, 8)), "must be a torch.Tensor"),
+        ([[0.0]], "must be a torch.Tensor"),
+        (torch.zeros(3, 1, 8, 8, dtype=torch.long), "floating"),
+    ):
         for f in (lambda v: evaluate(small_vae, v), small_vae.model, small_vae.guide):
             with pytest.raises(DataError, match=message):
                 f(bad)
-    for kwargs, message in (({"iwae_samples": -1}, "iwae_samples must be an integer >= 0"),
-                            ({"batch_size": 0}, "batch_size must be"), ({"elbo_samples": 1.5}, "elbo_samples must be")):
+    for kwargs, message in (
+        ({"iwae_samples": -1}, "iwae_samples must be an integer >= 0"),
+        ({"batch_size": 0}, "batch_size must be"),
+        ({"elbo_samples": 1.5}, "elbo_samples must be"),
+    ):
         with pytest.raises(PyroVAEError, match=message):
             evaluate(small_vae, x, **kwargs)
     for n in (0, -3, 2.5, True):
@@ -193,8 +213,12 @@ def test_a_model_too_large_to_allocate_is_a_config_error(tmp_path):
     from pyro_vae import train
 
     with pytest.raises(ConfigError, match="does not fit in memory.*lower model.latent_dim"):
-        train(load_config(overrides=["data.dataset=synthetic", "model.decoder.hidden=[4000000000]"]), tmp_path / "r",
-              progress=False, log=lambda s: None)
+        train(
+            load_config(overrides=["data.dataset=synthetic", "model.decoder.hidden=[4000000000]"]),
+            tmp_path / "r",
+            progress=False,
+            log=lambda s: None,
+        )
     assert not (tmp_path / "r").exists()
 
 
@@ -209,14 +233,42 @@ def test_log_px_work_is_announced_above_an_hour(small_vae):
 
 
 # -- the fuzz -------------------------------------------------------------------------------
-SETS = ["train.epochs=1", "train.epochs=0", "seed=-1", "seed=3", "model.latent_dim=0", "model.latent_dim=2",
-        "train.optimizer.lr=-1", "train.optimizer.lr=1e-2", "train.elbo.kind=iwae", "train.elbo.kind=nope",
-        "train.elbo.num_particles=0", "train.elbo.num_particles=100000000000", "data.batch_size=0",
-        "data.batch_size=9999", "data.binarize=maybe", "eval.iwae_samples=-3", "device=tpu", "bogus=1", "x",
-        "model.prior.kind=vamp", "model.likelihood.kind=gaussian", "data.dataset=npz", "train.beta=nan",
-        "train.kl_warmup={kind='linear', epochs=-1}", "model.encoder.hidden=[]", "model.encoder.hidden=[-4]",
-        "data.path='\udcff.npz'", f"data.path='{'p' * 300}.npz'", "data.path=''", "train.out=''", "train.out='..'",
-        "train.out='a/../../b'", f"train.out='{'o' * 300}'", "data.root='\udcff'"]
+SETS = [
+    "train.epochs=1",
+    "train.epochs=0",
+    "seed=-1",
+    "seed=3",
+    "model.latent_dim=0",
+    "model.latent_dim=2",
+    "train.optimizer.lr=-1",
+    "train.optimizer.lr=1e-2",
+    "train.elbo.kind=iwae",
+    "train.elbo.kind=nope",
+    "train.elbo.num_particles=0",
+    "train.elbo.num_particles=100000000000",
+    "data.batch_size=0",
+    "data.batch_size=9999",
+    "data.binarize=maybe",
+    "eval.iwae_samples=-3",
+    "device=tpu",
+    "bogus=1",
+    "x",
+    "model.prior.kind=vamp",
+    "model.likelihood.kind=gaussian",
+    "data.dataset=npz",
+    "train.beta=nan",
+    "train.kl_warmup={kind='linear', epochs=-1}",
+    "model.encoder.hidden=[]",
+    "model.encoder.hidden=[-4]",
+    "data.path='\udcff.npz'",
+    f"data.path='{'p' * 300}.npz'",
+    "data.path=''",
+    "train.out=''",
+    "train.out='..'",
+    "train.out='a/../../b'",
+    f"train.out='{'o' * 300}'",
+    "data.root='\udcff'",
+]
 #: names a file system may not hold: over 255 bytes, a byte that is not UTF-8 (as Python passes it), empty, dots
 ODD_NAMES = ["n" * 300, "\udcff", "", ".", "..", "a\nb", "-"]
 VALUES = ["0", "-5", "1", "3", "1000000000000", "abc", "", "nan", "x.png", "x.txt", "/", "\x00", "--quiet"]
@@ -236,10 +288,24 @@ def argv(draw, run, scratch):
     command = draw(st.sampled_from(sorted(FLAGS)))
     args = [command]
     if command in ("evaluate", "sample", "plot", "export"):
-        args.append(draw(st.sampled_from([str(run), str(scratch / "none"), str(scratch), "/", str(scratch / "f.txt"),
-                                          *(str(scratch / name) for name in ODD_NAMES)])))
+        args.append(
+            draw(
+                st.sampled_from(
+                    [
+                        str(run),
+                        str(scratch / "none"),
+                        str(scratch),
+                        "/",
+                        str(scratch / "f.txt"),
+                        *(str(scratch / name) for name in ODD_NAMES),
+                    ]
+                )
+            )
+        )
     if command == "export":
-        args.append(str(scratch / draw(st.sampled_from(["m.pt", "m.safetensors", "sub/m.pt", "f.txt", ".", "cfg.toml/x"]))))
+        args.append(
+            str(scratch / draw(st.sampled_from(["m.pt", "m.safetensors", "sub/m.pt", "f.txt", ".", "cfg.toml/x"])))
+        )
     else:
         args += [*SMALL, "--out", str(scratch / f"out{draw(st.integers(0, 3))}")]
     for _ in range(draw(st.integers(0, 4))):
@@ -253,10 +319,25 @@ def argv(draw, run, scratch):
             name = draw(st.sampled_from(["out0", "out1", "f.png", "f.txt", "cfg.toml", "none", *ODD_NAMES]))
             args.append(str(scratch / name) if name else name)
         elif flag == "--estimators":
-            args.append(draw(st.sampled_from(["trace", "iwae,dreg", "nope", "", "a={kind='renyi', alpha=-1}",
-                                              "../up={kind='trace'}", "={kind='trace'}", "a/b={kind='iwae'}",
-                                              f"{'l' * 300}={{kind='trace'}}", "\udcff={kind='trace'}",
-                                              "trace,trace"])))
+            args.append(
+                draw(
+                    st.sampled_from(
+                        [
+                            "trace",
+                            "iwae,dreg",
+                            "nope",
+                            "",
+                            "a={kind='renyi', alpha=-1}",
+                            "../up={kind='trace'}",
+                            "={kind='trace'}",
+                            "a/b={kind='iwae'}",
+                            f"{'l' * 300}={{kind='trace'}}",
+                            "\udcff={kind='trace'}",
+                            "trace,trace",
+                        ]
+                    )
+                )
+            )
         elif flag not in ("--overwrite", "--quiet", "--json", "--mean"):
             args.append(draw(st.sampled_from(VALUES)))
     return args
@@ -273,8 +354,11 @@ def scratch(tmp_path_factory):
 #: the environment a command reads: torchrun's variables (none here lets a rank wait for others), the data root, the
 #: rendezvous timeout
 ENVIRONMENT = {
-    "WORLD_SIZE": ["0", "two", "", "2", "-1"], "RANK": ["5", "-1", "x", "0"], "LOCAL_RANK": ["-2", "y", "0"],
-    "MASTER_PORT": ["0", "70000", "p"], "PYRO_VAE_DATA": ["", "/", "\udcff", "d" * 300],
+    "WORLD_SIZE": ["0", "two", "", "2", "-1"],
+    "RANK": ["5", "-1", "x", "0"],
+    "LOCAL_RANK": ["-2", "y", "0"],
+    "MASTER_PORT": ["0", "70000", "p"],
+    "PYRO_VAE_DATA": ["", "/", "\udcff", "d" * 300],
     "PYRO_VAE_RENDEZVOUS_TIMEOUT": ["0", "-3", "soon", "nan"],
 }
 
@@ -323,8 +407,11 @@ def member(draw):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(members=st.dictionaries(MEMBERS, member(), max_size=4), likelihood=st.sampled_from(["bernoulli", "gaussian"]),
-       binarize=st.sampled_from(["none", "dynamic"]))
+@given(
+    members=st.dictionaries(MEMBERS, member(), max_size=4),
+    likelihood=st.sampled_from(["bernoulli", "gaussian"]),
+    binarize=st.sampled_from(["none", "dynamic"]),
+)
 def test_fuzz_npz_members_through_the_command_line(tmp_path_factory, capsys, members, likelihood, binarize):
     folder = tmp_path_factory.mktemp("npz")
     path = folder / "d.npz"
@@ -336,9 +423,26 @@ def test_fuzz_npz_members_through_the_command_line(tmp_path_factory, capsys, mem
                 buffer = io.BytesIO()
                 np.save(buffer, value, allow_pickle=True)
                 z.writestr(name + ".npy", buffer.getvalue())
-    args = ["train", "--quiet", "--out", str(folder / "run"), "--set", "data.dataset=npz", "--set", f"data.path={path}",
-            "--set", "train.epochs=1", "--set", "data.batch_size=4", "--set", "model.latent_dim=2",
-            "--set", f"model.likelihood.kind={likelihood}", "--set", f"data.binarize={binarize}"]
+    args = [
+        "train",
+        "--quiet",
+        "--out",
+        str(folder / "run"),
+        "--set",
+        "data.dataset=npz",
+        "--set",
+        f"data.path={path}",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.batch_size=4",
+        "--set",
+        "model.latent_dim=2",
+        "--set",
+        f"model.likelihood.kind={likelihood}",
+        "--set",
+        f"data.binarize={binarize}",
+    ]
     code = main(args)
     captured = capsys.readouterr()
     assert code in (0, 2), captured.err

@@ -2,8 +2,18 @@ import json
 
 from pyro_vae.cli import main
 
-ARGS = ["--set", "data.dataset=synthetic", "--set", "model.latent_dim=3", "--set", "data.batch_size=100",
-        "--set", "model.encoder.hidden=[32]", "--set", "model.decoder.hidden=[32]"]
+ARGS = [
+    "--set",
+    "data.dataset=synthetic",
+    "--set",
+    "model.latent_dim=3",
+    "--set",
+    "data.batch_size=100",
+    "--set",
+    "model.encoder.hidden=[32]",
+    "--set",
+    "model.decoder.hidden=[32]",
+]
 
 
 def test_train_evaluate_sample(tmp_path, capsys):
@@ -11,7 +21,14 @@ def test_train_evaluate_sample(tmp_path, capsys):
     assert main(["train", *ARGS, "--set", "train.epochs=2", "--out", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "epoch   2" in out and "test ELBO" in out
-    assert {p.name for p in run.iterdir()} == {"config.toml", "metrics.jsonl", "checkpoint.pt", "samples.png", "status.json", ".lock"}
+    assert {p.name for p in run.iterdir()} == {
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "samples.png",
+        "status.json",
+        ".lock",
+    }
 
     assert main(["evaluate", str(run), "--iwae-samples", "16", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

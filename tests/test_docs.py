@@ -16,16 +16,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def site(tmp_path_factory):
     pytest.importorskip("sphinx", reason="the docs need pip install -e '.[dev]'")
     out = tmp_path_factory.mktemp("html")
-    done = subprocess.run([sys.executable, "-m", "sphinx", "-E", "-W", "--keep-going", "-q", "-b", "html",
-                           str(ROOT / "docs"), str(out)], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-E", "-W", "--keep-going", "-q", "-b", "html", str(ROOT / "docs"), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
 
 
 def test_the_docs_build_without_a_warning_and_have_search_and_every_page(site):
     assert (site / "search.html").exists() and (site / "searchindex.js").stat().st_size > 10_000
-    pages = {p.relative_to(ROOT / "docs").with_suffix(".html") for p in (ROOT / "docs").rglob("*.md")
-             if "_out" not in p.parts}
+    pages = {
+        p.relative_to(ROOT / "docs").with_suffix(".html")
+        for p in (ROOT / "docs").rglob("*.md")
+        if "_out" not in p.parts
+    }
     assert pages and all((site / p).exists() for p in pages), [p for p in pages if not (site / p).exists()]
     config = (site / "reference" / "config.html").read_text()
     assert "model.component_fit" in config and "jit_meanfield" in config and "vamp" in config
@@ -43,8 +50,7 @@ def test_every_public_name_is_in_the_api_reference(site):
     from sphinx.util.inventory import InventoryFile
 
     with open(site / "objects.inv", "rb") as f:
-        documented = {name for entries in InventoryFile.load(f, "", lambda base, uri: uri).values()
-                      for name in entries}
+        documented = {name for entries in InventoryFile.load(f, "", lambda base, uri: uri).values() for name in entries}
     missing = [name for name in pyro_vae.__all__ if not any(d.endswith(f".{name}") for d in documented)]
     assert not missing, f"public names without an API entry: {missing}"
 

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 #: each example's arguments for a run of seconds (examples/quick.toml, which the docs' gallery runs too)
-QUICK = {f"{name}.py": table["args"] for name, table in
-         tomllib.loads((ROOT / "examples" / "quick.toml").read_text()).items()}
+QUICK = {
+    f"{name}.py": table["args"] for name, table in tomllib.loads((ROOT / "examples" / "quick.toml").read_text()).items()
+}
 #: what each example's output must say
 EXAMPLES = {
     "beta_vae.py": r"beta",
@@ -90,8 +91,15 @@ def test_readme_python_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the README's paths are relative to the checkout (../shared/data)
     namespace = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
-    cfg = load_config(overrides=["data.dataset=synthetic", "model.latent_dim=2", "model.encoder.hidden=[8]",
-                                 "model.decoder.hidden=[8]", "train.epochs=1"])
+    cfg = load_config(
+        overrides=[
+            "data.dataset=synthetic",
+            "model.latent_dim=2",
+            "model.encoder.hidden=[8]",
+            "model.decoder.hidden=[8]",
+            "train.epochs=1",
+        ]
+    )
     pyro_vae.train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     pyro_vae.export_model(tmp_path / "run", tmp_path / "model.safetensors")
     monkeypatch.chdir(tmp_path)

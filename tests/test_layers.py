@@ -19,14 +19,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pyro_vae"
 #: lowest first; a layer imports only from itself and the layers before it
 LAYERS = [
     {"errors", "checks", "files", "registry", "work", "devices", "aliases"},  # the ground
-    {"nn"},          # components: priors, likelihoods, posteriors, networks, distributions
-    {"data"},        # datasets in memory and read from disk
-    {"models"},      # the families: vae, cvae/m2, gmvae, hierarchical, linear-Gaussian
-    {"infer"},       # estimators, objectives, compiled steps, diagnostics, schedules, optimisers
+    {"nn"},  # components: priors, likelihoods, posteriors, networks, distributions
+    {"data"},  # datasets in memory and read from disk
+    {"models"},  # the families: vae, cvae/m2, gmvae, hierarchical, linear-Gaussian
+    {"infer"},  # estimators, objectives, compiled steps, diagnostics, schedules, optimisers
     {"evaluation"},  # metrics and figures of a model
-    {"config"},      # defaults, validation, TOML and --set, plugins, config -> objects
-    {"training"},    # the loop, the run folder, checkpoints, callbacks, torchrun, export
-    {"studies"},     # compare and sweep: many runs
+    {"config"},  # defaults, validation, TOML and --set, plugins, config -> objects
+    {"training"},  # the loop, the run folder, checkpoints, callbacks, torchrun, export
+    {"studies"},  # compare and sweep: many runs
     {"cli", "__main__", "__init__"},  # the command line and the public API
 ]
 #: (importer, imported) layers that stay apart: inference is model-agnostic, as Pyro's is
@@ -57,7 +57,7 @@ def imports_of(path, root):
             found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == root.name]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = here[:len(here) - node.level + 1]
+                base = here[: len(here) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -65,8 +65,9 @@ def imports_of(path, root):
                 continue
             for a in node.names:  # `from pkg import sub` imports the submodule sub where there is one
                 sub = f"{target}.{a.name}"
-                is_module = (root.parent / Path(*sub.split("."))).with_suffix(".py").exists() or \
-                    (root.parent / Path(*sub.split(".")) / "__init__.py").exists()
+                is_module = (root.parent / Path(*sub.split("."))).with_suffix(".py").exists() or (
+                    root.parent / Path(*sub.split(".")) / "__init__.py"
+                ).exists()
                 found.append((node.lineno, sub if is_module else target))
     return found
 
@@ -79,16 +80,19 @@ def check(root):
         src = module_name(path, root)
         mine = layer_of(src)
         if mine not in rank:
-            problems.append(f"{path.relative_to(root.parent)}: {mine!r} is in no layer of tests/test_layers.py: "
-                            "put it in one")
+            problems.append(
+                f"{path.relative_to(root.parent)}: {mine!r} is in no layer of tests/test_layers.py: put it in one"
+            )
             continue
         for line, target in imports_of(path, root):
             theirs = layer_of(target)
             graph.setdefault(src, set()).add(target)
             where = f"{path.relative_to(root.parent)}:{line} imports {target}"
             if theirs in rank and rank[theirs] > rank[mine]:
-                problems.append(f"{where}: an upward import ({mine} may import only from "
-                                f"{', '.join(sorted(n for n in rank if rank[n] <= rank[mine]))})")
+                problems.append(
+                    f"{where}: an upward import ({mine} may import only from "
+                    f"{', '.join(sorted(n for n in rank if rank[n] <= rank[mine]))})"
+                )
             if (mine, theirs) in FORBIDDEN:
                 problems.append(f"{where}: {mine} must not import {theirs}")
     problems += [f"an import cycle: {' -> '.join(c)}" for c in cycles(graph)]
@@ -106,7 +110,7 @@ def cycles(graph):
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                found.append(stack[stack.index(nxt):] + [nxt])
+                found.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -154,8 +158,9 @@ def test_a_cycle_inside_one_layer_fails_the_contract(copy_of_package):
     _append(copy_of_package / "checks.py", "from .work import per_point  # added")  # work imports errors only...
     _append(copy_of_package / "errors.py", "from . import checks  # added")  # ...and checks imports errors
     problems = check(copy_of_package)
-    assert any(p.startswith("an import cycle:") and "pyro_vae.errors" in p and "pyro_vae.checks" in p
-               for p in problems), problems
+    assert any(
+        p.startswith("an import cycle:") and "pyro_vae.errors" in p and "pyro_vae.checks" in p for p in problems
+    ), problems
 
 
 def test_a_new_folder_must_be_given_a_layer(copy_of_package):
@@ -182,7 +187,8 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
         "    except Exception:\n"
         "        failed.append(name + ': ' + traceback.format_exc().strip().splitlines()[-1])\n"
         "print('\\n'.join(failed))\n"
-        "sys.exit(1 if failed else 0)\n")
+        "sys.exit(1 if failed else 0)\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert len(modules) > 40

@@ -48,8 +48,11 @@ SMALL = ["--set", "data.dataset=synthetic", "--set", "model.latent_dim=2", "--se
 
 def digest(folder):
     """Every file of a folder and its bytes' hash: what must not change (the lock a command takes aside)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.fixture
@@ -82,16 +85,21 @@ def test_no_output_replaces_a_file_a_run_needs_or_the_input_being_read(run, tmp_
     (tmp_path / "exp").mkdir()
     config = tmp_path / "exp" / "config.toml"
     config.write_text('seed = 1\n[data]\ndataset = "synthetic"\n')
-    refused(capsys, ["train", "--config", str(config), "--out", str(config.parent), "--quiet"],
-            "which this command reads.*outside the run's --out")
+    refused(
+        capsys,
+        ["train", "--config", str(config), "--out", str(config.parent), "--quiet"],
+        "which this command reads.*outside the run's --out",
+    )
     assert ({f: digest(f) for f in (run, other)}, model.read_bytes()) == before
     assert config.read_text() == 'seed = 1\n[data]\ndataset = "synthetic"\n'
 
 
 # -- 2. names that become paths ------------------------------------------------------------------
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from(["a", ".", "/", "\x00", "\udcff", " ", "-", "é"]), max_size=12)
-       | st.sampled_from(["", ".", "..", "../escape", "a/../..", "x" * 256, "é" * 128, *STUDY_FILES]))
+@given(
+    st.text(alphabet=st.sampled_from(["a", ".", "/", "\x00", "\udcff", " ", "-", "é"]), max_size=12)
+    | st.sampled_from(["", ".", "..", "../escape", "a/../..", "x" * 256, "é" * 128, *STUDY_FILES])
+)
 def test_a_name_is_one_folder_inside_its_folder_or_refused(name):
     try:
         safe = folder_name(name, "the label", STUDY_FILES)
@@ -160,13 +168,17 @@ def test_an_edit_resume_cannot_apply_or_that_a_given_config_would_undo_is_refuse
     (run / "config.toml").write_text("[train\nepochs = 2\n")
     refused(capsys, ["train", "--resume", str(run), "--quiet"], "was edited into a config that cannot be read")
     assert (run / "config.toml").read_text() == "[train\nepochs = 2\n"
-    assert {k: v for k, v in digest(run).items() if k != "config.toml"} == \
-        {k: v for k, v in before.items() if k != "config.toml"}
+    assert {k: v for k, v in digest(run).items() if k != "config.toml"} == {
+        k: v for k, v in before.items() if k != "config.toml"
+    }
 
 
 # -- 4. paths the code never expected --------------------------------------------------------------
-BAD_PATHS = {"a name over the limit": "n" * 300, "bytes that are not UTF-8": os.fsdecode(b"caf\xe9"),
-             "a path over the limit": "/".join(["d" * 200] * 25)}
+BAD_PATHS = {
+    "a name over the limit": "n" * 300,
+    "bytes that are not UTF-8": os.fsdecode(b"caf\xe9"),
+    "a path over the limit": "/".join(["d" * 200] * 25),
+}
 
 
 @pytest.mark.parametrize("what", list(BAD_PATHS))
@@ -206,10 +218,12 @@ def refused_on_load(sources, pattern):
         assert named in str(e.value)
 
 
-DAMAGES = {"huge data shape": lambda s: s.update(data_shape=[1, 10**7, 10**7]),
-           "negative size": lambda s: s.update(data_shape=[1, -4, 4]),
-           "nan weights": lambda s: s["model"][sorted(s["model"])[0]].fill_(float("nan")),
-           "inf weights": lambda s: s["model"][sorted(s["model"])[0]].fill_(float("inf"))}
+DAMAGES = {
+    "huge data shape": lambda s: s.update(data_shape=[1, 10**7, 10**7]),
+    "negative size": lambda s: s.update(data_shape=[1, -4, 4]),
+    "nan weights": lambda s: s["model"][sorted(s["model"])[0]].fill_(float("nan")),
+    "inf weights": lambda s: s["model"][sorted(s["model"])[0]].fill_(float("inf")),
+}
 
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
@@ -239,7 +253,9 @@ def test_relations_between_keys_and_stated_ranges_are_enforced(synthetic):
         with pytest.raises(DataError, match=f"must number between {classes} and"):
             synthetic.semi_supervised(n, 0)
     labelled = synthetic.semi_supervised(classes, 0).labelled[1]
-    assert sorted(labelled.tolist()) == sorted(synthetic.train_labels.unique().tolist())  # the least it states: one of each
+    assert sorted(labelled.tolist()) == sorted(
+        synthetic.train_labels.unique().tolist()
+    )  # the least it states: one of each
 
 
 # -- 6. distributed settings without a rendezvous -----------------------------------------------------------
@@ -247,8 +263,12 @@ VALUES = st.sampled_from(["0", "1", "2", "3", "5", "-1", "two", "", "65536", "29
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_PORT"]), VALUES)
-       .filter(lambda env: "WORLD_SIZE" in env), st.booleans())
+@given(
+    st.dictionaries(
+        st.sampled_from(["WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_PORT"]), VALUES
+    ).filter(lambda env: "WORLD_SIZE" in env),
+    st.booleans(),
+)
 def test_torchruns_variables_are_consistent_or_named(env, with_addr):
     from pyro_vae.training.distributed import RendezvousError, check_environment
 
@@ -278,11 +298,22 @@ def test_a_rank_alone_stops_at_the_rendezvous_timeout_with_its_variables_named(r
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "WORLD_SIZE": "2", "RANK": rank, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-           "PYRO_VAE_RENDEZVOUS_TIMEOUT": "2"}
+    env = {
+        **os.environ,
+        "WORLD_SIZE": "2",
+        "RANK": rank,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "PYRO_VAE_RENDEZVOUS_TIMEOUT": "2",
+    }
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pyro_vae", "train", *SMALL, "--out", str(tmp_path / "run")],
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "train", *SMALL, "--out", str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and time.monotonic() - start < 60
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert f"rank {rank} of WORLD_SIZE = 2" in done.stderr and f"127.0.0.1:{port} within 2 s" in done.stderr
@@ -293,15 +324,19 @@ def test_a_rank_alone_stops_at_the_rendezvous_timeout_with_its_variables_named(r
 def test_a_plugin_that_exits_and_another_librarys_warning_are_one_line_each(tmp_path, capsys, monkeypatch):
     (tmp_path / "script_like.py").write_text("import sys\nsys.exit(3)\n")
     refused(capsys, ["--import", str(tmp_path / "script_like.py"), "train", *SMALL], r"called sys.exit\(3\)")
-    (tmp_path / "noisy.py").write_text("import warnings\nwarnings.warn('a library speaks', DeprecationWarning)\n"
-                                       "import numpy as np\nnp.float32(1e38) * np.float32(1e38)\n")
+    (tmp_path / "noisy.py").write_text(
+        "import warnings\nwarnings.warn('a library speaks', DeprecationWarning)\n"
+        "import numpy as np\nnp.float32(1e38) * np.float32(1e38)\n"
+    )
     import warnings
 
     with warnings.catch_warnings():  # Python's default filters, whatever PYTHONWARNINGS the suite runs under
         warnings.resetwarnings()
         warnings.simplefilter("default")
-        assert main(["--import", str(tmp_path / "noisy.py"), "evaluate", str(FIXTURES / "run_v0"), "--iwae-samples",
-                     "2"]) == 0
+        assert (
+            main(["--import", str(tmp_path / "noisy.py"), "evaluate", str(FIXTURES / "run_v0"), "--iwae-samples", "2"])
+            == 0
+        )
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "warning" in line]
     assert lines and all(re.match(r"pyro-vae evaluate: warning( \(\w+ from [\w.]+\))?: ", line) for line in lines), err
@@ -326,8 +361,12 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_IMPORT, "train", *SMALL, "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_IN_IMPORT, "train", *SMALL, "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 130, done.stderr
     assert done.stderr == "pyro-vae train: interrupted\n"
     assert not (tmp_path / "r").exists()
@@ -354,11 +393,22 @@ def test_messages_say_what_is_wrong(tmp_path):
 
 # -- 8. documented features that work as documented -----------------------------------------------------------
 def test_loggers_take_tables_as_documented(tmp_path):
-    cfg = load_config(overrides={"train.loggers": [{"kind": "csv"}, {"kind": "wandb", "project": "p", "every": 5},
-                                                   "mlflow", {"kind": "tensorboard", "every": 3}]})
+    cfg = load_config(
+        overrides={
+            "train.loggers": [
+                {"kind": "csv"},
+                {"kind": "wandb", "project": "p", "every": 5},
+                "mlflow",
+                {"kind": "tensorboard", "every": 3},
+            ]
+        }
+    )
     assert cfg["train"]["loggers"][1] == {"kind": "wandb", "project": "p", "every": 5}
-    for bad, message in (({"kind": "wandb", "team": "x"}, "unknown parameter.*team"), ({"every": 3}, "needs a 'kind'"),
-                         (3, "a table like")):
+    for bad, message in (
+        ({"kind": "wandb", "team": "x"}, "unknown parameter.*team"),
+        ({"every": 3}, "needs a 'kind'"),
+        (3, "a table like"),
+    ):
         with pytest.raises(ConfigError, match=message):
             load_config(overrides={"train.loggers": [bad]})
     cfg = load_config(overrides={"data.dataset": "synthetic", "train.epochs": 1, "train.loggers": [{"kind": "csv"}]})

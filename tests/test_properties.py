@@ -17,12 +17,25 @@ from pyro_vae import ESTIMATORS, LIKELIHOODS, POSTERIORS, PRIORS, PyroVAEError, 
 from pyro_vae.config.build import prepare
 
 #: the estimators of a continuous z (the others sum or relax a discrete latent, which a plain VAE has none of)
-CONTINUOUS = ["trace", "jit_trace", "meanfield", "jit_meanfield", "tracegraph", "score_function", "renyi", "iwae",
-              "pyro_renyi", "stl", "dreg", "tail_adaptive"]
+CONTINUOUS = [
+    "trace",
+    "jit_trace",
+    "meanfield",
+    "jit_meanfield",
+    "tracegraph",
+    "score_function",
+    "renyi",
+    "iwae",
+    "pyro_renyi",
+    "stl",
+    "dreg",
+    "tail_adaptive",
+]
 #: a likelihood's data: 8-bit grey levels in [0, 1] suit them all but bernoulli, which needs 0/1 (or binarising)
 GREY_OK = {"continuous_bernoulli", "gaussian", "laplace", "discretized_logistic"}
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                           HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 def test_the_strategies_cover_every_registered_kind():
@@ -44,14 +57,16 @@ def valid_examples(draw):
     """(config overrides, arrays for the npz file): a plain VAE any way it may be built, data that suits it."""
     network = draw(st.sampled_from(["mlp", "conv", "resnet"]))
     if network == "mlp":
-        shape = draw(st.sampled_from([(draw(st.integers(1, 12)),), (1, draw(st.integers(1, 5)), draw(st.integers(1, 5)))]))
+        shape = draw(
+            st.sampled_from([(draw(st.integers(1, 12)),), (1, draw(st.integers(1, 5)), draw(st.integers(1, 5)))])
+        )
     else:
         shape = (draw(st.sampled_from([1, 3])), 4 * draw(st.integers(1, 2)), 4 * draw(st.integers(1, 2)))
     n = draw(st.integers(2, 24))
     likelihood = draw(st.sampled_from(sorted(LIKELIHOODS)))
     binarize = draw(st.sampled_from(["none", "dynamic", "static"]))
     binary = likelihood == "bernoulli" and binarize == "none"
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = (rng.integers(0, 2, (n, *shape)) * 255 if binary else rng.integers(0, 256, (n, *shape))).astype(np.uint8)
     prior, posterior = draw(st.sampled_from(sorted(PRIORS))), draw(st.sampled_from(sorted(POSTERIORS)))
     # DReG's doubly reparameterised guide gradient needs a prior that does not share the encoder (VampPrior does)
@@ -61,11 +76,16 @@ def valid_examples(draw):
     n_train = n if with_test else n - max(1, n // 10)  # without test points, a tenth is held out
     nets = {"mlp": {"hidden": [8]}, "conv": {"channels": 4, "hidden": 8}, "resnet": {"widths": [4, 8], "hidden": 8}}
     overrides = {
-        "data.dataset": "npz", "data.binarize": binarize, "data.batch_size": draw(st.integers(1, n_train)),
+        "data.dataset": "npz",
+        "data.binarize": binarize,
+        "data.batch_size": draw(st.integers(1, n_train)),
         # an autoregressive flow needs two dimensions
         "model.latent_dim": draw(st.integers(2 if "flow" in (prior, posterior) else 1, 4)),
-        "model.likelihood.kind": likelihood, "model.prior.kind": prior, "model.posterior.kind": posterior,
-        "model.encoder": {"kind": network, **nets[network]}, "model.decoder": {"kind": network, **nets[network]},
+        "model.likelihood.kind": likelihood,
+        "model.prior.kind": prior,
+        "model.posterior.kind": posterior,
+        "model.encoder": {"kind": network, **nets[network]},
+        "model.decoder": {"kind": network, **nets[network]},
         "train.elbo": {"kind": estimator, "num_particles": particles},
     }
     arrays = {"x": x}
@@ -78,7 +98,7 @@ def step(tmp_path_factory, overrides, arrays):
     """One training step of the example: (loss, [gradients])."""
     path = tmp_path_factory.mktemp("npz") / "d.npz"
     np.savez(path, **arrays)
-    note(f"overrides: {overrides}; arrays: {({k: (a.dtype, a.shape) for k, a in arrays.items()})}")
+    note(f"overrides: {overrides}; arrays: { ({k: (a.dtype, a.shape) for k, a in arrays.items()}) }")
     pyro.clear_param_store()
     torch.manual_seed(0)
     data, vae, estimator, _ = prepare(load_config(overrides={**overrides, "data.path": str(path)}))
@@ -116,6 +136,7 @@ def _grey_for(kind):
         if kind != "bernoulli":
             a["x"] = a["x"].astype(np.float32) * 1.5 / 100  # and above 1
         a.pop("x_test", None)
+
     return breaks
 
 
@@ -127,20 +148,32 @@ BREAKS = {
     "an unknown estimator": (_set("train.elbo", {"kind": "tracee"}), r"unknown kind 'tracee'.*did you mean 'trace'"),
     "an unknown prior": (_set("model.prior.kind", "gauss"), r"model\.prior.*unknown kind 'gauss'"),
     "a likelihood option it has not": (_set("model.likelihood", {"kind": "bernoulli", "scale": 2.0}), r"scale"),
-    "NaN in the data": (_array(lambda x: np.where(np.arange(x.size).reshape(x.shape) == 0, np.nan, x / 255.0)),
-                        r"NaN or Inf"),
+    "NaN in the data": (
+        _array(lambda x: np.where(np.arange(x.size).reshape(x.shape) == 0, np.nan, x / 255.0)),
+        r"NaN or Inf",
+    ),
     "complex data": (_array(lambda x: x.astype(np.complex64)), r"dtype complex64"),
     "text data": (_array(lambda x: x.astype("U3")), r"dtype <U3"),
-    "one data point": (lambda o, a: (a.__setitem__("x", a["x"][:1]), a.pop("x_test", None)), r"1 data point.*need at least 2"),
+    "one data point": (
+        lambda o, a: (a.__setitem__("x", a["x"][:1]), a.pop("x_test", None)),
+        r"1 data point.*need at least 2",
+    ),
     "empty data points": (_array(lambda x: x.reshape(len(x), -1)[:, :0]), r"each data point is empty"),
     "grey data for bernoulli": (_grey_for("bernoulli"), r"binary data.*data\.binarize"),
     "data above 1 for continuous_bernoulli": (_grey_for("continuous_bernoulli"), r"needs data in \[0, 1\]"),
     "data above 1 for discretized_logistic": (_grey_for("discretized_logistic"), r"needs data in \[0, 1\]"),
-    "a conv network on flat data": (lambda o, a: (o.update({"model.encoder": {"kind": "conv"}, "data.batch_size": 1}),
-                                                  a.__setitem__("x", a["x"].reshape(len(a["x"]), -1)),
-                                                  a.pop("x_test", None)), r"divisible by 4.*mlp"),
-    "test points of another shape": (lambda o, a: a.__setitem__("x_test", a["x"].reshape(len(a["x"]), -1)[:, :1]),
-                                     r"test'? points have shape \(\d+,\) but"),
+    "a conv network on flat data": (
+        lambda o, a: (
+            o.update({"model.encoder": {"kind": "conv"}, "data.batch_size": 1}),
+            a.__setitem__("x", a["x"].reshape(len(a["x"]), -1)),
+            a.pop("x_test", None),
+        ),
+        r"divisible by 4.*mlp",
+    ),
+    "test points of another shape": (
+        lambda o, a: a.__setitem__("x_test", a["x"].reshape(len(a["x"]), -1)[:, :1]),
+        r"test'? points have shape \(\d+,\) but",
+    ),
 }
 
 

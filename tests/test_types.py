@@ -30,8 +30,22 @@ def test_every_public_function_is_annotated():
 
 def test_mypy_accepts_the_public_modules():
     pytest.importorskip("mypy", reason="the type check needs pip install -e '.[dev]'")
-    modules = sorted({Path(sys.modules[fn.__module__].__file__).relative_to(ROOT).as_posix()
-                      for fn in public_functions().values()} | {"pyro_vae/aliases.py"})
-    done = subprocess.run([sys.executable, "-m", "mypy", "--follow-imports=skip", "--ignore-missing-imports",
-                           "--no-incremental", *modules], capture_output=True, text=True, cwd=ROOT)
+    modules = sorted(
+        {Path(sys.modules[fn.__module__].__file__).relative_to(ROOT).as_posix() for fn in public_functions().values()}
+        | {"pyro_vae/aliases.py"}
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--follow-imports=skip",
+            "--ignore-missing-imports",
+            "--no-incremental",
+            *modules,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

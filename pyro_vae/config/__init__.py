@@ -5,5 +5,14 @@ from .build import build_elbo, build_optimizer, build_vae, prepare
 from .load import apply_overrides, dump_toml, load_config
 from .validate import DEFAULTS, validate
 
-__all__ = ["DEFAULTS", "apply_overrides", "build_elbo", "build_optimizer", "build_vae", "dump_toml", "load_config",
-           "prepare", "validate"]
+__all__ = [
+    "DEFAULTS",
+    "apply_overrides",
+    "build_elbo",
+    "build_optimizer",
+    "build_vae",
+    "dump_toml",
+    "load_config",
+    "prepare",
+    "validate",
+]

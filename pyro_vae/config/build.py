@@ -1,7 +1,6 @@
 """From a validated config to objects: the VAE, the estimator, the optimiser, the beta schedules,
 and ``prepare``, which loads the data and refuses bad combinations before any training."""
 
-
 from __future__ import annotations
 
 import inspect
@@ -59,16 +58,20 @@ def _build_vae(cfg, data_shape):
     m = cfg["model"]
     family = FAMILIES.get(m["kind"])
     if m["layers"] and "layers" not in inspect.signature(family).parameters:
-        raise ConfigError(f"model.layers stacks stochastic layers above z, which model.kind = {m['kind']!r} does not "
-                          "have: use model.kind = \"hierarchical\"")
+        raise ConfigError(
+            f"model.layers stacks stochastic layers above z, which model.kind = {m['kind']!r} does not "
+            "have: use model.kind = \"hierarchical\""
+        )
     latent_dim = m["latent_dim"]
     likelihood = LIKELIHOODS.build(m["likelihood"], data_shape=data_shape)
     encoder = ENCODERS.build(m["encoder"], data_shape=data_shape)
-    posterior = POSTERIORS.build(m["posterior"], in_features=encoder.out_features + family.posterior_inputs(m),
-                                 latent_dim=latent_dim)
+    posterior = POSTERIORS.build(
+        m["posterior"], in_features=encoder.out_features + family.posterior_inputs(m), latent_dim=latent_dim
+    )
     out_features = likelihood.params_per_element * math.prod(data_shape)
-    decoder = DECODERS.build(m["decoder"], latent_dim=latent_dim + family.decoder_inputs(m), out_features=out_features,
-                             data_shape=data_shape)
+    decoder = DECODERS.build(
+        m["decoder"], latent_dim=latent_dim + family.decoder_inputs(m), out_features=out_features, data_shape=data_shape
+    )
     prior = family.make_prior(m, PRIORS)
     options = {arg: _lookup(cfg, key) for arg, key in family.config_options.items()}
     return family(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, **options)
@@ -92,8 +95,11 @@ def build_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]) -> torch.
 def build_lr_schedule(cfg, optimizer, steps_per_epoch):
     """The ``train.lr_schedule`` over this optimiser (``optim.LRSchedule``), or None."""
     return LR_SCHEDULES.build(
-        cfg["train"]["lr_schedule"], optimizer=optimizer, steps_per_epoch=steps_per_epoch,
-        total_epochs=cfg["train"]["epochs"])
+        cfg["train"]["lr_schedule"],
+        optimizer=optimizer,
+        steps_per_epoch=steps_per_epoch,
+        total_epochs=cfg["train"]["epochs"],
+    )
 
 
 def build_beta_schedules(cfg, steps_per_epoch):
@@ -107,8 +113,17 @@ def build_beta_schedules(cfg, steps_per_epoch):
 def load_config_data(cfg: Config) -> Data:
     """The dataset ``cfg['data']`` describes, binarised as it says."""
     d = cfg["data"]
-    return load_data(d["dataset"], d["root"], d["path"], d["binarize"], d["download"], cfg["seed"],
-                     d["image_size"], d["workers"], d["test_size"])
+    return load_data(
+        d["dataset"],
+        d["root"],
+        d["path"],
+        d["binarize"],
+        d["download"],
+        cfg["seed"],
+        d["image_size"],
+        d["workers"],
+        d["test_size"],
+    )
 
 
 @dataclass(frozen=True)
@@ -163,13 +178,25 @@ def build_run(cfg, data=None, vae=None, elbo=None, optimizer=None):
     data, vae, elbo, optimizer = prepare(cfg, data, vae, elbo, optimizer)
     steps = data.num_batches(cfg["data"]["batch_size"])
     warmup, dual = build_beta_schedules(cfg, steps)
-    return Parts(data, vae, elbo, optimizer, warmup, dual, build_lr_schedule(cfg, optimizer, steps),
-                 StepInputs.from_config(vae, data, cfg))
+    return Parts(
+        data,
+        vae,
+        elbo,
+        optimizer,
+        warmup,
+        dual,
+        build_lr_schedule(cfg, optimizer, steps),
+        StepInputs.from_config(vae, data, cfg),
+    )
 
 
-def prepare(cfg: Config, data: Any = None, vae: VAE | None = None, elbo: pyro.infer.ELBO | None = None,
-            optimizer: torch.optim.Optimizer | None = None
-            ) -> tuple[Data, VAE, pyro.infer.ELBO, torch.optim.Optimizer]:
+def prepare(
+    cfg: Config,
+    data: Any = None,
+    vae: VAE | None = None,
+    elbo: pyro.infer.ELBO | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> tuple[Data, VAE, pyro.infer.ELBO, torch.optim.Optimizer]:
     """Load data and build the VAE, estimator and optimiser (each part given replaces the one the
     config would build); refuse bad combinations up front: data outside the likelihood's support,
     an estimator the model cannot use, a training step that cannot fit in memory, an architecture
@@ -188,8 +215,10 @@ def prepare(cfg: Config, data: Any = None, vae: VAE | None = None, elbo: pyro.in
     except (RuntimeError, MemoryError) as e:
         if "alloc" not in str(e).lower() and not isinstance(e, MemoryError):
             raise
-        raise ConfigError(f"the model does not fit in memory ({str(e).splitlines()[0][:120]}): lower "
-                          "model.latent_dim or the hidden sizes") from None
+        raise ConfigError(
+            f"the model does not fit in memory ({str(e).splitlines()[0][:120]}): lower "
+            "model.latent_dim or the hidden sizes"
+        ) from None
     data = vae.adapt_data(data)  # a family's view of the data (m2: labels hidden but data.labels)
     if d["batch_size"] > data.num_train:
         raise DataError(
@@ -203,7 +232,9 @@ def prepare(cfg: Config, data: Any = None, vae: VAE | None = None, elbo: pyro.in
         vae.likelihood.check_data(data.train)
     vae.check_shape(data.example_batch(2))
     elbo = build_elbo(cfg) if elbo is None else elbo
-    check_compatible(elbo, vae.model, vae.guide, num_data=data.num_train, **StepInputs.from_config(vae, data, cfg).example(2))
+    check_compatible(
+        elbo, vae.model, vae.guide, num_data=data.num_train, **StepInputs.from_config(vae, data, cfg).example(2)
+    )
     check_step_memory(vae, d["batch_size"], getattr(elbo, "num_particles", 1))
     optimizer = build_optimizer(cfg, vae.parameters()) if optimizer is None else optimizer
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}

@@ -1,6 +1,5 @@
 """Configs from TOML files and ``--set key=value`` overrides (values read as TOML), and back to TOML."""
 
-
 from __future__ import annotations
 
 import copy
@@ -51,7 +50,7 @@ def apply_overrides(cfg: Config, overrides: Overrides) -> Config:
         for i, part in enumerate(path[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a section")
+                raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
         if path[-1] == "kind" and ".".join(path[:-1]) in registries:
             node.clear()
         node[path[-1]] = value
@@ -63,8 +62,10 @@ def _parse_overrides(overrides):
     if isinstance(overrides, Mapping):
         return [(str(key).split("."), value) for key, value in overrides.items()]
     if not isinstance(overrides, (list, tuple)) or not all(isinstance(item, str) for item in overrides):
-        raise ConfigError(f"overrides must be a list of 'key=value' strings (or a mapping of keys to values), "
-                          f"got {overrides!r} (e.g. [\"train.epochs=1\"])")
+        raise ConfigError(
+            f"overrides must be a list of 'key=value' strings (or a mapping of keys to values), "
+            f"got {overrides!r} (e.g. [\"train.epochs=1\"])"
+        )
     parsed = []
     for item in overrides:
         if "=" not in item:

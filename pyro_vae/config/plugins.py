@@ -57,12 +57,15 @@ def load_plugin(name):
     except ConfigError:
         raise
     except SystemExit as e:  # a module written as a script: its exit would end the command without a word
-        raise ConfigError(f"the plugin {name} called sys.exit({e.code!r}) while being imported: a plugin module only "
-                          "defines and registers kinds (put script code under if __name__ == \"__main__\":)") from None
+        raise ConfigError(
+            f"the plugin {name} called sys.exit({e.code!r}) while being imported: a plugin module only "
+            "defines and registers kinds (put script code under if __name__ == \"__main__\":)"
+        ) from None
     except Exception as e:
         raise ConfigError(
             f"cannot import the plugin {name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
-            "install it, run from the folder that holds it, or add that folder to PYTHONPATH") from None
+            "install it, run from the folder that holds it, or add that folder to PYTHONPATH"
+        ) from None
 
 
 def load_plugins(names):
@@ -83,6 +86,11 @@ def load_entry_points():
             ep.load()
             loaded.append(ep.value)
         except Exception as e:
-            warnings.warn(PyroVAEWarning(f"the plugin {ep.name} ({ep.value}) of the {ENTRY_POINT_GROUP} entry points "
-                                         f"failed to load ({type(e).__name__}: {e})"), stacklevel=2)
+            warnings.warn(
+                PyroVAEWarning(
+                    f"the plugin {ep.name} ({ep.value}) of the {ENTRY_POINT_GROUP} entry points "
+                    f"failed to load ({type(e).__name__}: {e})"
+                ),
+                stacklevel=2,
+            )
     return loaded

@@ -10,8 +10,18 @@ from ..registry import for_key
 from .validate import _BOUNDS, _CHOICES, _OR_WORD, _PATHS, _TYPE_NAMES, DEFAULTS, HELP
 
 #: keys whose value is a component table ({kind = ..., parameters}) or a list of them
-COMPONENT_KEYS = ("model.encoder", "model.decoder", "model.prior", "model.likelihood", "model.posterior",
-                  "train.elbo", "train.optimizer", "train.kl_warmup", "train.lr_schedule", "train.loggers")
+COMPONENT_KEYS = (
+    "model.encoder",
+    "model.decoder",
+    "model.prior",
+    "model.likelihood",
+    "model.posterior",
+    "train.elbo",
+    "train.optimizer",
+    "train.kl_warmup",
+    "train.lr_schedule",
+    "train.loggers",
+)
 
 
 def _cell(text):
@@ -68,27 +78,41 @@ def kinds_table(key):
     lines = [f"### `{key}`", "", "| kind | parameters (defaults) | meaning |", "|---|---|---|"]
     for name in registry.names():
         params = registry.params(name, registry.context or ())
-        shown = ", ".join(f"`{p}`" if d is inspect.Parameter.empty else f"`{p} = {_toml(d)}`"
-                          for p, d in params.items())
+        shown = ", ".join(
+            f"`{p}`" if d is inspect.Parameter.empty else f"`{p} = {_toml(d)}`" for p, d in params.items()
+        )
         lines.append(f"| `{name}` | {_cell(shown)} | {_cell(_first_line(registry.get(name)))} |")
     return lines
 
 
 def config_reference():
     """The reference as Markdown (MyST): every key of ``DEFAULTS``, then every component key's kinds."""
-    out = ["# Configuration reference", "",
-           "Generated from `pyro_vae.config` (its defaults, bounds, choices and registries) when the documentation "
-           "is built; [the configuration guide](../guide/configuration.md) explains how to set them.", ""]
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from `pyro_vae.config` (its defaults, bounds, choices and registries) when the documentation "
+        "is built; [the configuration guide](../guide/configuration.md) explains how to set them.",
+        "",
+    ]
     top = {k: v for k, v in DEFAULTS.items() if not isinstance(v, dict)}
     for section, table in [("top level", top), *[(k, v) for k, v in DEFAULTS.items() if isinstance(v, dict)]]:
         prefix = "" if section == "top level" else f"{section}."
-        out += [f"## `[{section}]`" if prefix else "## Top level", "", "| key | default | allowed | meaning |",
-                "|---|---|---|---|"]
+        out += [
+            f"## `[{section}]`" if prefix else "## Top level",
+            "",
+            "| key | default | allowed | meaning |",
+            "|---|---|---|---|",
+        ]
         for key, default in _rows(section, table, prefix):
             out.append(f"| `{key}` | `{_cell(_toml(default))}` | {_allowed(key, default)} | {_cell(HELP[key])} |")
         out.append("")
-    out += ["## Components", "", "Each component key takes a table `{ kind = \"...\", parameter = value }`; setting "
-            "`kind` resets the other parameters to the new kind's defaults.", ""]
+    out += [
+        "## Components",
+        "",
+        "Each component key takes a table `{ kind = \"...\", parameter = value }`; setting "
+        "`kind` resets the other parameters to the new kind's defaults.",
+        "",
+    ]
     for key in COMPONENT_KEYS:
         out += kinds_table(key) + [""]
     return "\n".join(out)

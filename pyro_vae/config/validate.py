@@ -5,7 +5,6 @@ the wrong type or outside its bounds. The kinds of a key are read from its regis
 (``registry.for_key``), so this module imports none of the layers that define them.
 """
 
-
 from __future__ import annotations
 
 import copy
@@ -92,7 +91,7 @@ HELP = {
     "model.kind": "the model family",
     "model.components": "gmvae: mixture components; cvae, m2: classes",
     "model.component_fit": "gmvae: weight of the term that trains q(c|x) towards the posterior the component "
-                           "bounds imply and every q(z|x, c) alike (0: off)",
+    "bounds imply and every q(z|x, c) alike (0: off)",
     "model.latent_dim": "dimensions of z (of z_1 for hierarchical)",
     "model.encoder": "the network from x to the posterior's features",
     "model.decoder": "the network from z to the likelihood's parameters",
@@ -100,7 +99,7 @@ HELP = {
     "model.likelihood": "p(x|z)",
     "model.posterior": "q(z|x)",
     "model.layers": "hierarchical: layers above z_1, e.g. [{latent_dim = 50, hidden = [100, 100], activation = "
-                    "\"tanh\"}]",
+    "\"tanh\"}]",
     "train.elbo": "the ELBO estimator",
     "train.epochs": "passes over the training set",
     "train.optimizer": "the torch.optim optimiser",
@@ -114,10 +113,10 @@ HELP = {
     "train.precision": "fp32 | bf16: encoder and decoder under autocast (GPUs; slower on a CPU)",
     "train.aux_loss": "m2: weight of -log q(y|x) per labelled point (Pyro's SS-VAE value)",
     "train.labelled_weight": "m2: weight of a labelled point's ELBO; 0: balanced, N_unlabelled / N_labelled; "
-                             "1: the joint likelihood",
+    "1: the joint likelihood",
     "train.early_stop": "> 0: stop after this many epochs without a better test ELBO",
     "train.loggers": "\"csv\", \"tensorboard\", \"wandb\", \"mlflow\", or tables: { kind = \"wandb\", project = "
-                     "\"p\" }",
+    "\"p\" }",
     "train.out": "the run folder; NAME becomes DATASET-DATE-TIME",
     "eval.iwae_samples": "importance samples K of the log p(x) estimate",
     "eval.batch_size": "data points per evaluation batch",
@@ -133,17 +132,20 @@ _BOUNDS = {
     "model.latent_dim": dict(integer=True, low=1),
     "data.labels": dict(integer=True, low=0, hint=" (m2: labelled training points, balanced over the classes)"),
     "data.labelled_batch": dict(integer=True, low=0, hint=" (m2: labelled points per step; 0: data.batch_size)"),
-    "model.components": dict(integer=True, low=2, high=10_000,
-                             hint=" (gmvae: mixture components; cvae, m2: classes)"),
-    "model.component_fit": dict(low=0, hint=" (gmvae: weight of the component-fit term that trains q(c|x) and "
-                                             "every q(z|x, c); 0: off)"),
+    "model.components": dict(integer=True, low=2, high=10_000, hint=" (gmvae: mixture components; cvae, m2: classes)"),
+    "model.component_fit": dict(
+        low=0, hint=" (gmvae: weight of the component-fit term that trains q(c|x) and every q(z|x, c); 0: off)"
+    ),
     "train.epochs": dict(integer=True, low=1),
     "train.beta": dict(low=0),
     "train.target_rate": dict(low=0, hint=" (nats; 0: off)"),
     "train.beta_lr": dict(low=0, strict=True),
     "train.aux_loss": dict(low=0, hint=" (m2: weight of -log q(y|x) per labelled point)"),
-    "train.labelled_weight": dict(low=0, hint=" (m2: weight of a labelled point's ELBO; 1: the joint likelihood; "
-                                              "0: balanced, N_unlabelled / N_labelled)"),
+    "train.labelled_weight": dict(
+        low=0,
+        hint=" (m2: weight of a labelled point's ELBO; 1: the joint likelihood; "
+        "0: balanced, N_unlabelled / N_labelled)",
+    ),
     "train.grad_clip": dict(low=0, hint=" (the largest gradient norm; 0: off)"),
     "train.micro_batches": dict(integer=True, low=0, hint=" (micro-batches per batch; 0: one per rank)"),
     "train.early_stop": dict(integer=True, low=0, hint=" (epochs without a better test ELBO; 0: off)"),
@@ -175,8 +177,12 @@ def _number_or_word(key, value):
     try:
         return number(key, value, **bounds)
     except ConfigError:
-        what = describe(bounds.get("integer", False), bounds.get("low"), bounds.get("high"), bounds.get("strict", False))
-        raise ConfigError(f"{key} must be \"{_OR_WORD[key]}\" or {what}, got {value!r}{bounds.get('hint', '')}") from None
+        what = describe(
+            bounds.get("integer", False), bounds.get("low"), bounds.get("high"), bounds.get("strict", False)
+        )
+        raise ConfigError(
+            f"{key} must be \"{_OR_WORD[key]}\" or {what}, got {value!r}{bounds.get('hint', '')}"
+        ) from None
 
 
 def validate(cfg: Config) -> Config:
@@ -215,8 +221,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"plugins must be a list of module names or .py files, got {plugins!r}")
     cfg = {**cfg, "plugins": load_plugins(plugins)}  # imported first: they register the kinds read below
     model_section = cfg.get("model", {})
-    family = for_key("model.kind").get(model_section.get("kind", out["model"]["kind"]) if isinstance(model_section, dict)
-                          else out["model"]["kind"])
+    family = for_key("model.kind").get(
+        model_section.get("kind", out["model"]["kind"]) if isinstance(model_section, dict) else out["model"]["kind"]
+    )
     # a family's own defaults (m2: enumeration, grey levels) lie between ours and the user's config
     merge(out, family.config_defaults, "")
     merge(out, cfg, "")
@@ -225,8 +232,9 @@ def validate(cfg: Config) -> Config:
     lr = out["train"]["optimizer"].get("lr", 1.0)  # the schedule's parameters are checked against the real lr
     usable = isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")  # else its own error
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(lr) if usable else 1.0)
-    registries["train.lr_schedule"].build(out["train"]["lr_schedule"], optimizer=probe, steps_per_epoch=1,
-                                             total_epochs=out["train"]["epochs"])
+    registries["train.lr_schedule"].build(
+        out["train"]["lr_schedule"], optimizer=probe, steps_per_epoch=1, total_epochs=out["train"]["epochs"]
+    )
     if out["train"]["target_rate"] > 0 and out["train"]["kl_warmup"]["kind"] != "none":
         raise ConfigError("train.target_rate sets beta itself: leave train.kl_warmup at { kind = \"none\" }")
     for_key("data.dataset").get(out["data"]["dataset"])

@@ -47,8 +47,11 @@ def spng_decodes(data, mode):
     if pyspng is None or len(data) < 29 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
         return False
     pixels = int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
-    return (data[24] <= 8 and (mode == "RGB" or data[25] == 0)
-            and (Image.MAX_IMAGE_PIXELS is None or pixels <= Image.MAX_IMAGE_PIXELS))
+    return (
+        data[24] <= 8
+        and (mode == "RGB" or data[25] == 0)
+        and (Image.MAX_IMAGE_PIXELS is None or pixels <= Image.MAX_IMAGE_PIXELS)
+    )
 
 
 class Draft:
@@ -132,10 +135,14 @@ class ImageFiles(Dataset):
             raise DataError(f"cannot read the image {self.files[i]} ({e}): remove or replace it") from None
         if self.mode == "L" and im.mode not in GREY_MODES and not self.warned:  # colour read as grey: say so, once
             self.warned = True
-            warnings.warn(PyroVAEWarning(
-                f"the image {self.files[i]} is in colour ({im.mode}) but {self.reference}, the first, is grey, so the "
-                "run reads every image as grey and this one loses its colours: convert the grey images to RGB "
-                "(or the colour ones to grey) to choose"), stacklevel=2)
+            warnings.warn(
+                PyroVAEWarning(
+                    f"the image {self.files[i]} is in colour ({im.mode}) but {self.reference}, the first, is grey, so the "
+                    "run reads every image as grey and this one loses its colours: convert the grey images to RGB "
+                    "(or the colour ones to grey) to choose"
+                ),
+                stacklevel=2,
+            )
         im = im if im.mode == self.mode else im.convert(self.mode)
         return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.size[1], im.size[0], -1)
 
@@ -144,8 +151,10 @@ class ImageFiles(Dataset):
 
     def _check(self, i, shape):
         if self.shape is not None and tuple(shape) != self.shape:
-            raise DataError(f"the image {self.files[i]} is {shape[2]}x{shape[1]} but {self.reference} is "
-                            f"{self.shape[2]}x{self.shape[1]}: set data.image_size to resize and centre-crop them all")
+            raise DataError(
+                f"the image {self.files[i]} is {shape[2]}x{shape[1]} but {self.reference} is "
+                f"{self.shape[2]}x{self.shape[1]}: set data.image_size to resize and centre-crop them all"
+            )
 
     def __getitem__(self, i):
         x = self.resize(self._decode(i))
@@ -236,8 +245,10 @@ class StreamedData(Data):
         return self.test_labels is not None
 
     def semi_supervised(self, num_labels, seed):
-        raise DataError("semi-supervised training (m2) keeps its data in memory; images read from disk are not "
-                        "supported yet: use an in-memory dataset (mnist, npz)")
+        raise DataError(
+            "semi-supervised training (m2) keeps its data in memory; images read from disk are not "
+            "supported yet: use an in-memory dataset (mnist, npz)"
+        )
 
     def to(self, device):
         test_labels = None if self.test_labels is None else self.test_labels.to(device)
@@ -247,9 +258,15 @@ class StreamedData(Data):
         if not rows:
             return
         workers = resolve_workers(self.workers, self.device)
-        loader = DataLoader(self.source, batch_sampler=[r.tolist() for r in rows], num_workers=workers,
-                            collate_fn=collate, pin_memory=self.device.type == "cuda", persistent_workers=False,
-                            prefetch_factor=4 if workers else None)
+        loader = DataLoader(
+            self.source,
+            batch_sampler=[r.tolist() for r in rows],
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
         threads = torch.get_num_threads()
         share = workers and self.device.type == "cpu" and threads > 1
         if share:  # the workers decode on the same cores: training takes the rest, not all of them
@@ -289,8 +306,10 @@ def _in_memory(dataset, test_size, what):
 
 def _finish(train, test, what, binarize, workers, test_size):
     if binarize == "static":
-        raise ConfigError(f"dataset {what} is read from disk batch by batch, so it cannot be binarised once "
-                          "for the whole run: use data.binarize = \"dynamic\" or \"none\"")
+        raise ConfigError(
+            f"dataset {what} is read from disk batch by batch, so it cannot be binarised once "
+            "for the whole run: use data.binarize = \"dynamic\" or \"none\""
+        )
     if len(train) == 0:
         raise DataError(f"the training set of {what} is empty")
     x_test, y_test = _in_memory(test, test_size, what)
@@ -329,8 +348,10 @@ def load_image_folder(root, path, download, image_size=0, workers="auto", test_s
     else:
         files, labels = _image_files(path)
         if len(files) < 2:
-            raise DataError(f"{path} holds {len(files)} image(s) ({', '.join(IMAGE_EXTENSIONS)}); need at least 2 "
-                            "to hold out a test set")
+            raise DataError(
+                f"{path} holds {len(files)} image(s) ({', '.join(IMAGE_EXTENSIONS)}); need at least 2 "
+                "to hold out a test set"
+            )
         perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
         n_test = max(1, len(files) // 10)
         pick = lambda seq, idx: None if seq is None else [seq[i] for i in idx]  # noqa: E731
@@ -352,7 +373,8 @@ def _torchvision(name, make, files):
             raise DataError(
                 f"{name} was not found or is incomplete under {os.path.abspath(root)} ({str(e).splitlines()[0][:100]}). "
                 f"Put {files} there (torchvision's layout), or point data.root (or {'PYRO_VAE_DATA'}) at the folder "
-                "that holds them; pyro-vae does not download these itself") from None
+                "that holds them; pyro-vae does not download these itself"
+            ) from None
         return _finish(train, test, name, binarize, workers, test_size)
 
     load.streamed = True
@@ -373,7 +395,13 @@ def _celeba(root, train, transform):
 
 load_image_folder.streamed = True
 DATASETS.register("image_folder")(load_image_folder)
-DATASETS.register("cifar10")(_torchvision(
-    "CIFAR-10", _cifar10, "cifar-10-batches-py/ (from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)"))
-DATASETS.register("celeba")(_torchvision(
-    "CelebA", _celeba, "celeba/ with img_align_celeba/ and list_eval_partition.txt (torchvision's CelebA layout)"))
+DATASETS.register("cifar10")(
+    _torchvision(
+        "CIFAR-10", _cifar10, "cifar-10-batches-py/ (from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)"
+    )
+)
+DATASETS.register("celeba")(
+    _torchvision(
+        "CelebA", _celeba, "celeba/ with img_align_celeba/ and list_eval_partition.txt (torchvision's CelebA layout)"
+    )
+)

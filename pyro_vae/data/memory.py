@@ -7,7 +7,6 @@ every time a training batch is formed). The test set of a binarised run is binar
 with a fixed seed, so every run and every estimator is evaluated on the same binary images.
 """
 
-
 from __future__ import annotations
 
 import os
@@ -64,8 +63,9 @@ class Data:
     def to(self, device):
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         labelled = None if self.labelled is None else tuple(map(move, self.labelled))
-        return Data(move(self.train), move(self.test), move(self.train_labels), move(self.test_labels), self.binarize,
-                    labelled)
+        return Data(
+            move(self.train), move(self.test), move(self.train_labels), move(self.test_labels), self.binarize, labelled
+        )
 
     def batches(self, batch_size, generator, start=0, generator_state=None, part=(0, 1), labels=False):
         """Shuffled training batches (the last incomplete one is dropped), binarised if dynamic
@@ -75,18 +75,21 @@ class Data:
         batch (a rank's share), with the same points and draws as that slice of the whole batch.
         ``labels=True`` yields pairs (x, y) of the points and their labels."""
         if labels and not self.has_train_labels:
-            raise DataError("this model trains on labelled data, but the dataset has no training labels: "
-                            "use a dataset with labels (mnist, an npz file with y_train, an image folder of classes)")
+            raise DataError(
+                "this model trains on labelled data, but the dataset has no training labels: "
+                "use a dataset with labels (mnist, an npz file with y_train, an image folder of classes)"
+            )
         perm = torch.randperm(self.num_train, generator=generator, device=generator.device)
         if generator_state is not None:
             generator.set_state(generator_state)
         k, n = part
         lo, hi = k * batch_size // n, (k + 1) * batch_size // n
-        rows = [perm[i * batch_size:(i + 1) * batch_size][lo:hi] for i in range(start, self.num_batches(batch_size))]
+        rows = [perm[i * batch_size : (i + 1) * batch_size][lo:hi] for i in range(start, self.num_batches(batch_size))]
         for x, y in self._load(rows, labels):
             if self.binarize == "dynamic":
-                u = torch.rand((batch_size, *self.data_shape), generator=generator, device=generator.device,
-                               dtype=x.dtype)
+                u = torch.rand(
+                    (batch_size, *self.data_shape), generator=generator, device=generator.device, dtype=x.dtype
+                )
                 x = u[lo:hi].lt_(x)  # 1[u < grey] in place: a quarter of torch.bernoulli's time
             yield (x, y) if labels else x
 
@@ -101,26 +104,31 @@ class Data:
         as the count allows; chosen by ``seed``) in ``labelled`` and the rest, labels hidden, in ``train``."""
         y = self.train_labels
         if y is None:
-            raise DataError("a semi-supervised model needs a dataset with training labels (mnist, an npz file "
-                            "with y_train, an image folder of classes)")
+            raise DataError(
+                "a semi-supervised model needs a dataset with training labels (mnist, an npz file "
+                "with y_train, an image folder of classes)"
+            )
         classes = y.unique()
         if not len(classes) <= num_labels < self.num_train:  # at least one labelled point of every class
-            raise DataError(f"data.labels = {num_labels}: the labelled points must number between {len(classes)} "
-                            f"and {self.num_train - 1} (the training set holds {self.num_train} points)")
+            raise DataError(
+                f"data.labels = {num_labels}: the labelled points must number between {len(classes)} "
+                f"and {self.num_train - 1} (the training set holds {self.num_train} points)"
+            )
         g = torch.Generator().manual_seed(seed)
         chosen = []
         for i, c in enumerate(classes.tolist()):
             want = num_labels // len(classes) + (i < num_labels % len(classes))
             members = (y == c).nonzero().flatten().cpu()
             if want > len(members):
-                raise DataError(f"data.labels = {num_labels} asks for {want} labelled points of class {c}, "
-                                f"which has {len(members)}: lower data.labels")
+                raise DataError(
+                    f"data.labels = {num_labels} asks for {want} labelled points of class {c}, "
+                    f"which has {len(members)}: lower data.labels"
+                )
             chosen.append(members[torch.randperm(len(members), generator=g)[:want]])
         keep = torch.zeros(self.num_train, dtype=torch.bool)
         keep[torch.cat(chosen)] = True
         keep = keep.to(self.train.device)
-        return Data(self.train[~keep], self.test, None, self.test_labels, self.binarize,
-                    (self.train[keep], y[keep]))
+        return Data(self.train[~keep], self.test, None, self.test_labels, self.binarize, (self.train[keep], y[keep]))
 
     def labelled_batch(self, step, size, seed, part=(0, 1)):
         """The labelled points (x, y) a semi-supervised run sees beside training batch ``step``: the
@@ -130,8 +138,10 @@ class Data:
         n = x_all.shape[0]
         positions = torch.arange(step * size, (step + 1) * size)
         passes = positions // n
-        order = {int(p): torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * int(p) + 1))
-                 for p in passes.unique()}
+        order = {
+            int(p): torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * int(p) + 1))
+            for p in passes.unique()
+        }
         idx = torch.stack([order[int(p)][int(i)] for p, i in zip(passes, positions % n)]).to(x_all.device)
         k, m = part
         lo, hi = k * size // m, (k + 1) * size // m
@@ -160,9 +170,17 @@ def _binarize(x, seed):
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
 
 
-def load_data(dataset: str = "mnist", root: PathLike = DEFAULT_ROOT, path: PathLike = "", binarize: str = "dynamic",
-              download: bool = True, seed: int = 0, image_size: int = 0,
-              workers: int | str = "auto", test_size: int = 10000) -> Data:
+def load_data(
+    dataset: str = "mnist",
+    root: PathLike = DEFAULT_ROOT,
+    path: PathLike = "",
+    binarize: str = "dynamic",
+    download: bool = True,
+    seed: int = 0,
+    image_size: int = 0,
+    workers: int | str = "auto",
+    test_size: int = 10000,
+) -> Data:
     """Load a dataset by name and apply the binarisation; see the module docstring. Datasets read
     from disk batch by batch (``images``: image_folder, cifar10, celeba) also take ``image_size``,
     ``workers`` and ``test_size``."""
@@ -172,11 +190,21 @@ def load_data(dataset: str = "mnist", root: PathLike = DEFAULT_ROOT, path: PathL
     if path != "":
         path = check_path(path, "the data path", "give the dataset's file", DataError)
     if getattr(loader, "streamed", False):
-        return loader(root=root, path=path, download=download, image_size=image_size, workers=workers,
-                      test_size=test_size, binarize=binarize, seed=seed)
+        return loader(
+            root=root,
+            path=path,
+            download=download,
+            image_size=image_size,
+            workers=workers,
+            test_size=test_size,
+            binarize=binarize,
+            seed=seed,
+        )
     if image_size:
-        raise ConfigError(f"data.image_size resizes images read from disk (image_folder, cifar10, celeba); "
-                          f"dataset {dataset!r} is held in memory at its own size: leave data.image_size = 0")
+        raise ConfigError(
+            f"data.image_size resizes images read from disk (image_folder, cifar10, celeba); "
+            f"dataset {dataset!r} is held in memory at its own size: leave data.image_size = 0"
+        )
     train, train_y, test, test_y = loader(root=root, path=path, download=download)
     return _finish(train, train_y, test, test_y, repr(dataset), binarize, seed)
 
@@ -269,7 +297,9 @@ def _torchvision(cls_name):
                 try:
                     ds = cls(root, train=train, download=True)
                 except Exception as e:  # no network, a proxy, a full disk...
-                    raise DataError(_missing(cls_name, root) + f" (the download failed: {str(e).splitlines()[0]})") from None
+                    raise DataError(
+                        _missing(cls_name, root) + f" (the download failed: {str(e).splitlines()[0]})"
+                    ) from None
             except (OSError, ValueError) as e:
                 raise DataError(_corrupt(cls_name, root, e)) from None
             splits += [ds.data.unsqueeze(1).float().div_(255), ds.targets.clone()]
@@ -279,8 +309,10 @@ def _torchvision(cls_name):
 
 
 def _corrupt(cls_name, root, e):
-    return (f"the {cls_name} files under {os.path.join(os.path.abspath(root), cls_name, 'raw')} are truncated or "
-            f"corrupt ({str(e).splitlines()[0][:100]}): delete them and download again, or copy intact IDX files there")
+    return (
+        f"the {cls_name} files under {os.path.join(os.path.abspath(root), cls_name, 'raw')} are truncated or "
+        f"corrupt ({str(e).splitlines()[0][:100]}): delete them and download again, or copy intact IDX files there"
+    )
 
 
 def _missing(cls_name, root):
@@ -312,9 +344,13 @@ def _as_images(a, what):
         t = t.unsqueeze(1)
     if t.dim() == 4 and t.shape[-1] in CHANNELS and t.shape[1] not in CHANNELS:
         # (N, H, W, C), the layout of numpy, PIL and torchvision's CIFAR: torch wants (N, C, H, W)
-        warnings.warn(PyroVAEWarning(
-            f"array {what!r} of shape {tuple(t.shape)} reads as channel-last images (N, H, W, C) with C = "
-            f"{t.shape[-1]}: transposed to (N, C, H, W) = {tuple(t.permute(0, 3, 1, 2).shape)}"), stacklevel=3)
+        warnings.warn(
+            PyroVAEWarning(
+                f"array {what!r} of shape {tuple(t.shape)} reads as channel-last images (N, H, W, C) with C = "
+                f"{t.shape[-1]}: transposed to (N, C, H, W) = {tuple(t.permute(0, 3, 1, 2).shape)}"
+            ),
+            stacklevel=3,
+        )
         t = t.permute(0, 3, 1, 2).contiguous()
     return t
 
@@ -363,12 +399,16 @@ def load_npz(root, path, download):
         raise
     except ValueError as e:
         if "pickle" in str(e):  # object arrays need pickle, which we refuse
-            raise DataError(f"cannot read {path} without pickle ({e}); save plain numeric arrays with np.savez") from None
+            raise DataError(
+                f"cannot read {path} without pickle ({e}); save plain numeric arrays with np.savez"
+            ) from None
         raise DataError(f"{path} is damaged or truncated ({e}): save it again with np.savez") from None
     except Exception as e:
         raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
     if "x" not in arrays:
-        raise DataError(f"{path} has no array named 'x' (it has: {', '.join(names) or 'none'}); save it with np.savez(path, x=...)")
+        raise DataError(
+            f"{path} has no array named 'x' (it has: {', '.join(names) or 'none'}); save it with np.savez(path, x=...)"
+        )
     x = _as_images(arrays["x"], "x")
     y = _labels(arrays["y"], "y", x.shape[0], path) if "y" in arrays else None
     if "y_test" in arrays and "x_test" not in arrays:
@@ -394,8 +434,10 @@ def load_npz(root, path, download):
 def load_given(root, path, download):
     """The record of a run trained on a torch Dataset or DataLoader handed to ``train``: it cannot be
     loaded by name, so later commands need the data again."""
-    raise DataError("this run was trained on a Dataset or DataLoader given from Python, which no name can load: "
-                    "pass it again, e.g. pyro_vae.load_run(DIR, data=...) or pyro_vae.train(..., data=..., resume=True)")
+    raise DataError(
+        "this run was trained on a Dataset or DataLoader given from Python, which no name can load: "
+        "pass it again, e.g. pyro_vae.load_run(DIR, data=...) or pyro_vae.train(..., data=..., resume=True)"
+    )
 
 
 # -- synthetic -------------------------------------------------------------------------------
@@ -407,7 +449,7 @@ def load_synthetic(root, path, download, num_train=2000, num_test=500):
     g = torch.Generator().manual_seed(1234)
     w1, b1, w2 = torch.randn(2, 32, generator=g), torch.randn(32, generator=g), torch.randn(32, 64, generator=g)
     z = torch.randn(num_train + num_test, 2, generator=g)
-    x = torch.sigmoid(3 * torch.tanh(z @ w1 + b1) @ w2 / 32 ** 0.5).reshape(-1, 1, 8, 8)
+    x = torch.sigmoid(3 * torch.tanh(z @ w1 + b1) @ w2 / 32**0.5).reshape(-1, 1, 8, 8)
     x = (x * 255).round() / 255
     y = (z[:, 0] > 0).long() * 2 + (z[:, 1] > 0).long()
     return x[:num_train], y[:num_train], x[num_train:], y[num_train:]

@@ -18,7 +18,6 @@
   from the log p(x) estimate, ``elbo_bits_per_dim`` from the ELBO (an upper bound).
 """
 
-
 from __future__ import annotations
 
 import math
@@ -42,7 +41,7 @@ CHUNK_ELEMENTS = 1 << 22
 
 def _batches(x, batch_size):
     for i in range(0, x.shape[0], batch_size):
-        yield x[i:i + batch_size]
+        yield x[i : i + batch_size]
 
 
 @torch.no_grad()
@@ -85,15 +84,26 @@ def _labels_for(vae, x, labels):
 
 
 @torch.no_grad()
-def evaluate(vae: VAE, x: torch.Tensor, iwae_samples: int = 1000, batch_size: int = 500, elbo_samples: int = 1,
-             progress: bool = False, labels: torch.Tensor | None = None, per_point: bool = False) -> dict[str, Any]:
+def evaluate(
+    vae: VAE,
+    x: torch.Tensor,
+    iwae_samples: int = 1000,
+    batch_size: int = 500,
+    elbo_samples: int = 1,
+    progress: bool = False,
+    labels: torch.Tensor | None = None,
+    per_point: bool = False,
+) -> dict[str, Any]:
     """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0) with ``log_px_se``, its standard error over
     the points (sd / sqrt(n)), rate, distortion, active units. ``labels``: the points' labels, needed by
     families conditioned on them (cvae: log p(x|y)). ``per_point=True`` adds ``log_px_per_point`` (a
     list), so two models scored on the same points can be compared pairwise."""
     vae.check_shape(x)
-    for name, value, low in (("iwae_samples", iwae_samples, 0), ("batch_size", batch_size, 1),
-                             ("elbo_samples", elbo_samples, 1)):
+    for name, value, low in (
+        ("iwae_samples", iwae_samples, 0),
+        ("batch_size", batch_size, 1),
+        ("elbo_samples", elbo_samples, 1),
+    ):
         number(name, value, integer=True, low=low, error=UsageError)
     if iwae_samples:
         check_logpx_work(vae, x.shape[0], iwae_samples)
@@ -101,7 +111,7 @@ def evaluate(vae: VAE, x: torch.Tensor, iwae_samples: int = 1000, batch_size: in
     sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0}
     means, per_dim, layer_rates, layer_means, log_px = [], [], [], [], []
     for i, xb in enumerate(tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False)):
-        yb = None if y is None else y[i * batch_size:(i + 1) * batch_size]
+        yb = None if y is None else y[i * batch_size : (i + 1) * batch_size]
         t = vae.elbo_terms(xb, elbo_samples, **({} if yb is None else {"y": yb}))
         sums["distortion"] += t["distortion"].sum().item()
         sums["rate"] += t["rate"].sum().item()
@@ -126,8 +136,9 @@ def evaluate(vae: VAE, x: torch.Tensor, iwae_samples: int = 1000, batch_size: in
     result["active_units"] = int((mu.var(0) > 0.01).sum()) if n > 1 else 0
     if layer_rates:
         result["rate_per_layer"] = (torch.stack(layer_rates).sum(0) / n).tolist()
-        result["active_units_per_layer"] = [int((torch.cat(m).var(0) > 0.01).sum()) if n > 1 else 0
-                                            for m in zip(*layer_means)]
+        result["active_units_per_layer"] = [
+            int((torch.cat(m).var(0) > 0.01).sum()) if n > 1 else 0 for m in zip(*layer_means)
+        ]
     if per_dim and per_dim[0] is not None:
         result["kl_per_dim"] = (torch.stack([d for d in per_dim if d is not None]).sum(0) / n).tolist()
     return result
@@ -155,8 +166,9 @@ def cluster_accuracy(clusters, labels):
     unsupervised clustering against classes; 1/num_classes or better for any clustering)."""
     clusters, labels = torch.as_tensor(clusters).long().cpu(), torch.as_tensor(labels).long().cpu()
     if clusters.shape != labels.shape or clusters.dim() != 1 or clusters.numel() == 0:
-        raise UsageError(f"cluster_accuracy needs two equal 1-D label tensors, got {tuple(clusters.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise UsageError(
+            f"cluster_accuracy needs two equal 1-D label tensors, got {tuple(clusters.shape)} and {tuple(labels.shape)}"
+        )
     labels = labels - labels.min()
     counts = torch.zeros(int(clusters.max()) + 1, int(labels.max()) + 1)
     counts.index_put_((clusters, labels), torch.ones(len(labels)), accumulate=True)

@@ -52,15 +52,24 @@ def save_grid(images, path, nrow=None, title=None, row_labels=None):
     dpi, (h, w) = 100, grid.shape[-2:]
     left = 1.3 if row_labels else 0.1
     fig = plt.figure(figsize=(w / dpi + left + 0.1, h / dpi + (0.5 if title else 0.1)), dpi=dpi)
-    ax = fig.add_axes([left / fig.get_figwidth(), 0.05 / fig.get_figheight(), w / dpi / fig.get_figwidth(),
-                       h / dpi / fig.get_figheight()])
+    ax = fig.add_axes(
+        [
+            left / fig.get_figwidth(),
+            0.05 / fig.get_figheight(),
+            w / dpi / fig.get_figwidth(),
+            h / dpi / fig.get_figheight(),
+        ]
+    )
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_xticks([])
     if row_labels:
         rows = math.ceil(images.shape[0] / nrow)
         side = images.shape[-2] + pad
-        ax.set_yticks([pad + side * r + images.shape[-2] / 2 for r in range(rows)],
-                      [row_labels[r % len(row_labels)] for r in range(rows)], fontsize=9)
+        ax.set_yticks(
+            [pad + side * r + images.shape[-2] / 2 for r in range(rows)],
+            [row_labels[r % len(row_labels)] for r in range(rows)],
+            fontsize=9,
+        )
         ax.tick_params(length=0)
     else:
         ax.set_yticks([])
@@ -176,6 +185,7 @@ def learning_curves(history, path):
 def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
     """The figures of a finished run, written into ``out``; returns the file names."""
     import torch
+
     make_folder(out, "choose another --out")
     written = []
     learning_curves(history, out / "learning_curves.png")
@@ -189,8 +199,13 @@ def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
     with torch.no_grad():
         recon = vae.reconstruct(x)
         rows = torch.stack([x.reshape(-1, cols, *vae.data_shape), recon.reshape(-1, cols, *vae.data_shape)], 1)
-        save_grid(rows.reshape(-1, *vae.data_shape), out / "reconstructions.png", nrow=cols,  # inputs, then theirs
-                  title="test inputs and their reconstructions E[x | z = E_q[z|x]]", row_labels=["input", "reconstruction"])
+        save_grid(
+            rows.reshape(-1, *vae.data_shape),
+            out / "reconstructions.png",
+            nrow=cols,  # inputs, then theirs
+            title="test inputs and their reconstructions E[x | z = E_q[z|x]]",
+            row_labels=["input", "reconstruction"],
+        )
         torch.manual_seed(0)
         save_grid(vae.sample(n * n), out / "prior_samples.png", nrow=n, title="E[x|z], z ~ p(z)")
         written += ["reconstructions.png", "prior_samples.png"]
@@ -201,9 +216,13 @@ def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
         z = z0.repeat(len(order), len(values), 1)
         for row, j in enumerate(order):
             z[row, :, j] = values
-        save_grid(vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape), out / "traversals.png",
-                  nrow=len(values), title="latent traversals, z_j from -3 to 3 (dimensions by KL)",
-                  row_labels=[f"z_{j + 1}" for j in order])
+        save_grid(
+            vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape),
+            out / "traversals.png",
+            nrow=len(values),
+            title="latent traversals, z_j from -3 to 3 (dimensions by KL)",
+            row_labels=[f"z_{j + 1}" for j in order],
+        )
         written.append("traversals.png")
         if vae.latent_dim == 2:
             written += _latent_2d(vae, data, out)
@@ -226,6 +245,7 @@ def style_transfer(vae, x, y):
     """Row i: the test image x_i, then E[x|z_i, y'] for every label y', with z_i = E_q[z|x_i, y_i] (the
     image's style under its own label). Shape (n * (classes + 1), *data_shape)."""
     import torch
+
     with torch.no_grad():
         z = posterior_mean(vae.q(x, y))  # (n, L)
         every = torch.eye(vae.classes, device=z.device).unsqueeze(1)  # (K, 1, K)
@@ -235,19 +255,29 @@ def style_transfer(vae, x, y):
 
 def label_figures(vae, data, out, n=8):
     """class_rows.png and style_transfer.png for the families with labels (cvae, m2)."""
-    save_grid(class_rows(vae, n), out / "class_rows.png", nrow=n, row_labels=[f"y = {c}" for c in range(vae.classes)],
-              title="E[x|z, y]: one row per label, the same z down each column")
+    save_grid(
+        class_rows(vae, n),
+        out / "class_rows.png",
+        nrow=n,
+        row_labels=[f"y = {c}" for c in range(vae.classes)],
+        title="E[x|z, y]: one row per label, the same z down each column",
+    )
     written = ["class_rows.png"]
     if data.test_labels is not None:
         x, y = data.test[:n], data.test_labels[:n]
-        save_grid(style_transfer(vae, x, y), out / "style_transfer.png", nrow=vae.classes + 1,
-                  title="input, then its z with y = 0, 1, ...")
+        save_grid(
+            style_transfer(vae, x, y),
+            out / "style_transfer.png",
+            nrow=vae.classes + 1,
+            title="input, then its z with y = 0, 1, ...",
+        )
         written.append("style_transfer.png")
     return written
 
 
 def _latent_2d(vae, data, out):
     import torch
+
     plt = _plt()
     x = data.test[:5000]
     mu = torch.cat([posterior_mean(vae.q(b)) for b in x.split(500)]).cpu()
@@ -271,6 +301,10 @@ def _latent_2d(vae, data, out):
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 15))
     z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2).to(mu.dtype)
     z = z.to(next(vae.parameters()).device)
-    save_grid(vae.likelihood.mean(vae.decoder(z)), out / "manifold.png", nrow=15,
-              title="decoded E[x|z] over a grid of z at N(0, 1) quantiles")
+    save_grid(
+        vae.likelihood.mean(vae.decoder(z)),
+        out / "manifold.png",
+        nrow=15,
+        title="decoded E[x|z] over a grid of z at N(0, 1) quantiles",
+    )
     return ["latent_scatter.png", "manifold.png"]

@@ -87,7 +87,8 @@ def _other(value):
 
 def _close(got, expected):
     return got.shape == expected.shape and torch.allclose(
-        got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()) if expected.numel() else 0.0)
+        got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()) if expected.numel() else 0.0
+    )
 
 
 class _Traced:
@@ -113,10 +114,10 @@ class _Traced:
             # pyro.param transforms the store's tensor, which is the graph input, and every
             # pyro.param call inside fn replays these values
             constrained = {name: pyro.param(name) for name in names}
-            loss = poutine.replay(self.fn, params=constrained)(*params_and_inputs[len(names):])
+            loss = poutine.replay(self.fn, params=constrained)(*params_and_inputs[len(names) :])
             if not self.grads:
                 return loss
-            params = params_and_inputs[:len(names)]
+            params = params_and_inputs[: len(names)]
             wrt = [i for i, p in enumerate(params) if p.requires_grad]
             if not wrt or not loss.requires_grad:
                 raise _Uncompiled("no parameter to differentiate")
@@ -225,8 +226,13 @@ class CompiledELBO:
         if is_validation_enabled() or torch.jit.is_tracing():
             return None
         try:
-            key = (grads, _ident(model), _ident(guide), tuple(map(_arg_key, args)),
-                   tuple(sorted((k, _arg_key(v)) for k, v in kwargs.items())))
+            key = (
+                grads,
+                _ident(model),
+                _ident(guide),
+                tuple(map(_arg_key, args)),
+                tuple(sorted((k, _arg_key(v)) for k, v in kwargs.items())),
+            )
             graph = self._graphs.get(key)
         except TypeError:  # an argument that cannot be a key (a list, a dict): nothing to compile against
             return None
@@ -266,8 +272,12 @@ class CompiledELBO:
             if not first:  # it had compiled: a real error, not a tracing limit
                 raise
             if not graph.grads:  # the one-graph step falls back to this graph and autograd, silently
-                warnings.warn(f"{type(self).__name__}: could not compile this model ({type(e).__name__}: {e}); "
-                              "running it uncompiled", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{type(self).__name__}: could not compile this model ({type(e).__name__}: {e}); "
+                    "running it uncompiled",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             self._graphs[key] = _EAGER
             pyro.util.set_rng_state(rng)
             raise _Uncompiled from e
@@ -315,8 +325,7 @@ class CompiledELBO:
 
 #: torch's refusals of a traced backward pass, in words
 _REFUSALS = {
-    "Cannot insert a Tensor that requires grad as a constant":
-        "a backward formula reads a tensor made inside an op, such as tanh's output or F.linear's weight transpose",
+    "Cannot insert a Tensor that requires grad as a constant": "a backward formula reads a tensor made inside an op, such as tanh's output or F.linear's weight transpose",
     "unsupported argument type in the JIT tracer": "the tracer cannot record this backward pass (convolutions)",
 }
 

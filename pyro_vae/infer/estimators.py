@@ -43,6 +43,7 @@ from .objectives import STL, DReG, JitTraceELBO, JitTraceMeanFieldELBO, RenyiBou
 #: the ELBO estimators by their config name (``train.elbo``)
 ESTIMATORS = Registry("train.elbo", context=())
 
+
 def _check_particles(cls, name, num_particles):
     positive("train.elbo.num_particles", num_particles, integer=True)
     if num_particles < getattr(cls, "min_particles", 1):
@@ -68,7 +69,9 @@ def _make(cls, name, num_particles, vectorize_particles, **kwargs):
     _check_particles(cls, name, num_particles)
     if vectorize_particles is None:
         vectorize_particles = num_particles > 1
-    return cls(num_particles=num_particles, vectorize_particles=bool(vectorize_particles), max_plate_nesting=1, **kwargs)
+    return cls(
+        num_particles=num_particles, vectorize_particles=bool(vectorize_particles), max_plate_nesting=1, **kwargs
+    )
 
 
 class PyroRenyiELBO(infer.RenyiELBO):
@@ -86,13 +89,31 @@ def _pyro(cls, name, doc):
 
 
 for _name, _cls, _doc in (
-    ("trace", infer.Trace_ELBO, "Trace_ELBO: reparameterised (pathwise) Monte Carlo ELBO, score function where needed."),
-    ("jit_trace", JitTraceELBO, "Trace_ELBO traced once (compiled.py): the loss, and the training step's forward and backward, each one graph."),
-    ("meanfield", infer.TraceMeanField_ELBO,
-     "TraceMeanField_ELBO: E_q log p(x|z) by Monte Carlo, KL(q || p) in closed form where known."),
-    ("jit_meanfield", JitTraceMeanFieldELBO,
-     "TraceMeanField_ELBO traced once (compiled.py): the loss, and the training step's forward and backward, each one graph."),
-    ("tracegraph", infer.TraceGraph_ELBO, "TraceGraph_ELBO: score-function terms Rao-Blackwellised by the dependency graph."),
+    (
+        "trace",
+        infer.Trace_ELBO,
+        "Trace_ELBO: reparameterised (pathwise) Monte Carlo ELBO, score function where needed.",
+    ),
+    (
+        "jit_trace",
+        JitTraceELBO,
+        "Trace_ELBO traced once (compiled.py): the loss, and the training step's forward and backward, each one graph.",
+    ),
+    (
+        "meanfield",
+        infer.TraceMeanField_ELBO,
+        "TraceMeanField_ELBO: E_q log p(x|z) by Monte Carlo, KL(q || p) in closed form where known.",
+    ),
+    (
+        "jit_meanfield",
+        JitTraceMeanFieldELBO,
+        "TraceMeanField_ELBO traced once (compiled.py): the loss, and the training step's forward and backward, each one graph.",
+    ),
+    (
+        "tracegraph",
+        infer.TraceGraph_ELBO,
+        "TraceGraph_ELBO: score-function terms Rao-Blackwellised by the dependency graph.",
+    ),
 ):
     _pyro(_cls, _name, _doc)
 
@@ -152,7 +173,9 @@ class Relax(Messenger):
         if msg["is_observed"] or not isinstance(fn, RELAXABLE):
             return
         cls = dist.RelaxedOneHotCategoricalStraightThrough if self.straight_through else dist.RelaxedOneHotCategorical
-        msg["fn"] = cls(torch.tensor(self.temperature, dtype=fn.logits.dtype, device=fn.logits.device), logits=fn.logits)
+        msg["fn"] = cls(
+            torch.tensor(self.temperature, dtype=fn.logits.dtype, device=fn.logits.device), logits=fn.logits
+        )
 
 
 #: the discrete distributions ``relaxed`` knows how to relax
@@ -206,9 +229,16 @@ def relaxed(num_particles=1, temperature=1.0, final_temperature=0.5, anneal_step
     number("train.elbo.anneal_steps", anneal_steps, integer=True, low=0)
     if not isinstance(straight_through, bool):
         raise ConfigError(f"train.elbo.straight_through must be true or false, got {straight_through!r}")
-    return _make(RelaxedELBO, "relaxed", num_particles, None, temperature=float(temperature),
-                 final_temperature=float(final_temperature), anneal_steps=int(anneal_steps),
-                 straight_through=straight_through)
+    return _make(
+        RelaxedELBO,
+        "relaxed",
+        num_particles,
+        None,
+        temperature=float(temperature),
+        final_temperature=float(final_temperature),
+        anneal_steps=int(anneal_steps),
+        straight_through=straight_through,
+    )
 
 
 @ESTIMATORS.register("enumerate")
@@ -263,8 +293,7 @@ def tail_adaptive(num_particles=5, vectorize_particles=True, tail_adaptive_beta=
     ranking, as Pyro implements it); the loss value reported is the ELBO of the same particles."""
     if vectorize_particles is False:
         raise ConfigError("the 'tail_adaptive' estimator needs vectorize_particles = true (Pyro implements no other)")
-    return _make(TailAdaptiveELBO, "tail_adaptive", num_particles, True,
-                 tail_adaptive_beta=float(tail_adaptive_beta))
+    return _make(TailAdaptiveELBO, "tail_adaptive", num_particles, True, tail_adaptive_beta=float(tail_adaptive_beta))
 
 
 def check_compatible(elbo, model, guide, *args, **kwargs):
@@ -276,31 +305,41 @@ def check_compatible(elbo, model, guide, *args, **kwargs):
     with torch.no_grad(), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    latents = [s for s in guide_trace.nodes.values()
-               if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    latents = [
+        s
+        for s in guide_trace.nodes.values()
+        if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+    ]
     if getattr(elbo, "requires_rsample", isinstance(elbo, infer.TraceMeanField_ELBO)):  # Pyro's, as it documents
         for s in latents:
             if not s["fn"].has_rsample:
                 raise ConfigError(
                     f"the {name} estimator needs a reparameterised guide, but site {s['name']!r} draws from "
                     f"{type(s['fn']).__name__} without rsample: use kind = \"enumerate\" (a discrete site summed exactly), "
-                    "\"score_function\", \"relaxed\", \"trace\" or \"tracegraph\"")
+                    "\"score_function\", \"relaxed\", \"trace\" or \"tracegraph\""
+                )
     relaxes = getattr(elbo, "relaxes", None)
     if relaxes:
         for s in latents:
             if not s["fn"].has_rsample and not isinstance(s["fn"], relaxes):
-                raise ConfigError(f"the {name} estimator relaxes Categorical sites, but site {s['name']!r} draws from "
-                                  f"{type(s['fn']).__name__}: use kind = \"score_function\" or \"trace\"")
+                raise ConfigError(
+                    f"the {name} estimator relaxes Categorical sites, but site {s['name']!r} draws from "
+                    f"{type(s['fn']).__name__}: use kind = \"score_function\" or \"trace\""
+                )
     if getattr(elbo, "mean_field", isinstance(elbo, infer.TraceMeanField_ELBO)):
         order = [s["name"] for s in latents]
         in_model = [n for n, s in model_trace.nodes.items() if n in set(order) and s["type"] == "sample"]
         if len(order) > 1 and in_model != order:
-            raise ConfigError(f"the {name} estimator takes the KL in closed form site by site, which needs a mean-field "
-                              f"guide; this guide draws {', '.join(order)} in another order than the model "
-                              f"({', '.join(in_model)}), so its latents depend on each other: use kind = \"trace\", "
-                              "\"jit_trace\", \"iwae\" or another Monte Carlo estimator")
+            raise ConfigError(
+                f"the {name} estimator takes the KL in closed form site by site, which needs a mean-field "
+                f"guide; this guide draws {', '.join(order)} in another order than the model "
+                f"({', '.join(in_model)}), so its latents depend on each other: use kind = \"trace\", "
+                "\"jit_trace\", \"iwae\" or another Monte Carlo estimator"
+            )
     if not getattr(elbo, "allows_shared_params", True):
         guide_params = {id(p) for p in trace_params(guide_trace)}
         if any(id(p) in guide_params for p in trace_params(model_trace)):
-            raise ConfigError(f"the {name} estimator needs a model that does not share parameters with the guide "
-                              "(the VampPrior shares the encoder): use kind = \"iwae\"")
+            raise ConfigError(
+                f"the {name} estimator needs a model that does not share parameters with the guide "
+                "(the VampPrior shares the encoder): use kind = \"iwae\""
+            )

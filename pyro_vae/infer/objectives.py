@@ -42,15 +42,16 @@ class LossFromDifferentiable:
         return loss.item()
 
 
-
 def detach_params(d):
     """The same distribution with its parameters detached (its samples keep their own graph)."""
     if isinstance(d, Independent):
         return Independent(detach_params(d.base_dist), d.reinterpreted_batch_ndims, validate_args=False)
     held = [v for v in vars(d).values() if not isinstance(v, torch.Size)]
     if any(isinstance(v, (torch.distributions.Distribution, torch.nn.Module, list, tuple)) for v in held):
-        raise ConfigError(f"cannot detach the parameters of {type(d).__name__} (a flow's parameters live in its "
-                          "transforms): use a diagonal_normal or full_normal posterior")
+        raise ConfigError(
+            f"cannot detach the parameters of {type(d).__name__} (a flow's parameters live in its "
+            "transforms): use a diagonal_normal or full_normal posterior"
+        )
     new = copy.copy(d)
     for k, v in vars(d).items():
         if torch.is_tensor(v):
@@ -102,8 +103,10 @@ class ParticleObjective(LossFromDifferentiable, ELBO):
         guide_sites = [s for s in guide_trace.nodes.values() if s["type"] == "sample"]
         for s in guide_sites:
             if not s["fn"].has_rsample:
-                raise ConfigError(f"the {type(self).__name__} estimator needs a reparameterised posterior; "
-                                  "use kind = \"tracegraph\" for score-function gradients")
+                raise ConfigError(
+                    f"the {type(self).__name__} estimator needs a reparameterised posterior; "
+                    "use kind = \"tracegraph\" for score-function gradients"
+                )
         log_q = sum(s["log_prob"] for s in guide_sites) / scale
         log_q_det = None
         if self.needs_detached_q:
@@ -111,9 +114,15 @@ class ParticleObjective(LossFromDifferentiable, ELBO):
         # (K, n); Pyro adds the particle dimension only when K > 1
         shape = (self.num_particles, -1)
         log_q_det = None if log_q_det is None else log_q_det.reshape(shape)
-        return Weights(log_p.reshape(shape), log_q.reshape(shape), log_q_det, guide_sites[0]["value"], scale,
-                       trace_params(model_trace), trace_params(guide_trace))
-
+        return Weights(
+            log_p.reshape(shape),
+            log_q.reshape(shape),
+            log_q_det,
+            guide_sites[0]["value"],
+            scale,
+            trace_params(model_trace),
+            trace_params(guide_trace),
+        )
 
     def _log_q_fixed_params(self, guide, guide_sites, log_q, scale, args, kwargs):
         """log q(z; phi) whose gradient is the pathwise part only, d log q / dz * dz / dphi.
@@ -186,8 +195,10 @@ class DReG(ParticleObjective):
         phi = [p for p in guide_params if p.requires_grad]
         shared = {id(p) for p in phi}
         if any(id(p) in shared for p in model_params):
-            raise ConfigError("the 'dreg' estimator needs a model that does not share parameters with the guide "
-                              "(a VampPrior shares the encoder): use kind = \"iwae\"")
+            raise ConfigError(
+                "the 'dreg' estimator needs a model that does not share parameters with the guide "
+                "(a VampPrior shares the encoder): use kind = \"iwae\""
+            )
         theta = [p for p in model_params if p.requires_grad]
         # the model's parameters: sum_k w_k grad log p(x, z_k) (z does not depend on them)
         g_theta = torch.autograd.grad(-scale * (w * log_p).sum(), theta, retain_graph=True, allow_unused=True)

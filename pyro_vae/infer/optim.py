@@ -6,7 +6,6 @@ use torch's fused kernels by default (one pass over each parameter, on the CPU a
 about 1 ms less per MNIST step here than the per-tensor loop torch picks by default).
 """
 
-
 import torch
 
 from ..checks import number, positive
@@ -31,15 +30,17 @@ def _fused(params, fused):
 @OPTIMIZERS.register("adam")
 def adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True):
     params = list(params)
-    return torch.optim.Adam(params, lr=_lr(lr), betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                            fused=_fused(params, fused) or None)
+    return torch.optim.Adam(
+        params, lr=_lr(lr), betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=_fused(params, fused) or None
+    )
 
 
 @OPTIMIZERS.register("adamw")
 def adamw(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, fused=True):
     params = list(params)
-    return torch.optim.AdamW(params, lr=_lr(lr), betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                             fused=_fused(params, fused) or None)
+    return torch.optim.AdamW(
+        params, lr=_lr(lr), betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=_fused(params, fused) or None
+    )
 
 
 @OPTIMIZERS.register("sgd")
@@ -104,8 +105,10 @@ def cosine_schedule(optimizer, steps_per_epoch, total_epochs, min_lr=0.0, every=
     min_lr = number("train.lr_schedule.min_lr", min_lr, low=0)
     lr = min(group["lr"] for group in optimizer.param_groups)
     if min_lr > lr:
-        raise ConfigError(f"train.lr_schedule.min_lr = {min_lr:g} is above the learning rate {lr:g}: cosine annealing would "
-                          "raise the rate over the run; set min_lr below train.optimizer.lr")
+        raise ConfigError(
+            f"train.lr_schedule.min_lr = {min_lr:g} is above the learning rate {lr:g}: cosine annealing would "
+            "raise the rate over the run; set min_lr below train.optimizer.lr"
+        )
     t_max = _units(every, steps_per_epoch, total_epochs)
     return LRSchedule(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=min_lr), every)
 
@@ -117,8 +120,8 @@ def burda_schedule(optimizer, steps_per_epoch, total_epochs, stages=8, every="st
     1e-3 * 10^(-i/7); a shorter run keeps the same shape, cut proportionally."""
     stages = positive("train.lr_schedule.stages", stages, integer=True)
     total = _units(every, steps_per_epoch, total_epochs)
-    shares = [3 ** i for i in range(stages)]
-    ends = [total * sum(shares[:i + 1]) / sum(shares) for i in range(stages)]
+    shares = [3**i for i in range(stages)]
+    ends = [total * sum(shares[: i + 1]) / sum(shares) for i in range(stages)]
     decay = 1.0 / max(1, stages - 1)
 
     def factor(t):

@@ -52,15 +52,19 @@ class CVAE(VAE):
     def make_prior(cls, model_cfg, priors):
         prior = super().make_prior(model_cfg, priors)
         if prior.uses_encoder:
-            raise ConfigError(f"model.prior = {model_cfg['prior']['kind']!r} is built from q(z|x), which here also "
-                              f"needs y: use another prior with model.kind = {model_cfg['kind']!r}")
+            raise ConfigError(
+                f"model.prior = {model_cfg['prior']['kind']!r} is built from q(z|x), which here also "
+                f"needs y: use another prior with model.kind = {model_cfg['kind']!r}"
+            )
         return prior
 
     def adapt_data(self, data):
         if not data.has_train_labels or data.test_labels is None:
-            raise DataError(f"model.kind = {type(self).__name__.lower()!r} trains on labelled data, but the dataset has no "
-                            "labels: use one with labels (mnist, an npz file with y_train and y_test, an image "
-                            "folder with one subfolder per class)")
+            raise DataError(
+                f"model.kind = {type(self).__name__.lower()!r} trains on labelled data, but the dataset has no "
+                "labels: use one with labels (mnist, an npz file with y_train and y_test, an image "
+                "folder with one subfolder per class)"
+            )
         self.onehot(data.test_labels)  # labels beyond model.components are refused before training
         if data.train_labels is not None:
             self.onehot(data.train_labels)
@@ -78,11 +82,15 @@ class CVAE(VAE):
             raise DataError(f"labels y must be a torch.Tensor of integers, got {type(y).__name__}")
         if y.is_floating_point():
             if y.shape[-1] != self.classes:
-                raise DataError(f"one-hot labels need {self.classes} entries in their last dimension, got {tuple(y.shape)}")
+                raise DataError(
+                    f"one-hot labels need {self.classes} entries in their last dimension, got {tuple(y.shape)}"
+                )
             return y
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.classes):
-            raise DataError(f"labels must lie in [0, {self.classes}) (model.components = {self.classes}), got values in "
-                            f"[{int(y.min())}, {int(y.max())}]: set model.components to the number of classes")
+            raise DataError(
+                f"labels must lie in [0, {self.classes}) (model.components = {self.classes}), got values in "
+                f"[{int(y.min())}, {int(y.max())}]: set model.components to the number of classes"
+            )
         return F.one_hot(y.long(), self.classes).to(self.dtype)
 
     def p_y(self, n, device=None):
@@ -167,29 +175,52 @@ class M2(CVAE):
     #: where the config names none: the discrete latent summed out exactly, and the grey levels of the
     #: images as Pyro's SS-VAE reads them (Bernoulli cross-entropy; the classifier sees the whole image,
     #: not a binarised draw of it: 0.952 against 0.946 test accuracy with 3000 labels after 30 epochs)
-    config_defaults = {"train": {"elbo": {"kind": "enumerate", "num_particles": 1}},
-                       "data": {"binarize": "none"},
-                       "model": {"likelihood": {"kind": "bernoulli", "allow_grey": True}}}
+    config_defaults = {
+        "train": {"elbo": {"kind": "enumerate", "num_particles": 1}},
+        "data": {"binarize": "none"},
+        "model": {"likelihood": {"kind": "bernoulli", "allow_grey": True}},
+    }
 
     needs_labels = False  # the training batches are the unlabelled points; the labelled come beside them
     conditional = False  # evaluation sums y out: bounds on log p(x)
 
-    def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae", classes=10,
-                 aux_loss=0.0, labelled_weight=1.0, labels=0, label_seed=0):
+    def __init__(
+        self,
+        encoder,
+        posterior,
+        decoder,
+        likelihood,
+        prior,
+        data_shape,
+        latent_dim,
+        name="vae",
+        classes=10,
+        aux_loss=0.0,
+        labelled_weight=1.0,
+        labels=0,
+        label_seed=0,
+    ):
         super().__init__(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name, classes)
         self.labels, self.label_seed = int(labels), int(label_seed)  # data.labels points labelled, chosen by seed
         self.aux_loss = float(aux_loss)
         self.labelled_weight = float(labelled_weight)
         self.classifier = Linear(encoder.out_features, self.classes)
 
-    config_options = {"classes": "model.components", "aux_loss": "train.aux_loss",
-                      "labelled_weight": "train.labelled_weight", "labels": "data.labels", "label_seed": "seed"}
+    config_options = {
+        "classes": "model.components",
+        "aux_loss": "train.aux_loss",
+        "labelled_weight": "train.labelled_weight",
+        "labels": "data.labels",
+        "label_seed": "seed",
+    }
 
     def adapt_data(self, data):
         n = self.labels
         if not n:
-            raise ConfigError("model.kind = \"m2\" is semi-supervised: set data.labels to the number of labelled "
-                              "training points, e.g. --set data.labels=3000")
+            raise ConfigError(
+                "model.kind = \"m2\" is semi-supervised: set data.labels to the number of labelled "
+                "training points, e.g. --set data.labels=3000"
+            )
         data = super().adapt_data(data)
         return data.semi_supervised(n, self.label_seed)
 
@@ -243,8 +274,10 @@ class M2(CVAE):
                     y1h = self.onehot(y) if y is not None else pyro.sample("y", self.q_y(h))
                     pyro.sample("z", self.posterior(join(h, y1h)))
         if xs is not None:
-            with self._labelled_plate(xs, num_labelled), \
-                    poutine.scale(scale=self._labelled_weight(x, num_data, xs, num_labelled)):
+            with (
+                self._labelled_plate(xs, num_labelled),
+                poutine.scale(scale=self._labelled_weight(x, num_data, xs, num_labelled)),
+            ):
                 with KLWeight(beta):
                     pyro.sample("labelled_z", self.posterior(join(self.encode(xs), self.onehot(ys))))
 
@@ -303,8 +336,12 @@ class M2(CVAE):
         log_px = self.likelihood(self.decode(z, every)).log_prob(x).mean(0)  # (K, n)
         uniform = dist.Categorical(logits=torch.zeros(self.classes, device=h.device, dtype=h.dtype))
         rate_y = torch.distributions.kl_divergence(qy, uniform)
-        return {"distortion": -(w * log_px).sum(0), "rate": rate_y + (w * rate(self, x, qz)).sum(0),
-                "mean": (w.unsqueeze(-1) * posterior_mean(qz)).sum(0), "kl_per_dim": None}
+        return {
+            "distortion": -(w * log_px).sum(0),
+            "rate": rate_y + (w * rate(self, x, qz)).sum(0),
+            "mean": (w.unsqueeze(-1) * posterior_mean(qz)).sum(0),
+            "kl_per_dim": None,
+        }
 
     def log_weights(self, x, num_samples, q=None, y=None):
         """log p(x|z, y), log p(z) + log p(y), log q(z|x, y) + log q(y|x) at y ~ q(y|x), z ~ q(z|x, y)."""
@@ -332,8 +369,12 @@ class M2(CVAE):
         every = torch.eye(self.classes, device=h.device, dtype=h.dtype).unsqueeze(1)  # (Y, 1, Y)
         qz = self.posterior(join(h, every))  # batch (Y, n)
         z = qz.sample((num_samples,))  # (K, Y, n, latent_dim)
-        log_w = (self.likelihood(self.decode(z, every)).log_prob(x) + self.prior(x.shape[0]).log_prob(z)
-                 - qz.log_prob(z) - math.log(self.classes))  # (K, Y, n): p(y) uniform
+        log_w = (
+            self.likelihood(self.decode(z, every)).log_prob(x)
+            + self.prior(x.shape[0]).log_prob(z)
+            - qz.log_prob(z)
+            - math.log(self.classes)
+        )  # (K, Y, n): p(y) uniform
         return torch.logsumexp(log_w, dim=1)
 
     def guide_parameters(self):

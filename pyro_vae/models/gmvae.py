@@ -86,8 +86,9 @@ class GMVAE(VAE):
     #: the estimator when the config names none: the discrete latent summed out exactly
     config_defaults = {"train": {"elbo": {"kind": "enumerate", "num_particles": 1}}}
 
-    def __init__(self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae",
-                 component_fit=0.0):
+    def __init__(
+        self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae", component_fit=0.0
+    ):
         if not isinstance(prior, MixtureOfGaussians):
             raise TypeError("a GMVAE's prior is a MixtureOfGaussians")
         super().__init__(encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name)
@@ -104,10 +105,11 @@ class GMVAE(VAE):
     @classmethod
     def make_prior(cls, model_cfg, priors):
         if model_cfg["prior"]["kind"] != "standard_normal":
-            raise ConfigError(f"model.kind = \"gmvae\" has its own prior, a learned mixture of model.components "
-                              f"Gaussians; leave model.prior at its default (got {model_cfg['prior']['kind']!r})")
+            raise ConfigError(
+                f"model.kind = \"gmvae\" has its own prior, a learned mixture of model.components "
+                f"Gaussians; leave model.prior at its default (got {model_cfg['prior']['kind']!r})"
+            )
         return MixtureOfGaussians(model_cfg["latent_dim"], components=model_cfg["components"])
-
 
     def model(self, x=None, num_data=None, num_samples=1, beta=1.0):
         """p(c) p(z|c) p(x|z), the c and z terms weighted by ``beta``."""

@@ -32,8 +32,9 @@ LAYER_KEYS = {"latent_dim": None, "hidden": [100, 100], "activation": "tanh"}
 def layer_specs(layers):
     """Check the ``model.layers`` list (at least one layer); return full tables."""
     if not isinstance(layers, list):
-        raise ConfigError(f"model.layers must be a list of tables like {{ latent_dim = 50, hidden = [100, 100] }}, "
-                          f"got {layers!r}")
+        raise ConfigError(
+            f"model.layers must be a list of tables like {{ latent_dim = 50, hidden = [100, 100] }}, got {layers!r}"
+        )
     out = []
     for i, spec in enumerate(layers):
         where = f"model.layers[{i}]"
@@ -50,8 +51,10 @@ def layer_specs(layers):
         _activation(full["activation"])
         out.append(full)
     if not out:
-        raise ConfigError("model.kind = \"hierarchical\" needs at least one layer above z_1: "
-                          "--set 'model.layers=[{latent_dim = 50, hidden = [100, 100]}]'")
+        raise ConfigError(
+            "model.kind = \"hierarchical\" needs at least one layer above z_1: "
+            "--set 'model.layers=[{latent_dim = 50, hidden = [100, 100]}]'"
+        )
     return out
 
 
@@ -85,8 +88,12 @@ class Hierarchical(VAE):
         layers = layer_specs(list(layers))
         dims = [self.latent_dim] + [spec["latent_dim"] for spec in layers]
         self.dims = dims
-        self.up = nn.ModuleList(GaussianLayer(a, b, s["hidden"], s["activation"]) for a, b, s in zip(dims, dims[1:], layers))
-        self.down = nn.ModuleList(GaussianLayer(b, a, s["hidden"], s["activation"]) for a, b, s in zip(dims, dims[1:], layers))
+        self.up = nn.ModuleList(
+            GaussianLayer(a, b, s["hidden"], s["activation"]) for a, b, s in zip(dims, dims[1:], layers)
+        )
+        self.down = nn.ModuleList(
+            GaussianLayer(b, a, s["hidden"], s["activation"]) for a, b, s in zip(dims, dims[1:], layers)
+        )
 
     config_options = {"layers": "model.layers"}
 
@@ -95,8 +102,10 @@ class Hierarchical(VAE):
         layers = layer_specs(model_cfg["layers"])
         prior = priors.build(model_cfg["prior"], latent_dim=layers[-1]["latent_dim"])
         if prior.uses_encoder:
-            raise ConfigError(f"model.prior = {model_cfg['prior']['kind']!r} is built from q(z|x), which here is "
-                              "q(z_1|x), not a distribution of the top layer: use another prior")
+            raise ConfigError(
+                f"model.prior = {model_cfg['prior']['kind']!r} is built from q(z|x), which here is "
+                "q(z_1|x), not a distribution of the top layer: use another prior"
+            )
         return prior
 
     @property
@@ -149,8 +158,14 @@ class Hierarchical(VAE):
         layer_rates = [(a - b).mean(0) for a, b in zip(log_q, log_p)]
         means = self.layer_means(q1)
         distortion = -self.likelihood(self.decode(zs[0])).log_prob(x).mean(0)
-        return {"distortion": distortion, "rate": sum(layer_rates), "mean": torch.cat(means, -1),
-                "kl_per_dim": None, "layer_rates": layer_rates, "layer_means": means}
+        return {
+            "distortion": distortion,
+            "rate": sum(layer_rates),
+            "mean": torch.cat(means, -1),
+            "kl_per_dim": None,
+            "layer_rates": layer_rates,
+            "layer_means": means,
+        }
 
     @torch.no_grad()
     def layer_means(self, q1, draws=MEAN_DRAWS):

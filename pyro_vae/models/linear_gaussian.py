@@ -23,9 +23,15 @@ from .vae import VAE
 def linear_gaussian_settings(latent_dim=2, scale=0.5, posterior="full_normal"):
     """This model as config settings on the synthetic data ({dotted key: value}, for
     ``load_config(overrides=...)``): no hidden layers, a gaussian likelihood of fixed ``scale``."""
-    return {"data.dataset": "synthetic", "data.binarize": "none", "model.latent_dim": latent_dim,
-            "model.encoder": {"kind": "mlp", "hidden": []}, "model.decoder": {"kind": "mlp", "hidden": []},
-            "model.likelihood": {"kind": "gaussian", "scale": float(scale)}, "model.posterior": {"kind": posterior}}
+    return {
+        "data.dataset": "synthetic",
+        "data.binarize": "none",
+        "model.latent_dim": latent_dim,
+        "model.encoder": {"kind": "mlp", "hidden": []},
+        "model.decoder": {"kind": "mlp", "hidden": []},
+        "model.likelihood": {"kind": "gaussian", "scale": float(scale)},
+        "model.posterior": {"kind": posterior},
+    }
 
 
 def linear_gaussian_vae(data_dim, latent_dim=2, scale=0.5, posterior="full_normal", **posterior_params):
@@ -34,35 +40,46 @@ def linear_gaussian_vae(data_dim, latent_dim=2, scale=0.5, posterior="full_norma
     shape = (data_dim,)
     likelihood = LIKELIHOODS.build({"kind": "gaussian", "scale": float(scale)}, data_shape=shape)
     encoder = ENCODERS.build({"kind": "mlp", "hidden": []}, data_shape=shape)
-    posterior = POSTERIORS.build({"kind": posterior, **posterior_params}, in_features=encoder.out_features,
-                                 latent_dim=latent_dim)
-    decoder = DECODERS.build({"kind": "mlp", "hidden": []}, latent_dim=latent_dim,
-                             out_features=likelihood.params_per_element * data_dim, data_shape=shape)
+    posterior = POSTERIORS.build(
+        {"kind": posterior, **posterior_params}, in_features=encoder.out_features, latent_dim=latent_dim
+    )
+    decoder = DECODERS.build(
+        {"kind": "mlp", "hidden": []},
+        latent_dim=latent_dim,
+        out_features=likelihood.params_per_element * data_dim,
+        data_shape=shape,
+    )
     prior = PRIORS.build({"kind": "standard_normal"}, latent_dim=latent_dim)
     return VAE(encoder, posterior, decoder, likelihood, prior, shape, latent_dim)
 
 
 def _parts(vae):
     layers = list(vae.decoder.net)
-    if len(layers) != 1 or type(vae.likelihood) is not GaussianLikelihood or vae.likelihood.mode != "fixed" \
-            or type(vae.prior) is not StandardNormal:
-        raise ConfigError("the closed forms need a linear decoder, a fixed-scale gaussian likelihood and a "
-                          "standard_normal prior (see linear_gaussian_settings)")
+    if (
+        len(layers) != 1
+        or type(vae.likelihood) is not GaussianLikelihood
+        or vae.likelihood.mode != "fixed"
+        or type(vae.prior) is not StandardNormal
+    ):
+        raise ConfigError(
+            "the closed forms need a linear decoder, a fixed-scale gaussian likelihood and a "
+            "standard_normal prior (see linear_gaussian_settings)"
+        )
     return layers[0].weight, layers[0].bias, vae.likelihood.fixed_scale
 
 
 def exact_log_px(vae, x):
     """log N(x; b, W W^T + s^2 I) per data point."""
     W, b, s = _parts(vae)
-    cov = W @ W.T + s ** 2 * torch.eye(W.shape[0], dtype=W.dtype)
+    cov = W @ W.T + s**2 * torch.eye(W.shape[0], dtype=W.dtype)
     return MultivariateNormal(b, covariance_matrix=cov).log_prob(x.flatten(1))
 
 
 def exact_posterior(vae, x):
     """p(z|x) = N(S W^T (x - b) / s^2, S)."""
     W, b, s = _parts(vae)
-    S = torch.linalg.inv(torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W / s ** 2)
-    return MultivariateNormal((x.flatten(1) - b) @ (S @ W.T / s ** 2).T, covariance_matrix=S)
+    S = torch.linalg.inv(torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W / s**2)
+    return MultivariateNormal((x.flatten(1) - b) @ (S @ W.T / s**2).T, covariance_matrix=S)
 
 
 def exact_elbo(vae, x, beta=1.0):
@@ -74,8 +91,8 @@ def exact_elbo(vae, x, beta=1.0):
     D, L = W.shape
     resid = x.flatten(1) - m @ W.T - b
     trace_WCW = torch.einsum("ij,njk,ik->n", W, C, W)
-    expected_ll = -0.5 * D * torch.log(2 * torch.pi * s ** 2) - ((resid ** 2).sum(-1) + trace_WCW) / (2 * s ** 2)
-    kl = 0.5 * (C.diagonal(dim1=-2, dim2=-1).sum(-1) + (m ** 2).sum(-1) - L - torch.logdet(C))
+    expected_ll = -0.5 * D * torch.log(2 * torch.pi * s**2) - ((resid**2).sum(-1) + trace_WCW) / (2 * s**2)
+    kl = 0.5 * (C.diagonal(dim1=-2, dim2=-1).sum(-1) + (m**2).sum(-1) - L - torch.logdet(C))
     return expected_ll - beta * kl
 
 
@@ -94,14 +111,15 @@ def exact_renyi_bound(vae, x, alpha):
     d = (m - mu).unsqueeze(-1)
     quad = (d.transpose(-1, -2) @ torch.linalg.solve(S_a, d)).squeeze(-1).squeeze(-1)
     divergence = alpha / 2 * quad - (torch.logdet(S_a) - (1 - alpha) * torch.logdet(C) - alpha * torch.logdet(S)) / (
-        2 * (alpha - 1))
+        2 * (alpha - 1)
+    )
     return exact_log_px(vae, x) - divergence
 
 
 def _moments(q):
     """(mean, covariance) of a Gaussian guide's q(z|x): a full_normal, or a diagonal one."""
     if isinstance(q, torch.distributions.Independent):
-        return q.base_dist.loc, torch.diag_embed(q.base_dist.scale ** 2)
+        return q.base_dist.loc, torch.diag_embed(q.base_dist.scale**2)
     return q.loc, q.covariance_matrix
 
 
@@ -121,15 +139,15 @@ def _set_gaussian_posterior(vae, m, C, who):
     W, b, s = _parts(vae)
     L = W.shape[1]
     Ci = torch.linalg.inv(C)
-    S = torch.linalg.inv(Ci + W.T @ W / s ** 2)
-    A = S @ W.T / s ** 2
+    S = torch.linalg.inv(Ci + W.T @ W / s**2)
+    A = S @ W.T / s**2
     chol = torch.linalg.cholesky(S)
     post.linear.weight.zero_()
     post.linear.bias.zero_()
     post.linear.weight[:L] = A
     post.linear.bias[:L] = S @ (Ci @ m) - A @ b
-    post.linear.bias[L:2 * L] = _softplus_inverse(chol.diagonal() - post.min_scale)
-    post.linear.bias[2 * L:] = chol[post.rows, post.cols]
+    post.linear.bias[L : 2 * L] = _softplus_inverse(chol.diagonal() - post.min_scale)
+    post.linear.bias[2 * L :] = chol[post.rows, post.cols]
 
 
 @torch.no_grad()
@@ -144,8 +162,11 @@ def linear_chain_settings(latent_dims=(2, 1), scale=0.5):
     """``hierarchical`` with linear layers, as config settings: z_L ~ N(0, I), z_{l-1} | z_l ~ N(A_l z_l + c_l,
     diag s_l^2), x | z_1 ~ N(W z_1 + b, s^2 I); q(z_1|x) full_normal on x, q(z_l|z_{l-1}) linear."""
     first, *rest = latent_dims
-    return {**linear_gaussian_settings(first, scale, "full_normal"), "model.kind": "hierarchical",
-            "model.layers": [{"latent_dim": d, "hidden": []} for d in rest]}
+    return {
+        **linear_gaussian_settings(first, scale, "full_normal"),
+        "model.kind": "hierarchical",
+        "model.layers": [{"latent_dim": d, "hidden": []} for d in rest],
+    }
 
 
 def _layer(layer, what):
@@ -155,8 +176,9 @@ def _layer(layer, what):
         raise ConfigError(f"the closed forms need linear layers (hidden = []) in {what}")
     d = head.latent_dim
     if head.linear.weight[d:].abs().max() > 0:
-        raise ConfigError(f"the closed forms need constant scales in {what}: zero the scale rows of its weight "
-                          "(constant_scales)")
+        raise ConfigError(
+            f"the closed forms need constant scales in {what}: zero the scale rows of its weight (constant_scales)"
+        )
     return head.linear.weight[:d], head.linear.bias[:d], softplus(head.linear.bias[d:]) + head.min_scale
 
 
@@ -164,7 +186,7 @@ def _layer(layer, what):
 def constant_scales(vae):
     """Zero the weights of every layer's scale output, so each p(z_{l-1}|z_l) and q(z_l|z_{l-1}) has a fixed scale."""
     for layer in [*vae.up, *vae.down]:
-        layer.head.linear.weight[layer.head.latent_dim:] = 0
+        layer.head.linear.weight[layer.head.latent_dim :] = 0
 
 
 def chain_prior_of_z1(vae):
@@ -175,7 +197,7 @@ def chain_prior_of_z1(vae):
     m, C = torch.zeros(top), torch.eye(top)
     for i, layer in reversed(list(enumerate(vae.down))):
         A, c, s = _layer(layer, f"down[{i}]")
-        m, C = A @ m + c, A @ C @ A.T + torch.diag(s ** 2)
+        m, C = A @ m + c, A @ C @ A.T + torch.diag(s**2)
     return m, C
 
 
@@ -183,7 +205,7 @@ def exact_chain_log_px(vae, x):
     """log N(x; W m + b, W C W^T + s^2 I) with p(z_1) = N(m, C): the chain's marginal likelihood."""
     W, b, s = _parts(vae)
     m, C = chain_prior_of_z1(vae)
-    cov = W @ C @ W.T + s ** 2 * torch.eye(W.shape[0], dtype=W.dtype)
+    cov = W @ C @ W.T + s**2 * torch.eye(W.shape[0], dtype=W.dtype)
     return MultivariateNormal(W @ m + b, covariance_matrix=cov).log_prob(x.flatten(1))
 
 
@@ -192,13 +214,15 @@ def set_exact_chain_posterior(vae):
     """Make the guide the exact posterior of a two-layer linear chain whose top layer has one dimension:
     q(z_1|x) = p(z_1|x) (full_normal), q(z_2|z_1) = p(z_2|z_1) (x is independent of z_2 given z_1)."""
     if len(vae.up) != 1 or vae.dims[-1] != 1:
-        raise ConfigError("set_exact_chain_posterior needs two layers and a one-dimensional top layer "
-                          "(a diagonal q(z_2|z_1) is then exact)")
+        raise ConfigError(
+            "set_exact_chain_posterior needs two layers and a one-dimensional top layer "
+            "(a diagonal q(z_2|z_1) is then exact)"
+        )
     _set_gaussian_posterior(vae, *chain_prior_of_z1(vae), "set_exact_chain_posterior")
     # p(z_2|z_1) with p(z_2) = N(0, 1), z_1 | z_2 ~ N(A z_2 + c, diag s1^2): precision 1 + A^T A / s1^2
     A, c, s1 = _layer(vae.down[0], "down[0]")
-    v = 1.0 / (1.0 + (A[:, 0] ** 2 / s1 ** 2).sum())
-    gain = v * A[:, 0] / s1 ** 2  # E[z_2|z_1] = gain . (z_1 - c)
+    v = 1.0 / (1.0 + (A[:, 0] ** 2 / s1**2).sum())
+    gain = v * A[:, 0] / s1**2  # E[z_2|z_1] = gain . (z_1 - c)
     head = vae.up[0].head
     head.linear.weight.zero_()
     head.linear.weight[0] = gain

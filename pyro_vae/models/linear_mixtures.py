@@ -28,17 +28,24 @@ from .linear_gaussian import _softplus_inverse
 
 def linear_mixture_settings(kind, components=3, latent_dim=2, scale=0.5):
     """``model.kind = kind`` (gmvae, cvae, m2) with linear parts, as config settings ({dotted key: value})."""
-    return {"model.kind": kind, "model.components": components, "model.latent_dim": latent_dim,
-            "data.binarize": "none", "model.encoder": {"kind": "mlp", "hidden": []},
-            "model.decoder": {"kind": "mlp", "hidden": []}, "model.posterior": {"kind": "full_normal"},
-            "model.likelihood": {"kind": "gaussian", "scale": float(scale)}}
+    return {
+        "model.kind": kind,
+        "model.components": components,
+        "model.latent_dim": latent_dim,
+        "data.binarize": "none",
+        "model.encoder": {"kind": "mlp", "hidden": []},
+        "model.decoder": {"kind": "mlp", "hidden": []},
+        "model.posterior": {"kind": "full_normal"},
+        "model.likelihood": {"kind": "gaussian", "scale": float(scale)},
+    }
 
 
 def _decoder(vae):
     layers = list(vae.decoder.net)
     if len(layers) != 1 or type(vae.likelihood) is not GaussianLikelihood or vae.likelihood.mode != "fixed":
-        raise ConfigError("the closed forms need a linear decoder and a fixed-scale gaussian likelihood "
-                          "(see linear_mixture_settings)")
+        raise ConfigError(
+            "the closed forms need a linear decoder and a fixed-scale gaussian likelihood (see linear_mixture_settings)"
+        )
     return layers[0].weight, layers[0].bias, vae.likelihood.fixed_scale
 
 
@@ -46,11 +53,11 @@ def component_marginals(vae):
     """(means (C, D), covariances (C, D, D)) of p(x|c) for each value c of the discrete latent."""
     W, b, s = _decoder(vae)
     D = W.shape[0]
-    noise = s ** 2 * torch.eye(D, dtype=W.dtype)
+    noise = s**2 * torch.eye(D, dtype=W.dtype)
     if isinstance(vae, GMVAE):
         scales = softplus(vae.prior.raw_scales) + 1e-4  # (C, L)
         means = vae.prior.locs @ W.T + b
-        covs = torch.stack([W @ torch.diag(sc ** 2) @ W.T for sc in scales]) + noise
+        covs = torch.stack([W @ torch.diag(sc**2) @ W.T for sc in scales]) + noise
         return means, covs
     if isinstance(vae, CVAE):
         L = vae.latent_dim
@@ -81,22 +88,24 @@ def set_exact_posteriors(vae):
     prior's scales are made equal to the first component's here)."""
     post = vae.posterior
     if type(post) is not FullNormal or list(vae.encoder.net):
-        raise ConfigError("set_exact_posteriors needs a full_normal posterior on an encoder with no hidden layers "
-                          "(see linear_mixture_settings)")
+        raise ConfigError(
+            "set_exact_posteriors needs a full_normal posterior on an encoder with no hidden layers "
+            "(see linear_mixture_settings)"
+        )
     W, b, s = _decoder(vae)
     L = vae.latent_dim
     D = W.shape[0]
     if isinstance(vae, GMVAE):
         vae.prior.raw_scales.copy_(vae.prior.raw_scales[:1].expand_as(vae.prior.raw_scales))
         C_inv = torch.diag(1 / (softplus(vae.prior.raw_scales[0]) + 1e-4) ** 2)
-        S = torch.linalg.inv(C_inv + W.T @ W / s ** 2)
-        A = S @ W.T / s ** 2
-        shift = (S @ C_inv @ vae.prior.locs.T)  # (L, C): loc = A (x - b) + S C^-1 mu_c
+        S = torch.linalg.inv(C_inv + W.T @ W / s**2)
+        A = S @ W.T / s**2
+        shift = S @ C_inv @ vae.prior.locs.T  # (L, C): loc = A (x - b) + S C^-1 mu_c
         log_prior = torch.full((vae.components,), -math.log(vae.components), dtype=W.dtype)
     else:
         Wz, Wy = W[:, :L], W[:, L:]
-        S = torch.linalg.inv(torch.eye(L, dtype=W.dtype) + Wz.T @ Wz / s ** 2)
-        A = S @ Wz.T / s ** 2
+        S = torch.linalg.inv(torch.eye(L, dtype=W.dtype) + Wz.T @ Wz / s**2)
+        A = S @ Wz.T / s**2
         shift = -A @ Wy  # (L, Y): loc = A (x - W_y e_y - b)
         log_prior = torch.full((vae.classes,), -math.log(vae.classes), dtype=W.dtype)
     chol = torch.linalg.cholesky(S)
@@ -105,8 +114,8 @@ def set_exact_posteriors(vae):
     post.linear.weight[:L, :D] = A
     post.linear.weight[:L, D:] = shift
     post.linear.bias[:L] = -A @ b
-    post.linear.bias[L:2 * L] = _softplus_inverse(chol.diagonal() - post.min_scale)
-    post.linear.bias[2 * L:] = chol[post.rows, post.cols]
+    post.linear.bias[L : 2 * L] = _softplus_inverse(chol.diagonal() - post.min_scale)
+    post.linear.bias[2 * L :] = chol[post.rows, post.cols]
     classifier = getattr(vae, "classifier", None)
     if classifier is not None:  # log p(c|x) = m_c^T Sx^-1 x - m_c^T Sx^-1 m_c / 2 + log p(c) + const
         means, covs = component_marginals(vae)

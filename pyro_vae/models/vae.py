@@ -214,8 +214,10 @@ class VAE(nn.Module):
     def check_shape(self, x):
         """Refuse what is not a batch of data points of this model's shape."""
         if not torch.is_tensor(x):
-            raise DataError(f"x must be a torch.Tensor of shape (batch, {', '.join(map(str, self.data_shape))}), "
-                            f"got {type(x).__name__}: convert it with torch.as_tensor(x, dtype=torch.float32)")
+            raise DataError(
+                f"x must be a torch.Tensor of shape (batch, {', '.join(map(str, self.data_shape))}), "
+                f"got {type(x).__name__}: convert it with torch.as_tensor(x, dtype=torch.float32)"
+            )
         if x.dim() == 0 or x.shape[0] == 0:
             raise DataError(f"x holds no data points (shape {tuple(x.shape)}): give a batch of at least one")
         if not x.is_floating_point():
@@ -252,8 +254,12 @@ class VAE(nn.Module):
         q = self.q(x, y)
         z = draw(q, num_samples)
         distortion = -self.likelihood(self.decode(z, y)).log_prob(x).mean(0)
-        return {"distortion": distortion, "rate": rate(self, x, q), "mean": posterior_mean(q),
-                "kl_per_dim": kl_per_dim(self, x, q)}
+        return {
+            "distortion": distortion,
+            "rate": rate(self, x, q),
+            "mean": posterior_mean(q),
+            "kl_per_dim": kl_per_dim(self, x, q),
+        }
 
     def log_weights(self, x, num_samples, q=None, y=None):
         """log p(x|z), log p(z), log q(z|x) at z ~ q(z|x): three tensors of shape (num_samples, n), beta = 1.

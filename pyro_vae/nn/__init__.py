@@ -7,5 +7,18 @@ from .networks import DECODERS, ENCODERS, Decoder, Encoder
 from .posteriors import POSTERIORS, Posterior
 from .priors import PRIORS, Prior
 
-__all__ = ["DECODERS", "ENCODERS", "LIKELIHOODS", "POSTERIORS", "PRIORS", "Decoder", "Encoder", "Likelihood",
-           "Posterior", "Prior", "SameShape", "log_softmax", "logsumexp"]
+__all__ = [
+    "DECODERS",
+    "ENCODERS",
+    "LIKELIHOODS",
+    "POSTERIORS",
+    "PRIORS",
+    "Decoder",
+    "Encoder",
+    "Likelihood",
+    "Posterior",
+    "Prior",
+    "SameShape",
+    "log_softmax",
+    "logsumexp",
+]

@@ -30,7 +30,9 @@ class SameShape:
         if _instance is None:
             if torch.Size(batch_shape) == self.batch_shape:
                 return self
-            _instance = type(self).__new__(type(self))  # torch's expand refuses a subclass with its own __init__ otherwise
+            _instance = type(self).__new__(
+                type(self)
+            )  # torch's expand refuses a subclass with its own __init__ otherwise
         return super().expand(batch_shape, _instance)
 
 
@@ -44,8 +46,8 @@ def logsumexp(x, dim=0):
     x = x.movedim(dim, 0)
     while x.shape[0] > 1:
         half = x.shape[0] // 2
-        pairs = torch.logaddexp(x[:half], x[half:2 * half])
-        x = torch.cat([pairs, x[2 * half:]]) if x.shape[0] % 2 else pairs
+        pairs = torch.logaddexp(x[:half], x[half : 2 * half])
+        x = torch.cat([pairs, x[2 * half :]]) if x.shape[0] % 2 else pairs
     return x[0]
 
 

@@ -5,7 +5,6 @@ Each likelihood says how many decoder outputs it needs per data element
 checks that data lie in its support before training starts (``check_data``).
 """
 
-
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
@@ -148,7 +147,9 @@ class _ScaledLikelihood(Likelihood):
         elif self.mode == "decoder":
             self.params_per_element = 2
         else:
-            raise ConfigError(f"model.likelihood.scale must be a positive number, \"learned\" or \"decoder\", got {scale!r}")
+            raise ConfigError(
+                f"model.likelihood.scale must be a positive number, \"learned\" or \"decoder\", got {scale!r}"
+            )
 
     def forward(self, out):
         parts = self.split(out)

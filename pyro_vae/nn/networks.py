@@ -22,6 +22,7 @@ ENCODERS = Registry("model.encoder", context=("data_shape",))
 #: the decoders by their config name (``model.decoder``)
 DECODERS = Registry("model.decoder", context=("latent_dim", "out_features", "data_shape"))
 
+
 class ReLU(nn.Threshold):
     """max(x, 0) as ``threshold(x, 0, 0)``: nn.ReLU's values and gradients (0 at x = 0), but its backward
     reads x, not the output, so a compiled step can hold the backward pass (``compiled.py``)."""
@@ -133,10 +134,13 @@ class ConvEncoder(Encoder):
         c, h, w = self.data_shape = _conv_shape(tuple(data_shape))
         act = _activation(activation)
         self.net = nn.Sequential(
-            nn.Conv2d(c, channels, 4, 2, 1), act(),
-            nn.Conv2d(channels, 2 * channels, 4, 2, 1), act(),
+            nn.Conv2d(c, channels, 4, 2, 1),
+            act(),
+            nn.Conv2d(channels, 2 * channels, 4, 2, 1),
+            act(),
             nn.Flatten(),
-            Linear(2 * channels * (h // 4) * (w // 4), hidden), act(),
+            Linear(2 * channels * (h // 4) * (w // 4), hidden),
+            act(),
         )
         self.out_features = hidden
 
@@ -157,7 +161,8 @@ class ConvDecoder(Decoder):
         act = _activation(activation)
         self.dense = nn.Sequential(Linear(latent_dim, hidden), act(), Linear(hidden, math.prod(self.grid)), act())
         self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1), act(),
+            nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1),
+            act(),
             nn.ConvTranspose2d(channels, self.out_channels, 4, 2, 1),
         )
 
@@ -185,13 +190,17 @@ def _stages(data_shape, widths, blocks):
         raise ConfigError("a resnet needs at least one width (model.encoder.widths = [32, 64, 128])")
     positive("resnet blocks", blocks, integer=True)
     if len(data_shape) != 3:
-        raise ConfigError(f"the resnet networks need (channels, height, width) images; this data has shape "
-                          f"{tuple(data_shape)}: use kind = \"mlp\"")
+        raise ConfigError(
+            f"the resnet networks need (channels, height, width) images; this data has shape "
+            f"{tuple(data_shape)}: use kind = \"mlp\""
+        )
     c, h, w = data_shape
     f = 2 ** len(widths)
     if h % f or w % f:
-        raise ConfigError(f"{len(widths)} resnet stages halve the image {len(widths)} times, so height and width must "
-                          f"be divisible by {f}; this data is {h}x{w}: use fewer widths or set data.image_size")
+        raise ConfigError(
+            f"{len(widths)} resnet stages halve the image {len(widths)} times, so height and width must "
+            f"be divisible by {f}; this data is {h}x{w}: use fewer widths or set data.image_size"
+        )
     return widths, (widths[-1], h // f, w // f)
 
 
@@ -223,8 +232,9 @@ class ResNetDecoder(Decoder):
     stride-2 transposed convolution and ``blocks`` residual blocks, then a 3x3 convolution to the
     likelihood's parameters per pixel."""
 
-    def __init__(self, latent_dim, out_features, data_shape, widths=(32, 64, 128), blocks=1, hidden=256,
-                 activation="elu"):
+    def __init__(
+        self, latent_dim, out_features, data_shape, widths=(32, 64, 128), blocks=1, hidden=256, activation="elu"
+    ):
         super().__init__()
         widths, self.grid = _stages(tuple(data_shape), widths, blocks)
         c, h, w = data_shape

@@ -97,15 +97,15 @@ class FullNormal(Posterior):
         self.family = dist.MultivariateNormal if reparameterized else ScoreFunctionMultivariateNormal
         self.infer = _infer(reparameterized, baseline)
         self.linear = Linear(in_features, 2 * latent_dim + latent_dim * (latent_dim - 1) // 2)
-        nn.init.zeros_(self.linear.weight[2 * latent_dim:])  # start near the diagonal case
-        nn.init.zeros_(self.linear.bias[2 * latent_dim:])
+        nn.init.zeros_(self.linear.weight[2 * latent_dim :])  # start near the diagonal case
+        nn.init.zeros_(self.linear.bias[2 * latent_dim :])
         self.register_buffer("rows", torch.tril_indices(latent_dim, latent_dim, -1)[0])
         self.register_buffer("cols", torch.tril_indices(latent_dim, latent_dim, -1)[1])
 
     def forward(self, h):
         L = self.latent_dim
         out = self.linear(h)
-        loc, raw_diag, below = out[..., :L], out[..., L:2 * L], out[..., 2 * L:]
+        loc, raw_diag, below = out[..., :L], out[..., L : 2 * L], out[..., 2 * L :]
         tril = out.new_zeros(*out.shape[:-1], L, L)
         tril[..., self.rows, self.cols] = below
         tril = tril + torch.diag_embed(softplus(raw_diag) + self.min_scale)

@@ -8,7 +8,6 @@ A sweep continues where it stopped: run the same command again and each run fold
 run is resumed (a finished one is only evaluated); ``overwrite`` trains every run anew.
 """
 
-
 from __future__ import annotations
 
 import csv
@@ -61,15 +60,26 @@ def _folder(combo):
     return folder_name(name, "a sweep run's folder", SWEEP_FILES, "shorten the swept values", ConfigError)
 
 
-def sweep(config_path: PathLike | None, overrides: Sequence[str], out: PathLike, *, iwae_samples: int = 0,
-          progress: bool = True, log: Log = print, overwrite: bool = False, data: Any = None) -> list[dict[str, Any]]:
+def sweep(
+    config_path: PathLike | None,
+    overrides: Sequence[str],
+    out: PathLike,
+    *,
+    iwae_samples: int = 0,
+    progress: bool = True,
+    log: Log = print,
+    overwrite: bool = False,
+    data: Any = None,
+) -> list[dict[str, Any]]:
     """Train and evaluate every combination; write sweep.csv and rate_distortion.png. Returns the rows."""
     fixed, swept = parse_sweep(overrides)
     if not swept:
         raise ConfigError("nothing to sweep: give a key several values, e.g. --set train.beta=0.5,1,2,4")
     out = Path(check_path(out, "the study's folder (--out)", "give the study a folder of its own", ConfigError))
     combos = [dict(zip(swept, values)) for values in itertools.product(*swept.values())]
-    configs = [load_config(config_path, fixed + [f"{k}={v}" for k, v in c.items()]) for c in combos]  # all checked first
+    configs = [
+        load_config(config_path, fixed + [f"{k}={v}" for k, v in c.items()]) for c in combos
+    ]  # all checked first
     folders = [out / _folder(c) for c in combos]
     check_folder_target(out)
     if data is None and not any(k.startswith("data.") for k in swept):
@@ -85,14 +95,24 @@ def sweep(config_path: PathLike | None, overrides: Sequence[str], out: PathLike,
         try:
             vae, history = train(cfg, folder, resume=resume, overwrite=overwrite, progress=progress, data=data, log=log)
         except TrainingInterrupted as e:
-            raise TrainingInterrupted(f"{e}; or run the same sweep command again: it continues every run of the "
-                                      "sweep") from None
+            raise TrainingInterrupted(
+                f"{e}; or run the same sweep command again: it continues every run of the sweep"
+            ) from None
         torch.manual_seed(cfg["seed"])
         test = data.test.to(next(vae.parameters()).device) if data is not None else load_config_data(cfg).test
         r = evaluate(vae, test, iwae_samples=iwae_samples, batch_size=cfg["eval"]["batch_size"])
-        rows.append({"run": label, **combo, "test_elbo": r["elbo"], "rate": r["rate"],
-                     "distortion": r["distortion"], "active_units": r["active_units"],
-                     **({"log_px": r["log_px"]} if iwae_samples else {}), "folder": folder.name})
+        rows.append(
+            {
+                "run": label,
+                **combo,
+                "test_elbo": r["elbo"],
+                "rate": r["rate"],
+                "distortion": r["distortion"],
+                "active_units": r["active_units"],
+                **({"log_px": r["log_px"]} if iwae_samples else {}),
+                "folder": folder.name,
+            }
+        )
     make_folder(out)
     with open(out / "sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -8,5 +8,14 @@ from .load import load_model, load_run
 from .runner import train
 from .step import svi_step
 
-__all__ = ["LOGGERS", "Callback", "RunFolder", "load_checkpoint", "load_model", "load_run", "save_checkpoint",
-           "svi_step", "train"]
+__all__ = [
+    "LOGGERS",
+    "Callback",
+    "RunFolder",
+    "load_checkpoint",
+    "load_model",
+    "load_run",
+    "save_checkpoint",
+    "svi_step",
+    "train",
+]

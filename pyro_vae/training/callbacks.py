@@ -97,14 +97,17 @@ class TensorBoardLogger(_ScalarLogger):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("train.loggers = [\"tensorboard\"] needs the tensorboard package: "
-                              "pip install tensorboard (or pip install 'pyro-vae[tensorboard]')") from None
+            raise ConfigError(
+                "train.loggers = [\"tensorboard\"] needs the tensorboard package: "
+                "pip install tensorboard (or pip install 'pyro-vae[tensorboard]')"
+            ) from None
         self.writer_class, self.every, self.images = SummaryWriter, every, images
         self.writer = None
 
     def on_train_start(self, run):
-        self.writer = self.writer_class(log_dir=str(run.folder.file("tensorboard")),
-                                        purge_step=run.start_step + 1 if run.start_step else None)
+        self.writer = self.writer_class(
+            log_dir=str(run.folder.file("tensorboard")), purge_step=run.start_step + 1 if run.start_step else None
+        )
 
     def _log(self, values, step):
         for key, value in values.items():
@@ -117,8 +120,9 @@ class TensorBoardLogger(_ScalarLogger):
             with torch.no_grad():
                 x = run.data.test[: self.images]
                 self.writer.add_images("samples", run.vae.sample(self.images).clamp(0, 1)[:, :3].cpu(), step)
-                self.writer.add_images("reconstructions", torch.cat([x, run.vae.reconstruct(x)]).clamp(0, 1)[:, :3].cpu(),
-                                       step)
+                self.writer.add_images(
+                    "reconstructions", torch.cat([x, run.vae.reconstruct(x)]).clamp(0, 1)[:, :3].cpu(), step
+                )
         self.writer.flush()
 
     def on_train_end(self, run, history):
@@ -132,8 +136,10 @@ def _optional(module, extra):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"train.loggers = [\"{extra}\"] needs the {module} package: pip install {module} "
-                          f"(or pip install 'pyro-vae[{extra}]')") from None
+        raise ConfigError(
+            f"train.loggers = [\"{extra}\"] needs the {module} package: pip install {module} "
+            f"(or pip install 'pyro-vae[{extra}]')"
+        ) from None
 
 
 @LOGGERS.register("wandb")
@@ -147,8 +153,14 @@ class WandbLogger(_ScalarLogger):
         id_file = run.folder.file(".wandb-id")
         run_id = id_file.read_text().strip() if id_file.exists() else self.wandb.util.generate_id()
         atomic_write_text(id_file, run_id)
-        self.run = self.wandb.init(project=self.project, id=run_id, resume="allow", dir=str(run.folder),
-                                   name=run.folder.path.name, config=run.cfg)
+        self.run = self.wandb.init(
+            project=self.project,
+            id=run_id,
+            resume="allow",
+            dir=str(run.folder),
+            name=run.folder.path.name,
+            config=run.cfg,
+        )
 
     def _log(self, values, step):
         self.run.log(values, step=step)

@@ -1,6 +1,5 @@
 """Checkpoints: plain tensors and Python values only, written atomically, read with ``weights_only=True``."""
 
-
 from __future__ import annotations
 
 import os
@@ -27,8 +26,9 @@ def save_checkpoint(path: PathLike, **state: Any) -> None:
 RUN_KEYS = {"config": dict, "model": dict, "optimizer": dict, "epoch": int, "rng": torch.Tensor}
 
 
-def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu",
-                    require: Iterable[str] = ()) -> dict[str, Any]:
+def load_checkpoint(
+    path: PathLike, map_location: str | torch.device = "cpu", require: Iterable[str] = ()
+) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint``; any other file is a CheckpointError, as is
     one that lacks an entry named in ``require`` (names of ``RUN_KEYS``)."""
     path = os.fspath(path)
@@ -64,9 +64,11 @@ def restore_module(module, state_dict, path="the checkpoint"):
         raise CheckpointError(f"{path} holds model weights that are not tensors (damaged or edited): retrain")
     damaged = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if damaged:
-        raise CheckpointError(f"{path} holds weights that are NaN or infinite ({', '.join(damaged[:4])}"
-                              f"{', ...' if len(damaged) > 4 else ''}): the file is damaged; use another checkpoint or "
-                              "model file, or retrain")
+        raise CheckpointError(
+            f"{path} holds weights that are NaN or infinite ({', '.join(damaged[:4])}"
+            f"{', ...' if len(damaged) > 4 else ''}): the file is damaged; use another checkpoint or "
+            "model file, or retrain"
+        )
     diffs = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in state_dict.items()
@@ -78,7 +80,9 @@ def restore_module(module, state_dict, path="the checkpoint"):
         parts = diffs + [f"missing from checkpoint: {', '.join(missing)}"] * bool(missing)
         parts += [f"not in this model: {', '.join(unexpected)}"] * bool(unexpected)
         raise CheckpointError(
-            f"{path} is from another architecture: " + "; ".join(parts[:8])
-            + ("; ..." if len(parts) > 8 else "") + ". Build the model from the checkpoint's own config."
+            f"{path} is from another architecture: "
+            + "; ".join(parts[:8])
+            + ("; ..." if len(parts) > 8 else "")
+            + ". Build the model from the checkpoint's own config."
         )
     module.load_state_dict(state_dict)

@@ -76,7 +76,9 @@ class World:
                 result = fn()
             except BaseException as e:  # noqa: BLE001 - told to the others, then raised
                 error = e
-        message = self.broadcast(None if error is None else f"rank 0: {error}" if str(error) else f"rank 0: {type(error).__name__}")
+        message = self.broadcast(
+            None if error is None else f"rank 0: {error}" if str(error) else f"rank 0: {type(error).__name__}"
+        )
         if error is not None:
             raise error
         if message is not None:
@@ -115,8 +117,10 @@ def check_environment():
     """torchrun's variables, checked for consistency before a rank waits for the others: (rank, world size)."""
     env = os.environ
     shown = ", ".join(f"{k}={env[k]}" for k in ENVIRONMENT if k in env) or "none"
-    fix = (f"torchrun sets them (torchrun --nproc_per_node=N $(which pyro-vae) train ...); unset them to train in "
-           f"one process (set: {shown})")
+    fix = (
+        f"torchrun sets them (torchrun --nproc_per_node=N $(which pyro-vae) train ...); unset them to train in "
+        f"one process (set: {shown})"
+    )
 
     def integer(name, low, high=None, default=None):
         text = env.get(name, default)
@@ -131,12 +135,17 @@ def check_environment():
 
     size = integer("WORLD_SIZE", 1)
     rank = integer("RANK", 0, size)
-    integer("LOCAL_RANK", 0, integer("LOCAL_WORLD_SIZE", 1, default=size) if "LOCAL_WORLD_SIZE" in env else None,
-            default="0")
+    integer(
+        "LOCAL_RANK",
+        0,
+        integer("LOCAL_WORLD_SIZE", 1, default=size) if "LOCAL_WORLD_SIZE" in env else None,
+        default="0",
+    )
     if size > 1:
         if not env.get("MASTER_ADDR"):
-            raise RendezvousError(f"WORLD_SIZE = {size} but MASTER_ADDR is not set, so rank {rank} cannot find the "
-                                  f"others: {fix}")
+            raise RendezvousError(
+                f"WORLD_SIZE = {size} but MASTER_ADDR is not set, so rank {rank} cannot find the others: {fix}"
+            )
         integer("MASTER_PORT", 1, 65536)
     return rank, size
 
@@ -196,7 +205,8 @@ def init(device="cpu"):
             f"rank {rank} of WORLD_SIZE = {size} found no other rank at MASTER_ADDR:MASTER_PORT = {where} within "
             f"{wait.total_seconds():g} s ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__}): start every "
             "rank with torchrun --nproc_per_node=N $(which pyro-vae) train ..., or unset WORLD_SIZE, RANK and "
-            "MASTER_ADDR to train in one process (PYRO_VAE_RENDEZVOUS_TIMEOUT sets the wait)") from None
+            "MASTER_ADDR to train in one process (PYRO_VAE_RENDEZVOUS_TIMEOUT sets the wait)"
+        ) from None
     return world()
 
 
@@ -214,9 +224,12 @@ def _collective(op, *args, **kwargs):
     try:
         return op(*args, **kwargs)
     except RuntimeError as e:
-        why = re.sub(r"^\[[^\]]*\]\s*", "", str(e).splitlines()[0] if str(e) else type(e).__name__)  # gloo's source path
-        raise TrainingError(f"another rank stopped ({why[:120]}); its own error is printed above "
-                            "(torchrun prints every rank's output)") from None
+        why = re.sub(
+            r"^\[[^\]]*\]\s*", "", str(e).splitlines()[0] if str(e) else type(e).__name__
+        )  # gloo's source path
+        raise TrainingError(
+            f"another rank stopped ({why[:120]}); its own error is printed above (torchrun prints every rank's output)"
+        ) from None
 
 
 def micro_batches(cfg, world):
@@ -224,12 +237,16 @@ def micro_batches(cfg, world):
     m = cfg["train"]["micro_batches"] or world.size
     b = cfg["data"]["batch_size"]
     if m % world.size:
-        raise ConfigError(f"train.micro_batches = {m} cannot be shared by {world.size} ranks: use a multiple of "
-                          f"{world.size} (or 0, one per rank)")
+        raise ConfigError(
+            f"train.micro_batches = {m} cannot be shared by {world.size} ranks: use a multiple of "
+            f"{world.size} (or 0, one per rank)"
+        )
     if b % m:
-        raise ConfigError(f"data.batch_size = {b} cannot be cut into {m} equal micro-batches "
-                          f"({'one per rank' if not cfg['train']['micro_batches'] else 'train.micro_batches'}): "
-                          f"use a batch size divisible by {m}")
+        raise ConfigError(
+            f"data.batch_size = {b} cannot be cut into {m} equal micro-batches "
+            f"({'one per rank' if not cfg['train']['micro_batches'] else 'train.micro_batches'}): "
+            f"use a batch size divisible by {m}"
+        )
     return m
 
 
@@ -256,10 +273,10 @@ class GradientAverager:
         self.buffer = torch.empty(n + len(self.params) + 2, dtype=dtype, device=device)
         self.views, offset = [], 0
         for p in self.params:
-            self.views.append(self.buffer[offset:offset + p.numel()].view_as(p))
+            self.views.append(self.buffer[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
-        self.flags = self.buffer[offset:offset + len(self.params)]
-        self.tail = self.buffer[offset + len(self.params):]
+        self.flags = self.buffer[offset : offset + len(self.params)]
+        self.tail = self.buffer[offset + len(self.params) :]
 
     def __call__(self, loss, stop=False):
         """Sum the local gradients, loss and stop flag over ranks, divide by M: (mean loss, any stop)."""
@@ -293,7 +310,7 @@ def shared_test_elbo(vae, x, world, seed, batch_size=1000, labels=None):
     for c, i in enumerate(range(0, x.shape[0], batch_size)):
         if c % world.size == world.rank:
             torch.manual_seed(stream_seed(seed, -1, c))
-            xb, yb = x[i:i + batch_size], None if labels is None else labels[i:i + batch_size]
+            xb, yb = x[i : i + batch_size], None if labels is None else labels[i : i + batch_size]
             total += evaluate(vae, xb, iwae_samples=0, batch_size=batch_size, labels=yb)["elbo"] * xb.shape[0]
             n += xb.shape[0]
     total, n = world.all_sum([total, n])

@@ -2,7 +2,6 @@
 (``model_file``: safetensors or a torch file of plain tensors, with its config), which
 ``load_model(FILE)`` rebuilds for inference without the training data."""
 
-
 from __future__ import annotations
 
 from ..aliases import PathLike

@@ -27,7 +27,13 @@ from ..files import atomic_write_text, check_folder_target, check_path, leftover
 from .checkpoint import RUN_KEYS, load_checkpoint
 
 CHECKPOINT, METRICS, CONFIG, STATUS, LOCK, SAMPLES = (
-    "checkpoint.pt", "metrics.jsonl", "config.toml", "status.json", ".lock", "samples.png")
+    "checkpoint.pt",
+    "metrics.jsonl",
+    "config.toml",
+    "status.json",
+    ".lock",
+    "samples.png",
+)
 #: the files a training run writes; --overwrite removes exactly these
 RUN_FILES = (CHECKPOINT, METRICS, CONFIG, STATUS, SAMPLES)
 #: the files of a run that its later commands read (resume, evaluate, sample, plot): no output replaces them
@@ -39,16 +45,23 @@ def check_output_file(path, inputs=(), hint="choose another file name", guard_ru
     run needs (the checkpoint, config, metrics, status or lock of a run folder; ``guard_run=False``: the
     run itself writes them) or one of the ``inputs`` the command reads."""
     path = Path(check_path(path, "the output file", hint))
-    if guard_run and path.name in NEEDED and any((path.parent / name).exists() for name in (CHECKPOINT, METRICS, STATUS, LOCK)):
-        raise UsageError(f"{path} is the {path.name} of the run in {path.parent or '.'}: writing there would destroy "
-                         f"the run; {hint}")
+    if (
+        guard_run
+        and path.name in NEEDED
+        and any((path.parent / name).exists() for name in (CHECKPOINT, METRICS, STATUS, LOCK))
+    ):
+        raise UsageError(
+            f"{path} is the {path.name} of the run in {path.parent or '.'}: writing there would destroy the run; {hint}"
+        )
     for given in inputs:
         try:
             same = os.path.samefile(path, given)
         except OSError:  # either is missing: not the same file
             same = False
         if same:
-            raise UsageError(f"{path} is {given}, which this command reads: writing there would destroy its input; {hint}")
+            raise UsageError(
+                f"{path} is {given}, which this command reads: writing there would destroy its input; {hint}"
+            )
     return str(path)
 
 
@@ -116,10 +129,10 @@ class RunFolder:
             os.close(fd)
             raise RunLockedError(
                 f"{self.path} is in use by another pyro-vae process ({holder}); one process writes a run "
-                "folder at a time: wait for it to finish, or choose another --out") from None
+                "folder at a time: wait for it to finish, or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                 .encode())
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         self._fd = fd
         return self
 
@@ -174,11 +187,15 @@ class RunFolder:
 
     def exists_error(self):
         if not self.file(CHECKPOINT).exists():  # metrics without their checkpoint: nothing to continue
-            return RunExistsError(f"{self.path} holds the metrics of a run whose {CHECKPOINT} is gone, so it cannot be "
-                                  f"continued: put the checkpoint back, choose another --out, or pass --overwrite "
-                                  "to replace it")
-        return RunExistsError(f"{self.path} already holds a run; continue it with --resume {self.path}, "
-                              "choose another --out, or pass --overwrite to replace it")
+            return RunExistsError(
+                f"{self.path} holds the metrics of a run whose {CHECKPOINT} is gone, so it cannot be "
+                f"continued: put the checkpoint back, choose another --out, or pass --overwrite "
+                "to replace it"
+            )
+        return RunExistsError(
+            f"{self.path} already holds a run; continue it with --resume {self.path}, "
+            "choose another --out, or pass --overwrite to replace it"
+        )
 
     def clean_temps(self):
         """Remove the temporary files a writer killed mid-write left; returns how many."""
@@ -197,8 +214,13 @@ class RunFolder:
         self.write_text(METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
     def write_status(self, state, **info):
-        record = {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
-                  "updated": time.strftime("%Y-%m-%d %H:%M:%S"), **info}
+        record = {
+            "state": state,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **info,
+        }
         self.write_text(STATUS, json.dumps(record, indent=1) + "\n")
 
     def read_status(self):
@@ -231,19 +253,23 @@ class RunFolder:
     def load_checkpoint(self):
         """The run's checkpoint, or a CheckpointError that says what the folder holds instead."""
         if not self.path.is_dir():
-            raise CheckpointError(f"there is no run folder at {self.path}: train one with pyro-vae train --out {self.path}")
+            raise CheckpointError(
+                f"there is no run folder at {self.path}: train one with pyro-vae train --out {self.path}"
+            )
         if not self.file(CHECKPOINT).exists():
             epochs = len(read_metrics(self.file(METRICS))[0])
             if epochs:  # the run trained, and its weights were deleted or moved
                 raise CheckpointError(
                     f"{self.path} holds metrics of {epochs} epoch(s) but its {CHECKPOINT} is gone (deleted or moved), "
                     f"so its weights are lost: put the checkpoint back, or train again with pyro-vae train --out "
-                    f"{self.path} --overwrite")
+                    f"{self.path} --overwrite"
+                )
             status = self.read_status()
             said = f" (status: {status['state']}: {status.get('message', '')})" if status else ""
             raise CheckpointError(
                 f"{self.path} holds no checkpoint: no epoch has finished there{said}. "
-                f"Train into it with pyro-vae train --out {self.path}")
+                f"Train into it with pyro-vae train --out {self.path}"
+            )
         return load_checkpoint(self.file(CHECKPOINT), require=tuple(RUN_KEYS))
 
 

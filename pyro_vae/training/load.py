@@ -1,7 +1,6 @@
 """Reading a run back: its config (validated, plugins imported) and its model, from a run folder's
 checkpoint or from a model file ``pyro-vae export`` wrote."""
 
-
 from __future__ import annotations
 
 import os
@@ -31,8 +30,12 @@ def load_run(run_dir: PathLike, data: Any = None) -> tuple[Config, VAE, Data]:
     state = folder.load_checkpoint()
     cfg = saved_config(state["config"], folder.file(CHECKPOINT))
     if state.get("data_shape") is not None:
-        check_weights_fit(cfg, data_shape(f"the data shape in {folder.file(CHECKPOINT)}", state["data_shape"],
-                                          CheckpointError), state["model"], folder.file(CHECKPOINT))
+        check_weights_fit(
+            cfg,
+            data_shape(f"the data shape in {folder.file(CHECKPOINT)}", state["data_shape"], CheckpointError),
+            state["model"],
+            folder.file(CHECKPOINT),
+        )
     data, vae, _, _ = prepare(cfg, data)
     restore_module(vae, state["model"], str(folder.file(CHECKPOINT)))
     return cfg, vae, data
@@ -46,11 +49,16 @@ def check_weights_fit(cfg, shape, weights, where):
     if expected is None or not isinstance(weights, dict):
         return
     got = {k: tuple(v.shape) for k, v in weights.items() if torch.is_tensor(v)}
-    diffs = [f"{k}: file {got.get(k, 'missing')} vs config {expected.get(k, 'none')}"
-             for k in sorted(expected.keys() | got.keys()) if got.get(k) != expected.get(k)]
+    diffs = [
+        f"{k}: file {got.get(k, 'missing')} vs config {expected.get(k, 'none')}"
+        for k in sorted(expected.keys() | got.keys())
+        if got.get(k) != expected.get(k)
+    ]
     if diffs:
-        raise CheckpointError(f"{where} holds weights that its own config does not build ({'; '.join(diffs[:4])}"
-                              f"{'; ...' if len(diffs) > 4 else ''}): the file is damaged or was edited; use another")
+        raise CheckpointError(
+            f"{where} holds weights that its own config does not build ({'; '.join(diffs[:4])}"
+            f"{'; ...' if len(diffs) > 4 else ''}): the file is damaged or was edited; use another"
+        )
 
 
 def load_model(run_dir: PathLike) -> tuple[Config, VAE]:

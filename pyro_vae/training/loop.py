@@ -70,14 +70,20 @@ def early_stop(history, patience):
 
 def _nan_message(loss, epoch, step, folder, has_checkpoint, lr):
     where = f"the loss became {loss} at epoch {epoch}, step {step}"
-    causes = ("Usual causes: a learning rate too high (train.optimizer.lr), a likelihood scale too small, "
-              "or unbinarised data under a bernoulli likelihood")
+    causes = (
+        "Usual causes: a learning rate too high (train.optimizer.lr), a likelihood scale too small, "
+        "or unbinarised data under a bernoulli likelihood"
+    )
     if has_checkpoint:
-        return (f"{where}; the last good checkpoint ({folder.file(CHECKPOINT)}) is kept: continue from it with a "
-                f"lower learning rate, pyro-vae train --resume {folder} --set train.optimizer.lr={lr / 10:g}. {causes}")
-    return (f"{where}, before the first epoch ended, so there is no checkpoint to go back to; run the same command "
-            f"again with a lower learning rate (e.g. --set train.optimizer.lr={lr / 10:g}): the folder {folder} "
-            f"holds no run and is reused. {causes}")
+        return (
+            f"{where}; the last good checkpoint ({folder.file(CHECKPOINT)}) is kept: continue from it with a "
+            f"lower learning rate, pyro-vae train --resume {folder} --set train.optimizer.lr={lr / 10:g}. {causes}"
+        )
+    return (
+        f"{where}, before the first epoch ended, so there is no checkpoint to go back to; run the same command "
+        f"again with a lower learning rate (e.g. --set train.optimizer.lr={lr / 10:g}): the folder {folder} "
+        f"holds no run and is reused. {causes}"
+    )
 
 
 class Loop:
@@ -122,7 +128,9 @@ class Loop:
         if message:
             log(message)
         step = self.partial["step"] if self.partial is not None else 0
-        log(f"resuming {folder} at epoch {self.start + 1}, step {step} of {self.steps} (training to epoch {self.epochs})")
+        log(
+            f"resuming {folder} at epoch {self.start + 1}, step {step} of {self.steps} (training to epoch {self.epochs})"
+        )
         for key, old, new in state["changes"]:
             log(f"  {key}: {old!r} -> {new!r}")
 
@@ -131,16 +139,19 @@ class Loop:
         folder, log, world = self.folder, self.log, self.world
         world.same_parameters(self.vae)
         if world.distributed:
-            log(f"{world.size} ranks, {self.micro} micro-batches of {self.batch_size // self.micro} per batch of "
-                f"{self.batch_size}")
+            log(
+                f"{world.size} ranks, {self.micro} micro-batches of {self.batch_size // self.micro} per batch of "
+                f"{self.batch_size}"
+            )
         if self.main:
             folder.write_text(CONFIG, dump_toml(self.cfg))
             folder.write_status("running", epoch=self.start, epochs=self.epochs)
         pyro.clear_param_store()  # the param store must hold this VAE's parameters only
         first = self.start * self.steps + (self.partial["step"] if self.partial is not None else 0)
         self.info = RunInfo(folder, self.cfg, self.vae, self.data, first, self.history)
-        self.average = distributed.GradientAverager([p for g in self.optimizer.param_groups for p in g["params"]],
-                                                    world, self.micro)
+        self.average = distributed.GradientAverager(
+            [p for g in self.optimizer.param_groups for p in g["params"]], world, self.micro
+        )
         stopped, last = self._stop_before_start()
         try:
             for c in self.callbacks:
@@ -156,8 +167,11 @@ class Loop:
             self._final_status("interrupted", str(e))
             raise
         except KeyboardInterrupt:
-            self._final_status("interrupted", "stopped by a second signal without a checkpoint at that step; "
-                               f"resume from the last epoch's with pyro-vae train --resume {folder}")
+            self._final_status(
+                "interrupted",
+                "stopped by a second signal without a checkpoint at that step; "
+                f"resume from the last epoch's with pyro-vae train --resume {folder}",
+            )
             raise
         except Exception as e:
             self._final_status("failed", str(e) if isinstance(e, PyroVAEError) else f"{type(e).__name__}: {e}")
@@ -170,11 +184,15 @@ class Loop:
     def _stop_before_start(self):
         """(why no epoch is left, the last epoch to train): a finished or early-stopped run trains no further."""
         if self.start >= self.epochs:
-            self.log(f"{self.folder}: already trained {self.start} of {self.epochs} epochs; raise train.epochs to continue")
+            self.log(
+                f"{self.folder}: already trained {self.start} of {self.epochs} epochs; raise train.epochs to continue"
+            )
         best = early_stop(self.history, self.cfg["train"]["early_stop"])
         if best is not None and self.start < self.epochs and self.partial is None:
-            stopped = (f"stopped early at epoch {self.start}: no better test ELBO than epoch {best['epoch']}'s for "
-                       f"{self.start - best['epoch']} epochs; raise train.early_stop (or set it to 0) to train on")
+            stopped = (
+                f"stopped early at epoch {self.start}: no better test ELBO than epoch {best['epoch']}'s for "
+                f"{self.start - best['epoch']} epochs; raise train.early_stop (or set it to 0) to train on"
+            )
             self.log(stopped)
             return stopped, self.start
         return None, self.epochs
@@ -186,23 +204,46 @@ class Loop:
         g = epoch_generator(self.cfg["seed"], epoch, self.device)
         first, total, seconds, g_state, beta_sum = 0, 0.0, 0.0, None, 0.0
         if p is not None and p["epoch"] == epoch:  # resume inside this epoch
-            first, total, seconds, g_state, beta_sum = p["step"], p["total"], p["seconds"], p["generator"], p["beta_sum"]
+            first, total, seconds, g_state, beta_sum = (
+                p["step"],
+                p["total"],
+                p["seconds"],
+                p["generator"],
+                p["beta_sum"],
+            )
         t0 = time.perf_counter()
         share = {"part": (world.rank, world.size)} if world.distributed else {}  # a rank's slice of each batch
         labels = {"labels": True} if self.vae.needs_labels else {}  # (x, y) pairs for the families with labels
-        bar = tqdm(self.data.batches(self.batch_size, g, first, g_state, **labels, **share), total=self.steps,
-                   initial=first, desc=f"epoch {epoch}/{self.epochs}", disable=not self.progress, leave=False,
-                   mininterval=0.5, unit="batch")
+        bar = tqdm(
+            self.data.batches(self.batch_size, g, first, g_state, **labels, **share),
+            total=self.steps,
+            initial=first,
+            desc=f"epoch {epoch}/{self.epochs}",
+            disable=not self.progress,
+            leave=False,
+            mininterval=0.5,
+            unit="batch",
+        )
         for step, batch in enumerate(bar, start=first):
             loss, beta, stop = self._step(epoch, step, batch, share, interrupts)
             total, beta_sum = total + loss, beta_sum + beta
             if stop or (not world.distributed and interrupts.signal):
                 seconds += time.perf_counter() - t0
-                self._checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "total": total, "beta_sum": beta_sum,
-                                             "seconds": seconds, "generator": g.get_state()})
+                self._checkpoint(
+                    epoch - 1,
+                    {
+                        "epoch": epoch,
+                        "step": step + 1,
+                        "total": total,
+                        "beta_sum": beta_sum,
+                        "seconds": seconds,
+                        "generator": g.get_state(),
+                    },
+                )
                 raise TrainingInterrupted(
                     f"{interrupts.signal or 'a signal to another rank'} at epoch {epoch}, step {step + 1} of "
-                    f"{self.steps}: saved a checkpoint at this step. Continue with: pyro-vae train --resume {self.folder}")
+                    f"{self.steps}: saved a checkpoint at this step. Continue with: pyro-vae train --resume {self.folder}"
+                )
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss / self.num_data:.2f}")
         return total, seconds + time.perf_counter() - t0, beta_sum
@@ -216,13 +257,30 @@ class Loop:
         if hasattr(self.elbo, "set_step"):  # estimators with a schedule (relaxed: the temperature)
             self.elbo.set_step(global_step)
         loss, stop = accumulated_step(
-            vae.model, vae.guide, self.elbo, self.optimizer, split_inputs(inputs, len(self.mine)),
-            [distributed.stream_seed(self.cfg["seed"], global_step, m) for m in self.mine], self.average,
-            stop=interrupts.signal is not None, validate=epoch == 1 and step == 0, max_grad_norm=t["grad_clip"],
-            num_data=n, beta=beta)
+            vae.model,
+            vae.guide,
+            self.elbo,
+            self.optimizer,
+            split_inputs(inputs, len(self.mine)),
+            [distributed.stream_seed(self.cfg["seed"], global_step, m) for m in self.mine],
+            self.average,
+            stop=interrupts.signal is not None,
+            validate=epoch == 1 and step == 0,
+            max_grad_norm=t["grad_clip"],
+            num_data=n,
+            beta=beta,
+        )
         if not math.isfinite(loss):
-            raise TrainingError(_nan_message(loss, epoch, step + 1, self.folder, self.saved_epoch > 0 or self.partial
-                                             is not None, self.optimizer.param_groups[0]["lr"]))
+            raise TrainingError(
+                _nan_message(
+                    loss,
+                    epoch,
+                    step + 1,
+                    self.folder,
+                    self.saved_epoch > 0 or self.partial is not None,
+                    self.optimizer.param_groups[0]["lr"],
+                )
+            )
         if self.lr_schedule is not None:
             self.lr_schedule.after("step")
         self.monitor.update(loss / n, f" at epoch {epoch}, step {step + 1}")
@@ -238,8 +296,11 @@ class Loop:
         """Evaluate, then write the checkpoint, metrics and status; returns why the run stops early, or None."""
         vae, data = self.vae, self.data
         given = {"labels": data.test_labels} if vae.conditional else {}  # cvae: bounds on log p(x|y)
-        record = {"epoch": epoch, "train_loss": total / self.steps / self.num_data,
-                  "test_elbo": distributed.shared_test_elbo(vae, data.test, self.world, self.cfg["seed"], **given)}
+        record = {
+            "epoch": epoch,
+            "train_loss": total / self.steps / self.num_data,
+            "test_elbo": distributed.shared_test_elbo(vae, data.test, self.world, self.cfg["seed"], **given),
+        }
         record.update({f"test_{k}": v for k, v in classification(vae, data.test, data.test_labels).items()})
         if getattr(vae.likelihood, "discrete", False):
             record["test_bits_per_dim"] = bits_per_dim(vae, {"elbo": record["test_elbo"]})["elbo_bits_per_dim"]
@@ -254,8 +315,10 @@ class Loop:
             c.on_epoch_end(self.info, self.history[-1])
         best = early_stop(self.history, self.cfg["train"]["early_stop"])
         if best is not None and epoch < self.epochs:
-            stopped = (f"stopped early after epoch {epoch}: the test ELBO has not improved on epoch "
-                       f"{best['epoch']}'s ({best['test_elbo']:.3f}) for {epoch - best['epoch']} epochs")
+            stopped = (
+                f"stopped early after epoch {epoch}: the test ELBO has not improved on epoch "
+                f"{best['epoch']}'s ({best['test_elbo']:.3f}) for {epoch - best['epoch']} epochs"
+            )
             self.log(stopped)
             return stopped
         self._report(epoch, seconds)
@@ -265,8 +328,10 @@ class Loop:
         r = self.history[-1]
         bpd = f" ({r['test_bits_per_dim']:.3f} bits/dim)" if "test_bits_per_dim" in r else ""
         bpd += f"  test accuracy {r['test_accuracy']:.4f}" if "test_accuracy" in r else ""
-        self.log(f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}{bpd}  "
-                 f"({seconds:.1f} s, {self.steps * self.batch_size / seconds:,.0f} images/s)")
+        self.log(
+            f"epoch {epoch:3d}  train loss {r['train_loss']:9.3f}  test ELBO {r['test_elbo']:9.3f}{bpd}  "
+            f"({seconds:.1f} s, {self.steps * self.batch_size / seconds:,.0f} images/s)"
+        )
         if epoch == self.start + 1 and getattr(self.elbo, "step_path", None):  # compiled estimators: how they ran
             self.log(f"  {self.cfg['train']['elbo']['kind']} steps ran as {self.elbo.step_path}")
 
@@ -275,12 +340,20 @@ class Loop:
         if not self.main:
             return
         device, dual, lr_schedule = self.device, self.dual, self.lr_schedule
-        save_checkpoint(self.folder.file(CHECKPOINT), config=self.cfg, epoch=epoch, partial=partial,
-                        model=self.vae.state_dict(), optimizer=self.optimizer.state_dict(), rng=torch.get_rng_state(),
-                        cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        dual_beta=None if dual is None else dual.beta, history=self.history,
-                        lr_schedule=None if lr_schedule is None else lr_schedule.state_dict(),
-                        data_shape=list(self.data.data_shape))
+        save_checkpoint(
+            self.folder.file(CHECKPOINT),
+            config=self.cfg,
+            epoch=epoch,
+            partial=partial,
+            model=self.vae.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            dual_beta=None if dual is None else dual.beta,
+            history=self.history,
+            lr_schedule=None if lr_schedule is None else lr_schedule.state_dict(),
+            data_shape=list(self.data.data_shape),
+        )
 
     def _final_status(self, state, message):
         """Record how the run ended and the epoch its checkpoint holds; never let that hide the error that ended it."""

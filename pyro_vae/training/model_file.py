@@ -21,8 +21,10 @@ def _safetensors():
     try:
         import safetensors.torch
     except ImportError:
-        raise ConfigError("a .safetensors file needs the safetensors package: pip install safetensors "
-                          "(or give another file name for a torch file)") from None
+        raise ConfigError(
+            "a .safetensors file needs the safetensors package: pip install safetensors "
+            "(or give another file name for a torch file)"
+        ) from None
     return safetensors.torch
 
 
@@ -34,13 +36,22 @@ def write_model(path, cfg, vae):
     make_folder(os.path.dirname(os.path.abspath(path)), "choose another file name")
     weights = {k: v.detach().cpu().contiguous().clone() for k, v in vae.state_dict().items()}
     if path.endswith(".safetensors"):
-        meta = {"format": FORMAT, "version": str(VERSION), "config": json.dumps(cfg),
-                "data_shape": json.dumps(list(vae.data_shape))}
+        meta = {
+            "format": FORMAT,
+            "version": str(VERSION),
+            "config": json.dumps(cfg),
+            "data_shape": json.dumps(list(vae.data_shape)),
+        }
         blob = _safetensors().save(weights, metadata=meta)
         atomic_write(path, lambda f: f.write(blob))
     else:
-        state = {"format": FORMAT, "version": VERSION, "config": cfg, "data_shape": list(vae.data_shape),
-                 "model": weights}
+        state = {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": cfg,
+            "data_shape": list(vae.data_shape),
+            "model": weights,
+        }
         atomic_write(path, lambda f: torch.save(state, f))
     return sum(v.numel() for v in weights.values())
 
@@ -67,8 +78,10 @@ def read_model(path):
     except (CheckpointError, ConfigError):
         raise
     except Exception as e:
-        raise CheckpointError(f"{path} is truncated, corrupt, or not a pyro-vae model file "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise CheckpointError(
+            f"{path} is truncated, corrupt, or not a pyro-vae model file "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     if not (isinstance(cfg, dict) and isinstance(weights, dict) and isinstance(shape, list) and shape):
         raise CheckpointError(f"{path} is a pyro-vae model file without a valid config, data shape or weights")
     return cfg, data_shape(f"the data shape in {path}", shape, CheckpointError), weights

@@ -28,11 +28,19 @@ class DivergenceMonitor:
         self.steps += 1
         self.level = loss if self.level is None else self.level + (loss - self.level) / self.span
         self.best = self.level if self.best is None else min(self.best, self.level)
-        if self.steps < self.warmup or self.warned or self.level <= self.best + self.factor * max(abs(self.best), self.floor):
+        if (
+            self.steps < self.warmup
+            or self.warned
+            or self.level <= self.best + self.factor * max(abs(self.best), self.floor)
+        ):
             return False
         self.warned = True
-        warnings.warn(DivergenceWarning(
-            f"the training loss is diverging{where}: its running level is {self.level:.4g} nats per point, "
-            f"against a best of {self.best:.4g}. Lower train.optimizer.lr (resume from the last checkpoint "
-            "with --set train.optimizer.lr=...), or check the likelihood's scale"), stacklevel=2)
+        warnings.warn(
+            DivergenceWarning(
+                f"the training loss is diverging{where}: its running level is {self.level:.4g} nats per point, "
+                f"against a best of {self.best:.4g}. Lower train.optimizer.lr (resume from the last checkpoint "
+                "with --set train.optimizer.lr=...), or check the likelihood's scale"
+            ),
+            stacklevel=2,
+        )
         return True

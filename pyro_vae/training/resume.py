@@ -70,8 +70,11 @@ def resume_changes(saved, cfg, mid_epoch):
             when = " inside an interrupted epoch" if rule == BETWEEN_EPOCHS else ""
             refused.append(f"{key} ({line[1]!r} -> {line[2]!r}){when}: {why}")
     if refused:
-        hint = ("resume once without it and change it after the epoch ends" if all("interrupted epoch" in r for r in refused)
-                else "start a new run with --out for that (a run keeps its architecture, data and seed)")
+        hint = (
+            "resume once without it and change it after the epoch ends"
+            if all("interrupted epoch" in r for r in refused)
+            else "start a new run with --out for that (a run keeps its architecture, data and seed)"
+        )
         raise ConfigError("cannot change on resume: " + "; ".join(refused) + f". {hint[0].upper()}{hint[1:]}")
     return [line for line in applied if line[0] != "train.out"]
 
@@ -87,8 +90,9 @@ def restore_optimizer(optimizer, saved, lr_schedule=None, saved_schedule=None):
         if lr_schedule is not None and saved_schedule is not None:
             lr_schedule.load_state_dict(saved_schedule)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"the checkpoint's optimiser state does not fit this optimiser ({e}); "
-                              "start a new run") from None
+        raise CheckpointError(
+            f"the checkpoint's optimiser state does not fit this optimiser ({e}); start a new run"
+        ) from None
     for i, (group, hyper) in enumerate(zip(optimizer.param_groups, fresh)):
         base = group.get("initial_lr", group["lr"])
         factor = group["lr"] / base if base else 1.0
@@ -109,8 +113,10 @@ def edited_config(folder, saved):
     try:
         cfg = load_config(path)
     except ConfigError as e:
-        raise ConfigError(f"{path} was edited into a config that cannot be read ({e}); fix it, or delete it to resume "
-                          "with the checkpoint's own config") from None
+        raise ConfigError(
+            f"{path} was edited into a config that cannot be read ({e}); fix it, or delete it to resume "
+            "with the checkpoint's own config"
+        ) from None
     return cfg if _differ(saved, cfg) else None
 
 
@@ -124,12 +130,17 @@ def check_edits_kept(folder, saved, edited, cfg):
     """Refuse to resume with ``cfg`` where it would undo an edit of config.toml (``edited``): a key the file
     changes from the checkpoint's config ``saved`` that ``cfg`` leaves at the checkpoint's value."""
     old, new, given = flatten(saved), flatten(edited), flatten(cfg)
-    undone = [f"{k} ({old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r})" for k in _differ(saved, edited)
-              if given.get(k) == old.get(k)]
+    undone = [
+        f"{k} ({old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r})"
+        for k in _differ(saved, edited)
+        if given.get(k) == old.get(k)
+    ]
     if undone:
-        raise ConfigError(f"{folder.file(CONFIG)} was edited since the last checkpoint ({'; '.join(undone)}), and the "
-                          "config given to resume would undo it: resume from the file (pyro-vae train --resume does; "
-                          f"in Python, pass pyro_vae.load_config({str(folder.file(CONFIG))!r})), or undo the edit")
+        raise ConfigError(
+            f"{folder.file(CONFIG)} was edited since the last checkpoint ({'; '.join(undone)}), and the "
+            "config given to resume would undo it: resume from the file (pyro-vae train --resume does; "
+            f"in Python, pass pyro_vae.load_config({str(folder.file(CONFIG))!r})), or undo the edit"
+        )
 
 
 def open_run(folder, cfg, resume, overwrite, log):

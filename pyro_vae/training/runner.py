@@ -3,7 +3,6 @@ folder, has ``config.build.prepare`` load the data and build the parts, and hand
 The run folder (lock, status, checkpoint as the source of truth, metrics reconciled to it) is ``folder``'s.
 """
 
-
 from __future__ import annotations
 
 import copy
@@ -29,10 +28,20 @@ from .loop import Loop
 from .resume import open_run
 
 
-def train(cfg: Config, out: PathLike | None = None, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, data: Any = None, log: Log = print, vae: VAE | None = None,
-          elbo: pyro.infer.ELBO | None = None, optimizer: torch.optim.Optimizer | None = None,
-          callbacks: Iterable[Callback] = ()) -> tuple[VAE, list[dict[str, Any]]]:
+def train(
+    cfg: Config,
+    out: PathLike | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    data: Any = None,
+    log: Log = print,
+    vae: VAE | None = None,
+    elbo: pyro.infer.ELBO | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    callbacks: Iterable[Callback] = (),
+) -> tuple[VAE, list[dict[str, Any]]]:
     """Train the VAE ``cfg`` describes; write the run folder ``out``. Returns (vae, history).
 
     The folder is locked for the whole run (one writer), its ``status.json`` says what happened,

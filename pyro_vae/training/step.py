@@ -2,7 +2,6 @@
 optimiser step, with one ``torch.optim`` optimiser over the model's parameters; over micro-batches,
 their gradients accumulated (and averaged over torchrun's ranks) before the one optimiser step."""
 
-
 from __future__ import annotations
 
 import math
@@ -13,20 +12,39 @@ import pyro
 import torch
 
 
-def svi_step(model: Callable[..., Any], guide: Callable[..., Any], elbo: pyro.infer.ELBO,
-             optimizer: torch.optim.Optimizer, *args: Any, validate: bool = False, max_grad_norm: float = 0.0,
-             **kwargs: Any) -> float:
+def svi_step(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    elbo: pyro.infer.ELBO,
+    optimizer: torch.optim.Optimizer,
+    *args: Any,
+    validate: bool = False,
+    max_grad_norm: float = 0.0,
+    **kwargs: Any,
+) -> float:
     """One SVI step, ``pyro.infer.SVI.step``'s arithmetic: ``elbo.loss_and_grads(model, guide, *args,
     **kwargs)`` fills the gradients, one ``torch.optim`` step applies them. Any model/guide pair and
     any ``pyro.infer.ELBO`` work (the optimiser must hold their parameters). Pyro's validation runs
     only if asked (the loop asks on its first step); ``max_grad_norm > 0`` clips the gradients'
     total norm to it. Returns the loss; a non-finite loss is not applied."""
-    return accumulated_step(model, guide, elbo, optimizer, [args], validate=validate, max_grad_norm=max_grad_norm,
-                            **kwargs)[0]
+    return accumulated_step(
+        model, guide, elbo, optimizer, [args], validate=validate, max_grad_norm=max_grad_norm, **kwargs
+    )[0]
 
 
-def accumulated_step(model, guide, elbo, optimizer, parts, seeds=None, average=None, stop=False, validate=False,
-                     max_grad_norm=0.0, **kwargs):
+def accumulated_step(
+    model,
+    guide,
+    elbo,
+    optimizer,
+    parts,
+    seeds=None,
+    average=None,
+    stop=False,
+    validate=False,
+    max_grad_norm=0.0,
+    **kwargs,
+):
     """One SVI step over micro-batches: ``elbo.loss_and_grads`` on each tuple of arguments in
     ``parts`` (with ``torch.manual_seed(seeds[i])`` first, if given) accumulates the gradients;
     ``average(loss, stop)`` (a ``distributed.GradientAverager``) averages them and the loss over the

@@ -15,22 +15,31 @@ def test_defaults_are_valid():
     assert cfg["model"]["latent_dim"] == 50 and cfg["data"]["batch_size"] == 128
 
 
-@pytest.mark.parametrize("cfg, pattern", [
-    ({"trian": {}}, "unknown section or key 'trian'; valid: seed, device, plugins, data, model, train, eval"),
-    ({"train": {"epoch": 3}}, "unknown key 'train.epoch'; valid: elbo, epochs"),
-    ({"train": {"epochs": "ten"}}, "train.epochs must be an integer, got 'ten'"),
-    ({"train": {"epochs": 0}}, "train.epochs must be an integer >= 1"),
-    ({"train": {"beta": -1.0}}, "train.beta must be a number >= 0"),
-    ({"model": {"latent_dim": 0}}, "model.latent_dim must be an integer >= 1"),
-    ({"model": {"latent_dim": True}}, "model.latent_dim must be an integer"),
-    ({"model": {"prior": {"kind": "gausian"}}}, "unknown kind 'gausian'.*valid kinds: flow, laplace, learned_normal, mixture, standard_normal, student_t, vamp"),
-    ({"model": {"likelihood": {"kind": "bernoulli", "scale": 2}}}, "valid parameters: allow_grey"),
-    ({"model": {"encoder": {"hidden": [10]}}}, "needs a 'kind'"),
-    ({"data": {"dataset": "cifar"}}, "valid kinds: celeba, cifar10, fashion-mnist, image_folder, kmnist, mnist, npz, synthetic"),
-    ({"data": {"binarize": "yes"}}, "one of none, dynamic, static"),
-    ({"device": "tpu"}, "device must be"),
-    ({"data": 3}, "data is a section"),
-])
+@pytest.mark.parametrize(
+    "cfg, pattern",
+    [
+        ({"trian": {}}, "unknown section or key 'trian'; valid: seed, device, plugins, data, model, train, eval"),
+        ({"train": {"epoch": 3}}, "unknown key 'train.epoch'; valid: elbo, epochs"),
+        ({"train": {"epochs": "ten"}}, "train.epochs must be an integer, got 'ten'"),
+        ({"train": {"epochs": 0}}, "train.epochs must be an integer >= 1"),
+        ({"train": {"beta": -1.0}}, "train.beta must be a number >= 0"),
+        ({"model": {"latent_dim": 0}}, "model.latent_dim must be an integer >= 1"),
+        ({"model": {"latent_dim": True}}, "model.latent_dim must be an integer"),
+        (
+            {"model": {"prior": {"kind": "gausian"}}},
+            "unknown kind 'gausian'.*valid kinds: flow, laplace, learned_normal, mixture, standard_normal, student_t, vamp",
+        ),
+        ({"model": {"likelihood": {"kind": "bernoulli", "scale": 2}}}, "valid parameters: allow_grey"),
+        ({"model": {"encoder": {"hidden": [10]}}}, "needs a 'kind'"),
+        (
+            {"data": {"dataset": "cifar"}},
+            "valid kinds: celeba, cifar10, fashion-mnist, image_folder, kmnist, mnist, npz, synthetic",
+        ),
+        ({"data": {"binarize": "yes"}}, "one of none, dynamic, static"),
+        ({"device": "tpu"}, "device must be"),
+        ({"data": 3}, "data is a section"),
+    ],
+)
 def test_config_errors_list_the_valid_choices(cfg, pattern):
     with pytest.raises(ConfigError, match=pattern):
         validate(cfg)
@@ -68,16 +77,34 @@ def test_dump_toml_round_trips():
     assert validate(tomllib.loads(dump_toml(cfg))) == cfg
 
 
-_values = st.one_of(st.integers(-3, 1000), st.floats(allow_nan=True), st.text(max_size=8), st.booleans(),
-                    st.lists(st.integers(-2, 500), max_size=3))
+_values = st.one_of(
+    st.integers(-3, 1000),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.booleans(),
+    st.lists(st.integers(-2, 500), max_size=3),
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["seed", "device", "data", "model", "train", "eval", "x"]),
-                       st.one_of(_values, st.dictionaries(st.sampled_from(
-                           ["epochs", "beta", "latent_dim", "batch_size", "dataset", "prior", "elbo", "kind", "lr"]),
-                           st.one_of(_values, st.dictionaries(st.sampled_from(["kind", "num_particles", "alpha"]),
-                                                              _values, max_size=3)), max_size=3)), max_size=3))
+@given(
+    st.dictionaries(
+        st.sampled_from(["seed", "device", "data", "model", "train", "eval", "x"]),
+        st.one_of(
+            _values,
+            st.dictionaries(
+                st.sampled_from(
+                    ["epochs", "beta", "latent_dim", "batch_size", "dataset", "prior", "elbo", "kind", "lr"]
+                ),
+                st.one_of(
+                    _values, st.dictionaries(st.sampled_from(["kind", "num_particles", "alpha"]), _values, max_size=3)
+                ),
+                max_size=3,
+            ),
+        ),
+        max_size=3,
+    )
+)
 def test_any_config_is_valid_or_a_config_error(raw):
     try:
         cfg = validate(raw)
@@ -99,21 +126,25 @@ def test_a_kind_that_is_not_a_name_is_a_config_error_in_every_registry():
     for section, key in (("model", "kind"), ("data", "dataset"), ("model", "layers")):
         for kind in kinds:
             with pytest.raises(ConfigError):
-                validate({"model": {"kind": "hierarchical", "layers": kind}} if key == "layers"
-                         else {section: {key: kind}})
+                validate(
+                    {"model": {"kind": "hierarchical", "layers": kind}} if key == "layers" else {section: {key: kind}}
+                )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.kl_warmup={kind='linear', epochs=inf}", "train.kl_warmup.epochs must be a positive number, got inf"),
-    ("train.kl_warmup={kind='cyclical', cycles=2.0}", "cycles must be an integer >= 1, got 2.0"),
-    ("model.prior={kind='student_t', df=nan}", "df must be a positive number, got nan"),
-    ("model.likelihood={kind='gaussian', scale=true}", "scale must be a positive number, got True"),
-    ("model.likelihood={kind='gaussian', min_scale=-1}", "min_scale must be a number >= 0, got -1"),
-    ("model.posterior={kind='diagonal_normal', min_scale=nan}", "min_scale must be a number >= 0"),
-    ("train.optimizer.lr=inf", "lr must be a positive number, got inf: try"),
-    ("train.elbo.num_particles=2.5", "num_particles must be an integer >= 1, got 2.5"),
-    ("seed=4294967296", "seed must be an integer from 0 to 4,294,967,295"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.kl_warmup={kind='linear', epochs=inf}", "train.kl_warmup.epochs must be a positive number, got inf"),
+        ("train.kl_warmup={kind='cyclical', cycles=2.0}", "cycles must be an integer >= 1, got 2.0"),
+        ("model.prior={kind='student_t', df=nan}", "df must be a positive number, got nan"),
+        ("model.likelihood={kind='gaussian', scale=true}", "scale must be a positive number, got True"),
+        ("model.likelihood={kind='gaussian', min_scale=-1}", "min_scale must be a number >= 0, got -1"),
+        ("model.posterior={kind='diagonal_normal', min_scale=nan}", "min_scale must be a number >= 0"),
+        ("train.optimizer.lr=inf", "lr must be a positive number, got inf: try"),
+        ("train.elbo.num_particles=2.5", "num_particles must be an integer >= 1, got 2.5"),
+        ("seed=4294967296", "seed must be an integer from 0 to 4,294,967,295"),
+    ],
+)
 def test_one_number_check_refuses_booleans_nan_infinity_and_fractions(override, message):
     import torch
 
@@ -128,7 +159,9 @@ def test_one_number_check_refuses_booleans_nan_infinity_and_fractions(override, 
 def test_one_override_applier_takes_strings_or_a_mapping():
     base = load_config()
     as_strings = apply_overrides(base, ["model.prior.kind=mixture", "train.elbo={kind='iwae', num_particles=3}"])
-    as_mapping = apply_overrides(base, {"model.prior.kind": "mixture", "train.elbo": {"kind": "iwae", "num_particles": 3}})
+    as_mapping = apply_overrides(
+        base, {"model.prior.kind": "mixture", "train.elbo": {"kind": "iwae", "num_particles": 3}}
+    )
     assert validate(as_strings) == validate(as_mapping)
     assert validate(as_mapping)["model"]["prior"] == {"kind": "mixture"}  # the kind reset its parameters
     for bad in ("train.epochs=1", 3, [1]):

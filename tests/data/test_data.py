@@ -41,7 +41,7 @@ def test_binarisation(mode):
     if mode == "static":
         assert differ == 0 and set(d.train.unique().tolist()) == {0.0, 1.0}
     else:
-        assert abs(differ - expected) < 4 * expected ** 0.5 and expected > 100
+        assert abs(differ - expected) < 4 * expected**0.5 and expected > 100
     grey = load_data("synthetic", binarize="none").train
     mean_of_draws = torch.stack([next(d.batches(2000, torch.Generator().manual_seed(s))) for s in range(3)]).mean()
     # E[Bernoulli(p)] = p: the mean pixel matches the grey mean within Monte Carlo error
@@ -60,14 +60,17 @@ def test_npz_arrays(tmp_path):
     assert d.data_shape == (5,) and d.test.shape == (4, 5)
 
 
-@pytest.mark.parametrize("arrays, pattern", [
-    ({"images": np.zeros((4, 3))}, "no array named 'x'.*np.savez"),
-    ({"x": np.array([{"a": 1}, {"b": 2}], dtype=object)}, "without pickle"),
-    ({"x": np.zeros((0, 3))}, "empty"),
-    ({"x": np.full((10, 3), np.nan)}, "NaN or Inf"),
-    ({"x": np.full((10, 3), 5.0)}, r"needs values in \[0, 1\]"),
-    ({"x": np.zeros(10)}, r"shape \(N, ...\)"),
-])
+@pytest.mark.parametrize(
+    "arrays, pattern",
+    [
+        ({"images": np.zeros((4, 3))}, "no array named 'x'.*np.savez"),
+        ({"x": np.array([{"a": 1}, {"b": 2}], dtype=object)}, "without pickle"),
+        ({"x": np.zeros((0, 3))}, "empty"),
+        ({"x": np.full((10, 3), np.nan)}, "NaN or Inf"),
+        ({"x": np.full((10, 3), 5.0)}, r"needs values in \[0, 1\]"),
+        ({"x": np.zeros(10)}, r"shape \(N, ...\)"),
+    ],
+)
 def test_bad_npz_is_refused(tmp_path, arrays, pattern):
     f = tmp_path / "bad.npz"
     np.savez(f, **arrays)

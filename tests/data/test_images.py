@@ -33,14 +33,26 @@ def write_images(folder, n, shape, classes=0, seed=0, prefix=""):
 
 
 def run_cli(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "pyro_vae", *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, "-m", "pyro_vae", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def test_image_folder_trains_end_to_end_and_evaluates(tmp_path):
     write_images(tmp_path / "pngs", 120, (8, 8), classes=3)
-    sets = ["data.dataset=image_folder", "data.path=pngs", "data.batch_size=16", "train.epochs=2",
-            "model.latent_dim=4", "data.workers=1"]
+    sets = [
+        "data.dataset=image_folder",
+        "data.path=pngs",
+        "data.batch_size=16",
+        "train.epochs=2",
+        "model.latent_dim=4",
+        "data.workers=1",
+    ]
     r = run_cli(tmp_path, "train", *[a for s in sets for a in ("--set", s)], "--out", "run", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "bits/dim" in r.stdout  # bernoulli on dynamically binarised images: a mass, so bits/dim
@@ -54,9 +66,21 @@ def test_image_folder_trains_end_to_end_and_evaluates(tmp_path):
 
 def test_the_cifar10_config_trains_an_epoch_on_a_cifar_shaped_folder(tmp_path):
     write_images(tmp_path / "cifar", 140, (32, 32, 3))
-    r = run_cli(tmp_path, "train", "--config", os.path.join(ROOT, "examples/configs/cifar10.toml"),
-                "--set", "data.dataset=image_folder", "--set", "data.path=cifar", "--set", "train.epochs=1",
-                "--out", "run", "--quiet")
+    r = run_cli(
+        tmp_path,
+        "train",
+        "--config",
+        os.path.join(ROOT, "examples/configs/cifar10.toml"),
+        "--set",
+        "data.dataset=image_folder",
+        "--set",
+        "data.path=cifar",
+        "--set",
+        "train.epochs=1",
+        "--out",
+        "run",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     (line,) = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     # uniform noise images: a discretized logistic can do no better than 8 bits per dimension
@@ -122,7 +146,7 @@ def test_a_corrupt_or_truncated_image_is_named_in_a_clear_error(tmp_path, worker
     write_images(tmp_path / "imgs", 20, (8, 8))
     names = sorted(os.listdir(tmp_path / "imgs"))
     whole = (tmp_path / "imgs" / names[3]).read_bytes()
-    (tmp_path / "imgs" / names[3]).write_bytes(whole[:len(whole) // 2])  # truncated mid-stream
+    (tmp_path / "imgs" / names[3]).write_bytes(whole[: len(whole) // 2])  # truncated mid-stream
     (tmp_path / "imgs" / names[5]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image")  # a PNG signature only
     bomb = bytearray(whole)  # an 8x8 PNG whose header claims 100,000 x 100,000 pixels
     bomb[16:24] = (100_000).to_bytes(4, "big") * 2
@@ -159,7 +183,15 @@ def interlaced_png(a):
 
     h, w = a.shape[:2]
     rows = b""
-    for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+    for x0, y0, dx, dy in [
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ]:
         sub = a[y0::dy, x0::dx]
         if sub.size:
             rows += b"".join(b"\0" + r.tobytes() for r in sub)  # filter type 0 on every row
@@ -183,12 +215,17 @@ def test_every_png_flavour_and_jpeg_decode_to_what_pil_gives(tmp_path, run_mode,
     rng = np.random.default_rng(0)
     grey = (rng.random((9, 7)) * 255).astype(np.uint8)
     rgb = (rng.random((9, 7, 3)) * 255).astype(np.uint8)
-    images_ = {"grey.png": Image.fromarray(grey), "rgb.png": Image.fromarray(rgb),
-               "palette.png": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=7),
-               "palette4.png": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
-               "la.png": Image.fromarray(grey).convert("LA"), "rgba.png": Image.fromarray(rgb).convert("RGBA"),
-               "bits16.png": Image.fromarray(grey.astype(np.uint16) * 257), "bit1.png": Image.fromarray(grey > 127),
-               "jpeg.jpg": Image.fromarray(rgb)}
+    images_ = {
+        "grey.png": Image.fromarray(grey),
+        "rgb.png": Image.fromarray(rgb),
+        "palette.png": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=7),
+        "palette4.png": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
+        "la.png": Image.fromarray(grey).convert("LA"),
+        "rgba.png": Image.fromarray(rgb).convert("RGBA"),
+        "bits16.png": Image.fromarray(grey.astype(np.uint16) * 257),
+        "bit1.png": Image.fromarray(grey > 127),
+        "jpeg.jpg": Image.fromarray(rgb),
+    }
     files = []
     for name, im in images_.items():
         im.save(tmp_path / name, **({"bits": 4} if name == "palette4.png" else {}))
@@ -207,15 +244,26 @@ def test_every_png_flavour_and_jpeg_decode_to_what_pil_gives(tmp_path, run_mode,
         info.add(b"gAMA", (100000).to_bytes(4, "big"))
         info.add(b"sBIT", bytes([5] * (a.ndim * 2 - 1)))
         Image.fromarray(a).save(tmp_path / name, pnginfo=info)
-    files += [str(tmp_path / n) for n in ("grey_trns.png", "big.png", "adam7_grey.png", "adam7_rgb.png", "rgb_trns.png",
-                                          "gamma_grey.png", "gamma_rgb.png")]
+    files += [
+        str(tmp_path / n)
+        for n in (
+            "grey_trns.png",
+            "big.png",
+            "adam7_grey.png",
+            "adam7_rgb.png",
+            "rgb_trns.png",
+            "gamma_grey.png",
+            "gamma_rgb.png",
+        )
+    ]
     first = files[0] if run_mode == "L" else files[1]
     data = ImageFiles([first] + files, None, image_size=0)
     assert data.mode == run_mode
     calls = []
     if decoder == "libspng":
-        monkeypatch.setattr(images.pyspng, "load", lambda b, format, load=images.pyspng.load: calls.append(1) or
-                            load(b, format=format))
+        monkeypatch.setattr(
+            images.pyspng, "load", lambda b, format, load=images.pyspng.load: calls.append(1) or load(b, format=format)
+        )
     for i, f in enumerate(data.files):
         with Image.open(f) as im:
             want = np.asarray(im.convert(run_mode))
@@ -253,7 +301,10 @@ def test_a_batch_read_whole_equals_its_images_read_one_by_one_and_threads_come_b
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_resnet_networks_map_images_to_features_and_back(size):
-    enc, dec = ResNetEncoder((3, size, size), widths=[8, 16], blocks=2), ResNetDecoder(6, 2 * 3 * size * size, (3, size, size), widths=[8, 16])
+    enc, dec = (
+        ResNetEncoder((3, size, size), widths=[8, 16], blocks=2),
+        ResNetDecoder(6, 2 * 3 * size * size, (3, size, size), widths=[8, 16]),
+    )
     x = torch.rand(2, 5, 3, size, size)
     assert enc(x).shape == (2, 5, 256)
     assert dec(torch.randn(2, 5, 6)).shape == (2, 5, 2 * 3 * size * size)

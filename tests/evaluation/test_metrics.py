@@ -16,7 +16,7 @@ def test_rate_is_the_closed_form_gaussian_kl(small_vae, synthetic):
     x = synthetic.example_batch(16)
     q = small_vae.q(x)
     mu, sigma = q.base_dist.loc, q.base_dist.scale
-    expected = 0.5 * (mu ** 2 + sigma ** 2 - torch.log(sigma ** 2) - 1).sum(-1)
+    expected = 0.5 * (mu**2 + sigma**2 - torch.log(sigma**2) - 1).sum(-1)
     torch.testing.assert_close(rate(small_vae, x), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -27,15 +27,15 @@ def test_iwae_bounds(small_vae, synthetic):
     with torch.no_grad():
         log_px_z, log_pz, log_qz = small_vae.log_weights(x, 1000)
         log_w = log_px_z + log_pz - log_qz  # (1000, 200)
-        elbo = log_w.mean(0)                # per point, 1000 samples: small MC error
+        elbo = log_w.mean(0)  # per point, 1000 samples: small MC error
         k1 = iwae_log_px(small_vae, x, 1)
         k5 = iwae_log_px(small_vae, x, 5)
         k500 = iwae_log_px(small_vae, x, 500)
     n = x.shape[0]
     diff = k5 - elbo
-    assert diff.mean() > 4 * diff.std() / math.sqrt(n)      # IWAE(5) above the ELBO
+    assert diff.mean() > 4 * diff.std() / math.sqrt(n)  # IWAE(5) above the ELBO
     diff = k500 - k5
-    assert diff.mean() > 4 * diff.std() / math.sqrt(n)      # and rising with K
+    assert diff.mean() > 4 * diff.std() / math.sqrt(n)  # and rising with K
     diff = k1 - elbo
     assert abs(diff.mean()) < 4 * diff.std() / math.sqrt(n)  # K = 1 is the ELBO
 
@@ -43,8 +43,18 @@ def test_iwae_bounds(small_vae, synthetic):
 def test_evaluate_reports_consistent_numbers(small_vae, synthetic):
     torch.manual_seed(0)
     r = evaluate(small_vae, synthetic.test, iwae_samples=20, batch_size=128)
-    assert set(r) == {"elbo", "log_px", "log_px_se", "rate", "distortion", "active_units", "iwae_samples",
-                      "kl_per_dim", "bits_per_dim", "elbo_bits_per_dim"}
+    assert set(r) == {
+        "elbo",
+        "log_px",
+        "log_px_se",
+        "rate",
+        "distortion",
+        "active_units",
+        "iwae_samples",
+        "kl_per_dim",
+        "bits_per_dim",
+        "elbo_bits_per_dim",
+    }
     d = math.prod(synthetic.data_shape)  # bernoulli: a mass over {0, 1}, so bits/dim is -log2 p(x) / D
     assert r["bits_per_dim"] == pytest.approx(-r["log_px"] / (d * math.log(2)))
     assert r["elbo_bits_per_dim"] >= r["bits_per_dim"] - 0.05  # the ELBO bound is the longer code (MC noise aside)
@@ -71,7 +81,7 @@ def test_iwae_chunking_is_exact(small_vae, monkeypatch):
     def fake_log_weights(x, k, q=None, y=None):  # hands out the fixed log weights, k at a time
         start = sum(drawn)
         drawn.append(k)
-        return log_w[start:start + k], torch.zeros(k, 30), torch.zeros(k, 30)
+        return log_w[start : start + k], torch.zeros(k, 30), torch.zeros(k, 30)
 
     monkeypatch.setattr(small_vae, "log_weights", fake_log_weights)
     monkeypatch.setattr(ev, "CHUNK_ELEMENTS", 30 * (64 + 4) * 7)  # 30 points, 64 pixels, 4 latents: 7 samples a chunk
@@ -103,5 +113,5 @@ def test_gaussian_likelihood_is_mse(synthetic):
     out = torch.randn(5, 64)
     nll = -vae.likelihood(out).log_prob(x)
     mse = ((x.flatten(1) - out) ** 2).sum(-1)
-    expected = mse / (2 * 0.1 ** 2) + 64 * math.log(0.1 * math.sqrt(2 * math.pi))
+    expected = mse / (2 * 0.1**2) + 64 * math.log(0.1 * math.sqrt(2 * math.pi))
     torch.testing.assert_close(nll, expected, rtol=1e-5, atol=1e-5)

@@ -79,8 +79,15 @@ def test_kl_per_dim_sums_to_the_rate(small_vae, synthetic):
 
 
 def test_parse_sweep():
-    fixed, swept = parse_sweep(["train.beta=0.5,1,2", "model.encoder.hidden=[256,128]", "train.epochs=1",
-                                "model.prior={kind='mixture', components=3}", "seed=0,1"])
+    fixed, swept = parse_sweep(
+        [
+            "train.beta=0.5,1,2",
+            "model.encoder.hidden=[256,128]",
+            "train.epochs=1",
+            "model.prior={kind='mixture', components=3}",
+            "seed=0,1",
+        ]
+    )
     assert fixed == ["model.encoder.hidden=[256,128]", "train.epochs=1", "model.prior={kind='mixture', components=3}"]
     assert swept == {"train.beta": ["0.5", "1", "2"], "seed": ["0", "1"]}
     with pytest.raises(ConfigError, match="key=value"):
@@ -90,8 +97,15 @@ def test_parse_sweep():
 
 
 def test_sweep_over_beta(tmp_path, synthetic):
-    overrides = ["data.dataset=synthetic", "data.batch_size=50", "model.latent_dim=4", "model.encoder.hidden=[64]",
-                 "model.decoder.hidden=[64]", "train.epochs=3", "train.beta=0.25,4"]
+    overrides = [
+        "data.dataset=synthetic",
+        "data.batch_size=50",
+        "model.latent_dim=4",
+        "model.encoder.hidden=[64]",
+        "model.decoder.hidden=[64]",
+        "train.epochs=3",
+        "train.beta=0.25,4",
+    ]
     rows = sweep(None, overrides, tmp_path, data=synthetic, **QUIET)
     assert [r["run"] for r in rows] == ["train.beta=0.25", "train.beta=4"]
     assert rows[1]["rate"] < rows[0]["rate"] and rows[1]["distortion"] > rows[0]["distortion"]
@@ -104,13 +118,30 @@ def test_sweep_over_beta(tmp_path, synthetic):
 
 def test_plot_command_writes_every_figure(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["--set", "data.dataset=synthetic", "--set", "model.latent_dim=2", "--set", "data.batch_size=100",
-            "--set", "train.epochs=1", "--out", str(run), "--quiet"]
+    args = [
+        "--set",
+        "data.dataset=synthetic",
+        "--set",
+        "model.latent_dim=2",
+        "--set",
+        "data.batch_size=100",
+        "--set",
+        "train.epochs=1",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
     assert main(["train", *args]) == 0
     assert main(["plot", str(run)]) == 0
     names = {p.name for p in (run / "figures").iterdir()}
-    assert names == {"learning_curves.png", "reconstructions.png", "prior_samples.png", "traversals.png",
-                     "latent_scatter.png", "manifold.png"}
+    assert names == {
+        "learning_curves.png",
+        "reconstructions.png",
+        "prior_samples.png",
+        "traversals.png",
+        "latent_scatter.png",
+        "manifold.png",
+    }
     assert all((run / "figures" / n).stat().st_size > 500 for n in names)
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["beta"] == 1.0
 
@@ -120,13 +151,15 @@ def test_plot_command_writes_every_figure(tmp_path, capsys):
 def test_a_kl_weight_of_zero_trains_with_every_estimator(tmp_path, synthetic, kind, schedule):
     """beta = 0 (set, or the first step of a cyclical warm-up) drops the KL term; Pyro's poutine.scale
     refuses a scale of 0, so the programs weight z with their own messenger."""
-    _, history = train(small_config(f"train.elbo.kind={kind}", schedule), tmp_path, data=synthetic,
-                       progress=False, log=lambda s: None)
+    _, history = train(
+        small_config(f"train.elbo.kind={kind}", schedule), tmp_path, data=synthetic, progress=False, log=lambda s: None
+    )
     assert math.isfinite(history[0]["train_loss"])
 
 
-@pytest.mark.parametrize("kind", ["trace", "jit_trace", "meanfield", "jit_meanfield", "tracegraph", "stl", "iwae",
-                                  "renyi", "dreg"])
+@pytest.mark.parametrize(
+    "kind", ["trace", "jit_trace", "meanfield", "jit_meanfield", "tracegraph", "stl", "iwae", "renyi", "dreg"]
+)
 def test_at_beta_zero_the_kl_term_has_no_gradient(synthetic, kind):
     """beta = 0 removes log p(z) - log q(z|x) from the objective: a learned prior (here a mixture) gets a gradient
     of exactly zero, while the decoder's is not zero."""
@@ -138,10 +171,12 @@ def test_at_beta_zero_the_kl_term_has_no_gradient(synthetic, kind):
     for beta, zero in ((0.0, True), (0.5, False)):
         for p in vae.parameters():
             p.grad = None
-        ESTIMATORS.build(spec).loss_and_grads(vae.model, vae.guide, synthetic.example_batch(20), num_data=100,
-                                              beta=beta)
-        prior = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
-                           for p in vae.prior.parameters()])
+        ESTIMATORS.build(spec).loss_and_grads(
+            vae.model, vae.guide, synthetic.example_batch(20), num_data=100, beta=beta
+        )
+        prior = torch.cat(
+            [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in vae.prior.parameters()]
+        )
         assert (prior.abs().max() == 0) == zero, (beta, prior.abs().max())
         assert any(p.grad is not None and p.grad.abs().max() > 0 for p in vae.decoder.parameters())
 

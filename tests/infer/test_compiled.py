@@ -36,7 +36,10 @@ def assert_same(elbo, eager, vae, x, seed, beta=1.0):
 @pytest.mark.parametrize("jit,plain", PAIRS)
 def test_compiled_equals_eager_draw_for_draw_for_every_beta(jit, plain, synthetic):
     vae = build_vae(small_config(), synthetic.data_shape)
-    elbo, eager = build_elbo(small_config(f"train.elbo.kind={jit}")), build_elbo(small_config(f"train.elbo.kind={plain}"))
+    elbo, eager = (
+        build_elbo(small_config(f"train.elbo.kind={jit}")),
+        build_elbo(small_config(f"train.elbo.kind={plain}")),
+    )
     x = synthetic.example_batch(32)
     with pyro.validation_enabled(False):
         for seed, beta in enumerate([1.0, 0.25, 3.0, 0.0, 1.0]):
@@ -63,8 +66,10 @@ def test_one_graph_for_a_whole_run(synthetic):
     elbo, opt = build_elbo(cfg), build_optimizer(cfg, vae.parameters())
     assert cfg["train"]["elbo"]["kind"] == "jit_meanfield"  # the default is the compiled estimator
     g = torch.Generator().manual_seed(0)
-    losses = [svi_step(vae.model, vae.guide, elbo, opt, x, synthetic.num_train, validate=i == 0)
-              for i, x in enumerate(synthetic.batches(50, g))]
+    losses = [
+        svi_step(vae.model, vae.guide, elbo, opt, x, synthetic.num_train, validate=i == 0)
+        for i, x in enumerate(synthetic.batches(50, g))
+    ]
     assert len(losses) > 5 and all(torch.isfinite(torch.tensor(losses)))
     assert len(elbo._graphs) == 1
     assert sum(losses[-3:]) < sum(losses[:3])
@@ -105,7 +110,9 @@ def test_an_untraceable_model_runs_uncompiled_with_a_warning(small_vae, syntheti
         assert again == loss_and_grads(eager, small_vae, x, 1, model)[0]
 
 
-@pytest.mark.parametrize("prior,likelihood,posterior", list(itertools.product(PRIOR_SPECS, LIKELIHOOD_SPECS, POSTERIOR_SPECS)))
+@pytest.mark.parametrize(
+    "prior,likelihood,posterior", list(itertools.product(PRIOR_SPECS, LIKELIHOOD_SPECS, POSTERIOR_SPECS))
+)
 def test_every_combination_compiles_and_matches_eager(prior, likelihood, posterior, synthetic, grey):
     """The whole cross product (224 cases, about a minute): a traced backward wrong for one pairing of parts
     would give silently wrong gradients, and single swaps cannot see an interaction."""
@@ -125,7 +132,9 @@ def check_catalogue_case(prior, likelihood, posterior, synthetic, grey):
             warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
             loss_and_grads(elbo, vae, x, seed=0)  # compiles
             assert_same(elbo, eager, vae, x, seed=1)
-            assert_same_step(elbo, eager, list(vae.parameters()), vae.model, vae.guide, x, seed=2)  # one graph or autograd
+            assert_same_step(
+                elbo, eager, list(vae.parameters()), vae.model, vae.guide, x, seed=2
+            )  # one graph or autograd
             assert_same_step(elbo, eager, list(vae.parameters()), vae.model, vae.guide, x, seed=3)
         assert len(elbo._graphs) == 2  # the loss; the training step
 
@@ -168,14 +177,17 @@ def test_logsumexp_by_logaddexp_equals_torchs():
             ours, theirs = logsumexp(x, dim), torch.logsumexp(x, dim)
             assert ours.grad_fn.name() != theirs.grad_fn.name()  # the tree, not torch's op
             torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
-            torch.testing.assert_close(torch.autograd.grad((ours * w).sum(), x)[0],
-                                       torch.autograd.grad((theirs * w).sum(), x)[0])
+            torch.testing.assert_close(
+                torch.autograd.grad((ours * w).sum(), x)[0], torch.autograd.grad((theirs * w).sum(), x)[0]
+            )
         y = torch.randn(4, k, dtype=torch.float64, requires_grad=True)
         torch.testing.assert_close(logsumexp(y, 1), torch.logsumexp(y, 1))
         v = torch.randn(4, k, dtype=torch.float64)
         ours, theirs = log_softmax(y, -1), torch.log_softmax(y, -1)
         torch.testing.assert_close(ours, theirs)
-        torch.testing.assert_close(torch.autograd.grad((ours * v).sum(), y)[0], torch.autograd.grad((theirs * v).sum(), y)[0])
+        torch.testing.assert_close(
+            torch.autograd.grad((ours * v).sum(), y)[0], torch.autograd.grad((theirs * v).sum(), y)[0]
+        )
         with torch.no_grad():  # no gradient to come: torch's own kernel
             assert torch.equal(logsumexp(y, 1), torch.logsumexp(y, 1))
 
@@ -201,6 +213,7 @@ def test_pyro_still_recompiles_jit_meanfield_on_every_call(small_vae, synthetic)
 
 def test_a_torch_without_jit_trace_falls_back_to_eager_with_one_warning(small_vae, synthetic, monkeypatch):
     """The day torch.jit.trace goes (it is deprecated), the default estimator must run uncompiled."""
+
     def gone(*args, **kwargs):
         raise RuntimeError("torch.jit.trace was removed")
 
@@ -224,11 +237,22 @@ def test_the_compiled_path_reads_no_private_name_of_pyro_or_torch():
     import pyro_vae.infer.compiled as compiled
 
     tree = ast.parse(open(compiled.__file__).read())
-    private = [node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr.startswith("_")
-               and not node.attr.startswith("__") and not (isinstance(node.value, ast.Name) and node.value.id == "self")]
+    private = [
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    ]
     assert private == [], private
-    imported = [a.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-                for a in node.names if a.name.startswith("_") or "._" in a.name]
+    imported = [
+        a.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for a in node.names
+        if a.name.startswith("_") or "._" in a.name
+    ]
     assert imported == []
 
 
@@ -259,7 +283,10 @@ def test_bf16_networks_compile_draw_for_draw_and_stay_near_fp32(jit, plain, synt
     likelihood in float32). The compiled graph replays the casts (equal to eager); the loss moves by
     bf16's rounding only (8 bits of mantissa: well under 1 % of the loss here)."""
     vae = build_vae(small_config(), synthetic.data_shape)
-    elbo, eager = build_elbo(small_config(f"train.elbo.kind={jit}")), build_elbo(small_config(f"train.elbo.kind={plain}"))
+    elbo, eager = (
+        build_elbo(small_config(f"train.elbo.kind={jit}")),
+        build_elbo(small_config(f"train.elbo.kind={plain}")),
+    )
     x = synthetic.example_batch(32)
     with pyro.validation_enabled(False):
         full = loss_and_grads(eager, vae, x, 0)[0]
@@ -280,9 +307,11 @@ def test_same_shape_distributions_keep_torchs_semantics():
     from pyro_vae.nn.posteriors import Normal
 
     loc, scale, logits = torch.randn(4, 3), torch.rand(4, 3) + 0.1, torch.randn(4, 3)
-    for ours, theirs in ((Normal(loc, scale), dist.Normal(loc, scale)),
-                         (Bernoulli(logits), dist.Bernoulli(logits=logits)),
-                         (IndependentBernoulli(Bernoulli(logits), 1), dist.Bernoulli(logits=logits).to_event(1))):
+    for ours, theirs in (
+        (Normal(loc, scale), dist.Normal(loc, scale)),
+        (Bernoulli(logits), dist.Bernoulli(logits=logits)),
+        (IndependentBernoulli(Bernoulli(logits), 1), dist.Bernoulli(logits=logits).to_event(1)),
+    ):
         assert ours.expand(ours.batch_shape) is ours
         big = ours.expand((2, *ours.batch_shape))
         assert type(big) is type(ours) and big.batch_shape == theirs.expand((2, *theirs.batch_shape)).batch_shape
@@ -352,7 +381,10 @@ def test_the_training_step_is_one_graph_equal_to_eager_autograd(jit, plain, synt
     Pyro's eager estimator draw for draw, at every beta, and gradients accumulate as autograd's do."""
     vae = build_vae(small_config(), synthetic.data_shape)
     params = list(vae.parameters())
-    elbo, eager = build_elbo(small_config(f"train.elbo.kind={jit}")), build_elbo(small_config(f"train.elbo.kind={plain}"))
+    elbo, eager = (
+        build_elbo(small_config(f"train.elbo.kind={jit}")),
+        build_elbo(small_config(f"train.elbo.kind={plain}")),
+    )
     x = synthetic.example_batch(32)
     with pyro.validation_enabled(False):
         for seed, beta in enumerate([1.0, 0.25, 0.0, 1.0]):
@@ -442,12 +474,18 @@ def test_a_run_says_how_its_compiled_steps_ran(synthetic, tmp_path):
     from pyro_vae.training.runner import train
 
     assert build_elbo(small_config()).step_path is None
-    for activation, want in [("softplus", "jit_meanfield steps ran as one graph (forward and backward)"),
-                             ("tanh", "jit_meanfield steps ran as compiled loss + autograd backward (a backward "
-                                      "formula reads a tensor made inside an op, such as tanh's output")]:
+    for activation, want in [
+        ("softplus", "jit_meanfield steps ran as one graph (forward and backward)"),
+        (
+            "tanh",
+            "jit_meanfield steps ran as compiled loss + autograd backward (a backward "
+            "formula reads a tensor made inside an op, such as tanh's output",
+        ),
+    ]:
         lines = []
-        cfg = small_config("train.epochs=2", f"model.encoder.activation='{activation}'",
-                           f"model.decoder.activation='{activation}'")
+        cfg = small_config(
+            "train.epochs=2", f"model.encoder.activation='{activation}'", f"model.decoder.activation='{activation}'"
+        )
         train(cfg, tmp_path / activation, progress=False, data=synthetic, log=lines.append)
         said = [line for line in lines if "steps ran as" in line]
         assert len(said) == 1 and said[0].strip().startswith(want), lines

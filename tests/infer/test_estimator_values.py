@@ -103,8 +103,14 @@ def test_elbo_renyi_iwae_in_order_for_the_same_draws():
         log_px = exact_log_px(vae, x)
     ladder = []
     for alpha in (0.0, 0.3, 0.7, 0.999):
-        ladder.append(bound_draws(vae, x, {"kind": "renyi" if alpha else "iwae", "num_particles": k,
-                                           **({"alpha": alpha} if alpha else {})}, 50))
+        ladder.append(
+            bound_draws(
+                vae,
+                x,
+                {"kind": "renyi" if alpha else "iwae", "num_particles": k, **({"alpha": alpha} if alpha else {})},
+                50,
+            )
+        )
     for upper, lower in zip(ladder, ladder[1:]):
         assert (upper >= lower - 1e-4).all() and (upper - lower).mean() > 0.01
     iwae = ladder[0]
@@ -130,8 +136,9 @@ def gradient_z(vae, x, kind, num_data, beta, draws, particles):
     pyro.clear_param_store()
     estimator = ESTIMATORS.build({"kind": kind, "num_particles": particles})
     estimates = gradient_samples(vae, estimator, {"x": x, "beta": beta}, num_data=num_data, num_samples=draws)
-    return max(((g.mean(0) - e).abs() / (g.std(0) / math.sqrt(draws) + 1e-6)).max().item()
-               for g, e in zip(estimates, exact))
+    return max(
+        ((g.mean(0) - e).abs() / (g.std(0) / math.sqrt(draws) + 1e-6)).max().item() for g, e in zip(estimates, exact)
+    )
 
 
 @torch.no_grad()
@@ -141,8 +148,8 @@ def near_mean_field_optimum(vae, perturb=0.1, seed=0):
     from pyro_vae.models.linear_gaussian import _parts
 
     W, b, s = _parts(vae)
-    precision = torch.eye(W.shape[1]) + W.T @ W / s ** 2
-    A = torch.linalg.solve(precision, W.T) / s ** 2
+    precision = torch.eye(W.shape[1]) + W.T @ W / s**2
+    A = torch.linalg.solve(precision, W.T) / s**2
     scale = precision.diagonal().rsqrt() - vae.posterior.min_scale
     linear, L = vae.posterior.linear, vae.latent_dim
     linear.weight.zero_()
@@ -153,9 +160,14 @@ def near_mean_field_optimum(vae, perturb=0.1, seed=0):
         p.add_(perturb * torch.randn_like(p))
 
 
-CASES = [("trace", "full_normal", {}), ("jit_trace", "full_normal", {}), ("meanfield", "diagonal_normal", {}),
-         ("jit_meanfield", "diagonal_normal", {}), ("stl", "full_normal", {}),
-         ("tracegraph", "diagonal_normal", {"reparameterized": False})]
+CASES = [
+    ("trace", "full_normal", {}),
+    ("jit_trace", "full_normal", {}),
+    ("meanfield", "diagonal_normal", {}),
+    ("jit_meanfield", "diagonal_normal", {}),
+    ("stl", "full_normal", {}),
+    ("tracegraph", "diagonal_normal", {"reparameterized": False}),
+]
 
 
 @pytest.mark.parametrize("kind, posterior, params", CASES, ids=[c[0] for c in CASES])

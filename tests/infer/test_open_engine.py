@@ -23,8 +23,12 @@ class LinearGaussian(nn.Module):
     def __init__(self):
         super().__init__()
         self.decoder = nn.ParameterDict({"w": nn.Parameter(torch.tensor(0.3))})
-        self.encoder = nn.ParameterDict({"a": nn.Parameter(torch.tensor(0.0)),  # q(z|x) = N(a x, s^2)
-                                         "log_s": nn.Parameter(torch.tensor(0.0))})
+        self.encoder = nn.ParameterDict(
+            {
+                "a": nn.Parameter(torch.tensor(0.0)),  # q(z|x) = N(a x, s^2)
+                "log_s": nn.Parameter(torch.tensor(0.0)),
+            }
+        )
 
     @property
     def w(self):
@@ -51,16 +55,24 @@ class AnnealedELBO(Trace_ELBO):
         return loss.item()
 
 
-@pytest.mark.parametrize("elbo", [Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1),
-                                  AnnealedELBO(), ESTIMATORS.build({"kind": "jit_meanfield"}),
-                                  ESTIMATORS.build({"kind": "iwae", "num_particles": 4})])
+@pytest.mark.parametrize(
+    "elbo",
+    [
+        Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1),
+        AnnealedELBO(),
+        ESTIMATORS.build({"kind": "jit_meanfield"}),
+        ESTIMATORS.build({"kind": "iwae", "num_particles": 4}),
+    ],
+)
 def test_a_user_model_and_estimator_train_through_svi_step(elbo):
     torch.manual_seed(0)
     x = 2.0 * torch.randn(2000)  # E[x^2] = 4, so the maximum-likelihood w^2 = 3
     m = LinearGaussian()
     optimizer = torch.optim.Adam(m.parameters(), lr=0.05)
-    losses = [svi_step(m.model, m.guide, elbo, optimizer, x[i % 20 * 100:(i % 20 + 1) * 100], validate=i == 0)
-              for i in range(600)]
+    losses = [
+        svi_step(m.model, m.guide, elbo, optimizer, x[i % 20 * 100 : (i % 20 + 1) * 100], validate=i == 0)
+        for i in range(600)
+    ]
     assert all(math.isfinite(v) for v in losses)
     assert abs(m.w.item() ** 2 - 3.0) < 0.6  # Monte Carlo error of a few hundred noisy steps: generous but real
     assert sum(losses[-50:]) < sum(losses[:50])
@@ -76,7 +88,9 @@ class NoSharing(Trace_ELBO):
 
 def test_capabilities_of_a_user_estimator_are_checked(synthetic):
     x = synthetic.example_batch(4)
-    score = build_vae(small_config("model.posterior={kind='diagonal_normal', reparameterized=false}"), synthetic.data_shape)
+    score = build_vae(
+        small_config("model.posterior={kind='diagonal_normal', reparameterized=false}"), synthetic.data_shape
+    )
     with pytest.raises(ConfigError, match="NeedsReparam estimator needs a reparameterised guide.*site 'z'"):
         check_compatible(NeedsReparam(), score.model, score.guide, x)
     vamp = build_vae(small_config("model.prior={kind='vamp', pseudo_inputs=5}"), synthetic.data_shape)

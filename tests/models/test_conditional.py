@@ -43,11 +43,16 @@ def test_m2_sites_plates_and_scales(synthetic):
     model = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x, **args)
     sites = [n for n, s in model.nodes.items() if s["type"] == "sample" and n not in ("data", "labelled")]
     assert sites == ["y", "z", "x", "labelled_y", "labelled_z", "labelled_x", "aux"]
-    assert [n for n, s in guide.nodes.items() if s["type"] == "sample" and n not in ("data", "labelled")] == \
-        ["y", "z", "labelled_z"]
+    assert [n for n, s in guide.nodes.items() if s["type"] == "sample" and n not in ("data", "labelled")] == [
+        "y",
+        "z",
+        "labelled_z",
+    ]
     assert not model.nodes["y"]["is_observed"] and model.nodes["labelled_y"]["is_observed"]
     assert torch.equal(model.nodes["labelled_y"]["value"].argmax(-1), ys)
-    assert model.nodes["x"]["scale"] == pytest.approx(100 / 6) and model.nodes["labelled_x"]["scale"] == pytest.approx(10)
+    assert model.nodes["x"]["scale"] == pytest.approx(100 / 6) and model.nodes["labelled_x"]["scale"] == pytest.approx(
+        10
+    )
     # the auxiliary term: aux_loss * log q(y|x) of the labelled points
     log_q = torch.log_softmax(vae.classifier(vae.encode(xs)), -1)[torch.arange(4), ys]
     assert torch.allclose(model.nodes["aux"]["fn"].log_prob(torch.zeros(4)), 46.0 * log_q)
@@ -90,8 +95,13 @@ def test_m2_enumerated_elbo_is_the_explicit_sum_over_the_ten_labels(synthetic):
         every = torch.eye(K).reshape(K, 1, K)
         q_z = vae.posterior(join(h, every))  # batch (K, 8)
         z = q_z.rsample()
-        terms = (-math.log(K) + vae.prior(8).log_prob(z) + vae.likelihood(vae.decode(z, every)).log_prob(x)
-                 - log_qy - q_z.log_prob(z))
+        terms = (
+            -math.log(K)
+            + vae.prior(8).log_prob(z)
+            + vae.likelihood(vae.decode(z, every)).log_prob(x)
+            - log_qy
+            - q_z.log_prob(z)
+        )
         explicit = (log_qy.exp() * terms).sum()
     assert torch.allclose(enumerated.detach(), explicit, rtol=1e-5)
     assert not torch.allclose(explicit, terms[0].sum(), rtol=1e-5)  # all ten values count, at the same tolerance
@@ -160,24 +170,42 @@ def test_m2_refusals(synthetic, tmp_path):
     with pytest.raises(ConfigError, match="set data.labels to the number of labelled training points"):
         pyro_vae.train(cfg, tmp_path / "a", data=synthetic, **quiet)
     with pytest.raises(DataError, match="between 4 and 1999"):
-        pyro_vae.train(small_config("model.kind=m2", "model.components=4", "data.labels=2000"), tmp_path / "b",
-                       data=synthetic, **quiet)
+        pyro_vae.train(
+            small_config("model.kind=m2", "model.components=4", "data.labels=2000"),
+            tmp_path / "b",
+            data=synthetic,
+            **quiet,
+        )
     with pytest.raises(DataError, match=r"labels must lie in \[0, 3\).*set model.components"):
-        pyro_vae.train(small_config("model.kind=m2", "model.components=3", "data.labels=40"), tmp_path / "c",
-                       data=synthetic, **quiet)
+        pyro_vae.train(
+            small_config("model.kind=m2", "model.components=3", "data.labels=40"),
+            tmp_path / "c",
+            data=synthetic,
+            **quiet,
+        )
     np.savez(tmp_path / "nolabels.npz", x=synthetic.train.numpy()[:200], x_test=synthetic.test.numpy()[:50])
     with pytest.raises(DataError, match="no labels"):
-        pyro_vae.train(small_config("model.kind=m2", "data.labels=40", "data.dataset=npz",
-                                    f"data.path='{tmp_path / 'nolabels.npz'}'"), tmp_path / "d", **quiet)
+        pyro_vae.train(
+            small_config(
+                "model.kind=m2", "data.labels=40", "data.dataset=npz", f"data.path='{tmp_path / 'nolabels.npz'}'"
+            ),
+            tmp_path / "d",
+            **quiet,
+        )
     with pytest.raises(ConfigError, match="DReG estimator needs a reparameterised guide, but site 'y'.*\"relaxed\""):
-        pyro_vae.train(small_config("model.kind=m2", "model.components=4", "data.labels=40", "train.elbo.kind=dreg"),
-                       tmp_path / "e", data=synthetic, **quiet)
+        pyro_vae.train(
+            small_config("model.kind=m2", "model.components=4", "data.labels=40", "train.elbo.kind=dreg"),
+            tmp_path / "e",
+            data=synthetic,
+            **quiet,
+        )
 
 
 @pytest.mark.parametrize("kind", ["enumerate", "score_function", "relaxed"])
 def test_m2_trains_and_reports_accuracy(kind, synthetic, tmp_path):
-    cfg = small_config("model.kind=m2", "model.components=4", "data.labels=40", f"train.elbo.kind={kind}",
-                       "train.epochs=3")
+    cfg = small_config(
+        "model.kind=m2", "model.components=4", "data.labels=40", f"train.elbo.kind={kind}", "train.epochs=3"
+    )
     vae, history = pyro_vae.train(cfg, tmp_path / kind, data=synthetic, **quiet)
     assert all(math.isfinite(h["test_elbo"]) and 0 <= h["test_accuracy"] <= 1 for h in history)
     assert history[-1]["test_accuracy"] > 0.5  # 4 classes: chance is 0.25
@@ -188,8 +216,15 @@ def test_m2_trains_and_reports_accuracy(kind, synthetic, tmp_path):
 def test_m2_resume_equals_an_uninterrupted_run(synthetic, tmp_path):
     """The labelled stream is a function of seed and step, so resume is exact (here with two micro-batches a
     step, each with its share of both batches, as two torchrun ranks would have)."""
-    cfg = small_config("model.kind=m2", "model.components=4", "data.labels=40", "train.elbo.kind=enumerate",
-                       "train.epochs=2", "data.labelled_batch=16", "train.micro_batches=2")
+    cfg = small_config(
+        "model.kind=m2",
+        "model.components=4",
+        "data.labels=40",
+        "train.elbo.kind=enumerate",
+        "train.epochs=2",
+        "data.labelled_batch=16",
+        "train.micro_batches=2",
+    )
     straight, _ = pyro_vae.train(cfg, tmp_path / "straight", data=synthetic, **quiet)
     pyro_vae.train({**cfg, "train": {**cfg["train"], "epochs": 1}}, tmp_path / "resumed", data=synthetic, **quiet)
     resumed, _ = pyro_vae.train(cfg, tmp_path / "resumed", resume=True, data=synthetic, **quiet)
@@ -284,16 +319,24 @@ def test_relaxed_refuses_a_discrete_site_it_cannot_relax(synthetic):
     cfg = small_config("model.posterior.reparameterized=false")
     vae = build_vae(cfg, synthetic.data_shape)
     with pytest.raises(ConfigError, match="relaxes Categorical sites, but site 'z' draws from"):
-        check_compatible(ESTIMATORS.build({"kind": "relaxed"}), vae.model, vae.guide, synthetic.example_batch(2),
-                         num_data=10)
+        check_compatible(
+            ESTIMATORS.build({"kind": "relaxed"}), vae.model, vae.guide, synthetic.example_batch(2), num_data=10
+        )
     with pytest.raises(ConfigError, match="final_temperature"):
         ESTIMATORS.build({"kind": "relaxed", "final_temperature": 0})
 
 
 def test_compare_on_m2_reports_accuracy(synthetic, tmp_path):
     cfg = small_config("model.kind=m2", "model.components=4", "data.labels=40")
-    rows = compare(cfg, "enumerate,score_function,relaxed", tmp_path / "study", snr_samples=3, data=synthetic,
-                   progress=False, log=lambda *a: None)
+    rows = compare(
+        cfg,
+        "enumerate,score_function,relaxed",
+        tmp_path / "study",
+        snr_samples=3,
+        data=synthetic,
+        progress=False,
+        log=lambda *a: None,
+    )
     assert [r["estimator"] for r in rows] == ["enumerate", "score_function", "relaxed"]
     assert all(0 <= r["accuracy"] <= 1 and math.isfinite(r["encoder_grad_var"]) for r in rows)
     header = (tmp_path / "study" / "compare.csv").read_text().splitlines()[0]
@@ -321,8 +364,15 @@ def test_a_familys_defaults_fill_only_what_the_user_leaves_unset(tmp_path):
     assert m2_cfg["data"]["binarize"] == "none"  # grey levels, as Pyro's SS-VAE reads MNIST
     assert m2_cfg["model"]["likelihood"] == {"kind": "bernoulli", "allow_grey": True}
     # a value the user names wins, even where it equals the global default
-    named = pyro_vae.load_config(overrides=["model.kind=m2", "data.labels=3000", "data.binarize=dynamic",
-                                            "train.elbo.kind=jit_meanfield", "model.likelihood.kind=bernoulli"])
+    named = pyro_vae.load_config(
+        overrides=[
+            "model.kind=m2",
+            "data.labels=3000",
+            "data.binarize=dynamic",
+            "train.elbo.kind=jit_meanfield",
+            "model.likelihood.kind=bernoulli",
+        ]
+    )
     assert named["data"]["binarize"] == "dynamic" and named["train"]["elbo"]["kind"] == "jit_meanfield"
     assert named["model"]["likelihood"] == {"kind": "bernoulli"}
     # a file's family, changed on the command line: nothing of the first family's defaults stays

@@ -31,8 +31,9 @@ def ignoring_z(x, groups=None):
     return total / len(x)
 
 
-@pytest.mark.parametrize("kind, estimator", [(k, e) for k, (_, estimators) in sorted(SETTINGS.items())
-                                             for e in estimators])
+@pytest.mark.parametrize(
+    "kind, estimator", [(k, e) for k, (_, estimators) in sorted(SETTINGS.items()) for e in estimators]
+)
 def test_every_family_trains_with_its_estimators(kind, estimator):
     """200 steps on one batch of 50 points take the bound 4 nats per point above what a model that ignores z can
     reach on it (for cvae: given the labels): the encoder and decoder both learn. (They reach 6 to 16; with the
@@ -45,8 +46,11 @@ def test_every_family_trains_with_its_estimators(kind, estimator):
     vae = build_vae(cfg, data.data_shape)
     optimizer = build_optimizer(cfg, vae.parameters())
     elbo = build_elbo(cfg)
-    batch = {"x": x, **({"y": y} if kind == "cvae" else {}),
-             **({"xs": x[:20], "ys": y[:20], "num_labelled": 20} if kind == "m2" else {})}
+    batch = {
+        "x": x,
+        **({"y": y} if kind == "cvae" else {}),
+        **({"xs": x[:20], "ys": y[:20], "num_labelled": 20} if kind == "m2" else {}),
+    }
     for _ in range(200):
         optimizer.zero_grad()
         elbo.loss_and_grads(vae.model, vae.guide, num_data=50, **batch)
@@ -59,8 +63,11 @@ def test_every_family_trains_with_its_estimators(kind, estimator):
 
 def inputs(kind, data, n=8):
     x, y = data.example_batch(n).double(), data.train_labels[:n]
-    return {"x": x, **({"y": y} if kind == "cvae" else {}),
-            **({"xs": x, "ys": y, "num_labelled": n} if kind == "m2" else {})}
+    return {
+        "x": x,
+        **({"y": y} if kind == "cvae" else {}),
+        **({"xs": x, "ys": y, "num_labelled": n} if kind == "m2" else {}),
+    }
 
 
 def test_every_family_has_settings():
@@ -77,10 +84,10 @@ def test_every_family_computes_in_the_dtype_of_its_weights(kind, synthetic):
     for estimator in estimators[:2]:  # the score-function estimators have no differentiable loss
         pyro.set_rng_seed(0)
         loss = build_elbo(small_config(f"train.elbo.kind={estimator}")).differentiable_loss(
-            vae.model, vae.guide, num_data=100, **inputs(kind, synthetic))
+            vae.model, vae.guide, num_data=100, **inputs(kind, synthetic)
+        )
         grads = torch.autograd.grad(loss, [p for p in vae.parameters()], allow_unused=True)
         assert loss.dtype == torch.float64 and torch.isfinite(loss), (kind, estimator)
         assert all(g is None or g.dtype == torch.float64 for g in grads)
-    r = evaluate(vae, synthetic.test[:20].double(), iwae_samples=5, labels=synthetic.test_labels[:20],
-                 progress=False)
+    r = evaluate(vae, synthetic.test[:20].double(), iwae_samples=5, labels=synthetic.test_labels[:20], progress=False)
     assert r["log_px"] >= r["elbo"] - 1e-6 and all(map(torch.isfinite, map(torch.tensor, (r["log_px"], r["elbo"]))))

@@ -106,7 +106,9 @@ def test_estimators_that_need_a_reparameterised_guide_refuse_the_discrete_site(s
     cfg, vae = gmvae(synthetic)
     x = synthetic.example_batch(4)
     for kind in ["meanfield", "jit_meanfield", "iwae", "dreg", "stl"]:
-        with pytest.raises(ConfigError, match="site 'c' draws from Categorical without rsample: use kind = \"enumerate\""):
+        with pytest.raises(
+            ConfigError, match="site 'c' draws from Categorical without rsample: use kind = \"enumerate\""
+        ):
             check_compatible(ESTIMATORS.build({"kind": kind}), vae.model, vae.guide, x, num_data=100)
 
 
@@ -146,8 +148,15 @@ def test_compare_runs_the_discrete_estimators_on_gmvae(synthetic, tmp_path):
     from pyro_vae.studies.compare import compare
 
     cfg = small_config("model.kind=gmvae", "model.components=4", "train.epochs=2", "eval.iwae_samples=10")
-    rows = compare(cfg, "enumerate,score_function,trace", tmp_path / "study", snr_samples=5, progress=False,
-                   log=lambda *a: None, data=synthetic)
+    rows = compare(
+        cfg,
+        "enumerate,score_function,trace",
+        tmp_path / "study",
+        snr_samples=5,
+        progress=False,
+        log=lambda *a: None,
+        data=synthetic,
+    )
     assert [r["estimator"] for r in rows] == ["enumerate", "score_function", "trace"]
     assert all(0 < r["cluster_accuracy"] <= 1 for r in rows)
     table = (tmp_path / "study/compare.md").read_text()

@@ -83,15 +83,18 @@ def test_the_default_estimator_of_a_chain_is_a_monte_carlo_one():
     assert chain()["train"]["elbo"]["kind"] == "jit_trace"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (("model.kind=hierarchical",), "needs at least one layer above z_1"),
-    (("model.layers=[{latent_dim = 3}]",), "use model.kind = \"hierarchical\""),
-    ((*TWO_LAYERS[:1], "model.layers=[{hidden = [3]}]"), "needs a latent_dim"),
-    ((*TWO_LAYERS[:1], "model.layers=[{latent_dim = 3, width = 4}]"), "unknown key.*width"),
-    ((*TWO_LAYERS[:1], "model.layers=[{latent_dim = 0}]"), "latent_dim"),
-    ((*TWO_LAYERS[:1], "model.layers=[3]"), "must be a table"),
-    ((*TWO_LAYERS, "model.prior.kind=vamp"), "another prior"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("model.kind=hierarchical",), "needs at least one layer above z_1"),
+        (("model.layers=[{latent_dim = 3}]",), "use model.kind = \"hierarchical\""),
+        ((*TWO_LAYERS[:1], "model.layers=[{hidden = [3]}]"), "needs a latent_dim"),
+        ((*TWO_LAYERS[:1], "model.layers=[{latent_dim = 3, width = 4}]"), "unknown key.*width"),
+        ((*TWO_LAYERS[:1], "model.layers=[{latent_dim = 0}]"), "latent_dim"),
+        ((*TWO_LAYERS[:1], "model.layers=[3]"), "must be a table"),
+        ((*TWO_LAYERS, "model.prior.kind=vamp"), "another prior"),
+    ],
+)
 def test_bad_layers_are_refused(overrides, message, synthetic):
     with pytest.raises(ConfigError, match=message):
         build_vae(small_config(*overrides), synthetic.data_shape)

@@ -80,19 +80,24 @@ def exact_gradient(vae, x):
     for p in vae.parameters():
         p.grad = None
     (-exact_elbo(vae, x).sum()).backward()
-    g = torch.cat([p.grad.flatten() for p in vae.guide_parameters()]), torch.cat(
-        [p.grad.flatten() for p in vae.model_parameters()])
+    g = (
+        torch.cat([p.grad.flatten() for p in vae.guide_parameters()]),
+        torch.cat([p.grad.flatten() for p in vae.model_parameters()]),
+    )
     for p in vae.parameters():
         p.grad = None
     return g
 
 
-@pytest.mark.parametrize("kind, posterior, params", [
-    ("trace", "full_normal", {}),
-    ("meanfield", "diagonal_normal", {}),
-    ("stl", "full_normal", {}),
-    ("tracegraph", "diagonal_normal", {"reparameterized": False}),
-])
+@pytest.mark.parametrize(
+    "kind, posterior, params",
+    [
+        ("trace", "full_normal", {}),
+        ("meanfield", "diagonal_normal", {}),
+        ("stl", "full_normal", {}),
+        ("tracegraph", "diagonal_normal", {"reparameterized": False}),
+    ],
+)
 def test_unbiased_gradients_agree_with_the_exact_gradient(kind, posterior, params):
     vae, x = make(posterior, **params)
     exact_enc, exact_dec = exact_gradient(vae, x)
@@ -109,8 +114,8 @@ def test_stl_has_zero_variance_at_the_exact_posterior():
     pyro.clear_param_store()
     stl, _ = gradient_samples(vae, ESTIMATORS.build({"kind": "stl"}), x, num_samples=20)
     trace, _ = gradient_samples(vae, ESTIMATORS.build({"kind": "trace"}), x, num_samples=20)
-    assert stl.abs().max() < 1e-3          # every sample: zero gradient for the guide
-    assert trace.std(0).max() > 1.0        # the full-gradient estimator is noisy there
+    assert stl.abs().max() < 1e-3  # every sample: zero gradient for the guide
+    assert trace.std(0).max() > 1.0  # the full-gradient estimator is noisy there
 
 
 def test_score_function_variance_and_baseline():
@@ -157,7 +162,10 @@ def test_our_iwae_equals_pyro_renyi_on_full_batches_and_stays_per_point_with_min
     """Same seeds, same draws: without subsampling both give the IWAE bound; with N/n = 100 ours is
     100 times the per-point bound, Pyro's the tempered (1/s) log mean exp(s log w) >= it (power means)."""
     vae, x = make("diagonal_normal")
-    ours, pyros = ESTIMATORS.build({"kind": "iwae", "num_particles": 5}), ESTIMATORS.build({"kind": "pyro_renyi", "num_particles": 5})
+    ours, pyros = (
+        ESTIMATORS.build({"kind": "iwae", "num_particles": 5}),
+        ESTIMATORS.build({"kind": "pyro_renyi", "num_particles": 5}),
+    )
 
     def loss(estimator, seed, **kw):
         torch.manual_seed(seed)

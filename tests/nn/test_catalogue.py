@@ -13,15 +13,31 @@ from pyro_vae.nn.likelihoods import DiscretizedLogistic
 
 from ..conftest import small_config
 
-PRIOR_SPECS = ["{kind='standard_normal'}", "{kind='learned_normal'}", "{kind='mixture', components=3}",
-               "{kind='vamp', pseudo_inputs=5}", "{kind='flow', layers=2}", "{kind='student_t', df=4.0}",
-               "{kind='laplace'}"]
-LIKELIHOOD_SPECS = ["{kind='bernoulli'}", "{kind='continuous_bernoulli'}", "{kind='gaussian', scale=0.2}",
-                    "{kind='gaussian', scale='learned'}", "{kind='gaussian', scale='decoder'}",
-                    "{kind='laplace', scale=0.2}", "{kind='laplace', scale='learned'}",
-                    "{kind='discretized_logistic'}"]
-POSTERIOR_SPECS = ["{kind='diagonal_normal'}", "{kind='full_normal'}", "{kind='flow', layers=2}",
-                   "{kind='flow', layers=2, conditional=true}"]
+PRIOR_SPECS = [
+    "{kind='standard_normal'}",
+    "{kind='learned_normal'}",
+    "{kind='mixture', components=3}",
+    "{kind='vamp', pseudo_inputs=5}",
+    "{kind='flow', layers=2}",
+    "{kind='student_t', df=4.0}",
+    "{kind='laplace'}",
+]
+LIKELIHOOD_SPECS = [
+    "{kind='bernoulli'}",
+    "{kind='continuous_bernoulli'}",
+    "{kind='gaussian', scale=0.2}",
+    "{kind='gaussian', scale='learned'}",
+    "{kind='gaussian', scale='decoder'}",
+    "{kind='laplace', scale=0.2}",
+    "{kind='laplace', scale='learned'}",
+    "{kind='discretized_logistic'}",
+]
+POSTERIOR_SPECS = [
+    "{kind='diagonal_normal'}",
+    "{kind='full_normal'}",
+    "{kind='flow', layers=2}",
+    "{kind='flow', layers=2, conditional=true}",
+]
 
 
 def test_the_catalogue_is_complete():
@@ -46,12 +62,18 @@ def binary():
     return load_data("synthetic", binarize="static")
 
 
-@pytest.mark.parametrize("prior, likelihood, posterior",
-                         list(itertools.product(PRIOR_SPECS, LIKELIHOOD_SPECS, POSTERIOR_SPECS)))
+@pytest.mark.parametrize(
+    "prior, likelihood, posterior", list(itertools.product(PRIOR_SPECS, LIKELIHOOD_SPECS, POSTERIOR_SPECS))
+)
 def test_combination_traces_and_trains(prior, likelihood, posterior, grey, binary):
     data = binary if "'bernoulli'" in likelihood else grey
-    cfg = small_config(f"model.prior={prior}", f"model.likelihood={likelihood}", f"model.posterior={posterior}",
-                       "train.elbo.kind=trace", "train.optimizer.lr=1e-2")
+    cfg = small_config(
+        f"model.prior={prior}",
+        f"model.likelihood={likelihood}",
+        f"model.posterior={posterior}",
+        "train.elbo.kind=trace",
+        "train.optimizer.lr=1e-2",
+    )
     torch.manual_seed(0)
     vae = build_vae(cfg, data.data_shape)
     x = data.train[:128]
@@ -109,9 +131,11 @@ def test_full_normal_kl_against_the_closed_form(grey):
         A = q.scale_tril
         assert (A.tril(-1).abs() > 0).any()
         S = A @ A.transpose(-1, -2)
-        closed = 0.5 * (S.diagonal(dim1=-2, dim2=-1).sum(-1) + (q.loc ** 2).sum(-1) - 4 - torch.logdet(S))
+        closed = 0.5 * (S.diagonal(dim1=-2, dim2=-1).sum(-1) + (q.loc**2).sum(-1) - 4 - torch.logdet(S))
         mc, se = _kl_mc(q, p)
-        torch.testing.assert_close(q.rsample((200000,)).var(0).mean(0), S.diagonal(dim1=-2, dim2=-1).mean(0), rtol=0.02, atol=0.0)
+        torch.testing.assert_close(
+            q.rsample((200000,)).var(0).mean(0), S.diagonal(dim1=-2, dim2=-1).mean(0), rtol=0.02, atol=0.0
+        )
     assert (closed - mc).abs().max() < 4 * se.max()
 
 
@@ -120,7 +144,9 @@ def test_laplace_likelihood_is_l1(grey):
     vae = build_vae(small_config("model.likelihood={kind='laplace', scale=0.25}"), grey.data_shape)
     x, out = grey.train[:5], torch.randn(5, 64)
     nll = -vae.likelihood(out).log_prob(x)
-    torch.testing.assert_close(nll, (x.flatten(1) - out).abs().sum(-1) / 0.25 + 64 * math.log(0.5), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        nll, (x.flatten(1) - out).abs().sum(-1) / 0.25 + 64 * math.log(0.5), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("loc, scale", [(0.5, 0.1), (0.0, 0.01), (1.0, 0.3), (0.2, 1e-3), (3.0, 0.05), (-2.0, 2.0)])
@@ -144,7 +170,9 @@ def test_discretized_logistic_is_a_distribution_on_256_levels(loc, scale):
 def test_vamp_prior_is_the_mixture_of_pseudo_posteriors(grey):
     vae = build_vae(small_config("model.prior={kind='vamp', pseudo_inputs=6}"), grey.data_shape)
     names = list(vae.state_dict())
-    assert "prior.pseudo" in names and not any(n.startswith("prior.encoder") or n.startswith("prior._vae") for n in names)
+    assert "prior.pseudo" in names and not any(
+        n.startswith("prior.encoder") or n.startswith("prior._vae") for n in names
+    )
     z = torch.randn(10, 4)
     q = vae.q(vae.prior.pseudo)  # batch (6,)
     expected = torch.logsumexp(q.log_prob(z.unsqueeze(1)), dim=1) - math.log(6)
@@ -158,14 +186,17 @@ def test_single_component_mixture_is_a_normal(grey):
     torch.testing.assert_close(vae.prior(7).log_prob(z), normal.log_prob(z).sum(-1))
 
 
-@pytest.mark.parametrize("override, pattern", [
-    ("model.prior={kind='mixture', components=0}", "components must be an integer >= 1"),
-    ("model.prior={kind='student_t', df=-1.0}", "df must be a positive number"),
-    ("model.likelihood={kind='gaussian', scale='big'}", "positive number, \"learned\" or \"decoder\""),
-    ("model.likelihood={kind='gaussian', sigma=1.0}", "valid parameters: scale, min_scale"),
-    ("model.posterior={kind='flow', layers=0}", "layers must be an integer >= 1"),
-    ("model.posterior={kind='full_rank'}", "valid kinds: diagonal_normal, flow, full_normal"),
-])
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("model.prior={kind='mixture', components=0}", "components must be an integer >= 1"),
+        ("model.prior={kind='student_t', df=-1.0}", "df must be a positive number"),
+        ("model.likelihood={kind='gaussian', scale='big'}", "positive number, \"learned\" or \"decoder\""),
+        ("model.likelihood={kind='gaussian', sigma=1.0}", "valid parameters: scale, min_scale"),
+        ("model.posterior={kind='flow', layers=0}", "layers must be an integer >= 1"),
+        ("model.posterior={kind='full_rank'}", "valid kinds: diagonal_normal, flow, full_normal"),
+    ],
+)
 def test_bad_component_settings(override, pattern, grey):
     with pytest.raises(ConfigError, match=pattern):
         build_vae(small_config(override), grey.data_shape)
@@ -209,7 +240,8 @@ def test_diagonal_normal_mixture_matches_mixture_same_family(scale):
     ours = DiagonalNormalMixture(logits, locs, scales, (3,))
     ref = torch.distributions.MixtureSameFamily(
         torch.distributions.Categorical(logits=logits),
-        torch.distributions.Independent(torch.distributions.Normal(locs, scales), 1)).expand((3,))
+        torch.distributions.Independent(torch.distributions.Normal(locs, scales), 1),
+    ).expand((3,))
     z = locs[torch.randint(7, (4, 3), generator=g)] + scale * torch.randn(4, 3, 5, generator=g)
     torch.testing.assert_close(ours.log_prob(z), ref.log_prob(z), rtol=1e-5, atol=1e-4)
     s = ours.sample((2000,))

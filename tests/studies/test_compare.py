@@ -26,8 +26,15 @@ def test_parse_estimators():
 
 def test_compare_runs_every_estimator_from_the_same_start(tmp_path, synthetic):
     out = tmp_path / "study"
-    rows = compare(small_config("train.epochs=2"), "trace,dreg,score_function_z", out, snr_samples=5,
-                   progress=False, log=lambda s: None, data=synthetic)
+    rows = compare(
+        small_config("train.epochs=2"),
+        "trace,dreg,score_function_z",
+        out,
+        snr_samples=5,
+        progress=False,
+        log=lambda s: None,
+        data=synthetic,
+    )
     assert [r["estimator"] for r in rows] == ["trace", "dreg", "score_function_z"]
     for r in rows:
         assert r["gap"] == pytest.approx(r["log_px"] - r["test_elbo"])
@@ -41,8 +48,15 @@ def test_compare_runs_every_estimator_from_the_same_start(tmp_path, synthetic):
     # same estimator two runs agree exactly
     hist = json.loads((out / "compare.json").read_text())["histories"]
     assert set(hist) == {"trace", "dreg", "score_function_z"} and all(len(h) == 2 for h in hist.values())
-    again = compare(small_config("train.epochs=2"), "trace", tmp_path / "again", snr_samples=2,
-                    progress=False, log=lambda s: None, data=synthetic)
+    again = compare(
+        small_config("train.epochs=2"),
+        "trace",
+        tmp_path / "again",
+        snr_samples=2,
+        progress=False,
+        log=lambda s: None,
+        data=synthetic,
+    )
     assert again[0]["test_elbo"] == pytest.approx(rows[0]["test_elbo"], rel=0, abs=0.5)
     first = json.loads((tmp_path / "again" / "compare.json").read_text())["histories"]["trace"]
     assert [h["train_loss"] for h in first] == [h["train_loss"] for h in hist["trace"]]
@@ -82,10 +96,18 @@ def test_every_estimator_starts_from_the_same_weights_and_batches(tmp_path, synt
         return train(cfg, out, callbacks=[Start(out.name)], **kwargs)
 
     monkeypatch.setattr(study, "train", spied)
-    data = FirstBatches(synthetic.train, synthetic.test, synthetic.train_labels, synthetic.test_labels,
-                        synthetic.binarize)
-    compare(small_config("train.epochs=1"), "trace,iwae,score_function_z", tmp_path / "study", snr_samples=2,
-            progress=False, log=lambda s: None, data=data)
+    data = FirstBatches(
+        synthetic.train, synthetic.test, synthetic.train_labels, synthetic.test_labels, synthetic.binarize
+    )
+    compare(
+        small_config("train.epochs=1"),
+        "trace,iwae,score_function_z",
+        tmp_path / "study",
+        snr_samples=2,
+        progress=False,
+        log=lambda s: None,
+        data=data,
+    )
     assert sorted(starts) == sorted(batches) == ["iwae", "score_function_z", "trace"]
     first = starts["trace"]
     assert all(torch.equal(first[k], other[k]) for other in starts.values() for k in first)
@@ -93,7 +115,19 @@ def test_every_estimator_starts_from_the_same_weights_and_batches(tmp_path, synt
 
 
 def test_compare_cli_refuses_bad_estimators_before_training(tmp_path, capsys):
-    assert main(["compare", "--set", "data.dataset=synthetic", "--estimators", "trace,iwae={kind='iwae', num_particles=1}",
-                 "--out", str(tmp_path / "s")]) == 2
+    assert (
+        main(
+            [
+                "compare",
+                "--set",
+                "data.dataset=synthetic",
+                "--estimators",
+                "trace,iwae={kind='iwae', num_particles=1}",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
     assert "num_particles >= 2" in capsys.readouterr().err
     assert not (tmp_path / "s" / "trace").exists()

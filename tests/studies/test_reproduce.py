@@ -46,29 +46,50 @@ def test_the_burda_schedule_is_3_to_the_i_epochs_at_a_tenth_per_seven_stages():
         opt.step()
         schedule.after("epoch")
     for i in range(8):
-        start = sum(3 ** j for j in range(i))
-        stage = lrs[start:start + 3 ** i]
-        assert stage == pytest.approx([1e-3 * 10 ** (-i / 7)] * 3 ** i)
+        start = sum(3**j for j in range(i))
+        stage = lrs[start : start + 3**i]
+        assert stage == pytest.approx([1e-3 * 10 ** (-i / 7)] * 3**i)
 
 
 def test_a_small_reproduction_trains_evaluates_and_writes_the_table(reproduce, tmp_path, monkeypatch, capsys):
-    argv = ["reproduce.py", "--model", "iwae", "--k", "2", "--layers", "1,2", "--budget-epochs", "1",
-            "--eval-k", "5", "--test-points", "50", "--set", "data.dataset=synthetic", "--out", str(tmp_path), "--quiet"]
+    argv = [
+        "reproduce.py",
+        "--model",
+        "iwae",
+        "--k",
+        "2",
+        "--layers",
+        "1,2",
+        "--budget-epochs",
+        "1",
+        "--eval-k",
+        "5",
+        "--test-points",
+        "50",
+        "--set",
+        "data.dataset=synthetic",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     reproduce.main()
     table = (tmp_path / "burda2016.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| vae") or line.startswith("| iwae")]
     assert len(rows) == 2
     assert "| iwae | 2 | 2 | nan |" in table  # k = 2 is not in the paper
-    results = [json.loads((tmp_path / f"burda2016-{m}-k2-l{n}" / "reproduce.json").read_text())
-               for n in (1, 2) for m in ("iwae",)]
+    results = [
+        json.loads((tmp_path / f"burda2016-{m}-k2-l{n}" / "reproduce.json").read_text())
+        for n in (1, 2)
+        for m in ("iwae",)
+    ]
     for r in results:
         assert r["log_px"] < 0 and r["log_px"] >= r["elbo"] - 1.0 and r["test_points"] == 50
     assert len(results[1]["active_units_per_layer"]) == 2
     for r in results:  # the kept per-image values are the ones the mean and its standard error come from
         images = torch.tensor(r["log_px_per_image"], dtype=torch.float64)
         assert images.numel() == 50 and images.mean().item() == pytest.approx(r["log_px"], rel=1e-6)
-        assert r["log_px_se"] == pytest.approx((images.std() / 50 ** 0.5).item(), rel=1e-6)
+        assert r["log_px_se"] == pytest.approx((images.std() / 50**0.5).item(), rel=1e-6)
     assert "± " in rows[0] and "Paired with burda2016-iwae-k2-l1" in table and "- burda2016-iwae-k2-l2: " in table
     # a second call reuses the kept results: nothing trains again
     monkeypatch.setattr(reproduce.pyro_vae, "train", lambda *a, **k: pytest.fail("trained again"))

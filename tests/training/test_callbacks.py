@@ -34,8 +34,13 @@ class Recorder(Callback):
 
 def test_callbacks_see_every_step_and_epoch(tmp_path, synthetic):
     rec = Recorder()
-    _, history = train(small_config("train.epochs=2", "train.kl_warmup={kind='linear', epochs=1}"), tmp_path,
-                       data=synthetic, callbacks=[rec], **QUIET)
+    _, history = train(
+        small_config("train.epochs=2", "train.kl_warmup={kind='linear', epochs=1}"),
+        tmp_path,
+        data=synthetic,
+        callbacks=[rec],
+        **QUIET,
+    )
     steps = [e for e in rec.events if e[0] == "step"]
     assert rec.events[0] == ("start", 0) and rec.events[-1] == ("end", 2)
     assert [e[3] for e in steps] == list(range(1, 81))  # 40 steps per epoch, numbered globally
@@ -53,8 +58,14 @@ def test_given_parts_replace_the_configs(tmp_path, synthetic):
     assert trained is vae and vae.latent_dim == 3
     assert "momentum" in load_checkpoint(tmp_path)["optimizer"]["param_groups"][0]  # SGD's state, not Adam's
     with pytest.raises(ConfigError, match="holds none of the VAE's parameters"):
-        train(cfg, tmp_path / "b", data=synthetic, vae=vae, optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)],
-                                                                                       lr=0.1), **QUIET)
+        train(
+            cfg,
+            tmp_path / "b",
+            data=synthetic,
+            vae=vae,
+            optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1),
+            **QUIET,
+        )
 
 
 def test_csv_logger_agrees_with_the_jsonl_after_a_resume(tmp_path, synthetic):
@@ -67,8 +78,10 @@ def test_csv_logger_agrees_with_the_jsonl_after_a_resume(tmp_path, synthetic):
 
 
 def test_unknown_logger_is_refused():
-    with pytest.raises(ConfigError, match="train.loggers: unknown kind 'wand'.*did you mean 'wandb'.*valid kinds: csv, "
-                                          "mlflow, tensorboard, wandb"):
+    with pytest.raises(
+        ConfigError,
+        match="train.loggers: unknown kind 'wand'.*did you mean 'wandb'.*valid kinds: csv, mlflow, tensorboard, wandb",
+    ):
         small_config("train.loggers=['wand']")
 
 
@@ -77,8 +90,9 @@ def test_tensorboard_writes_the_expected_scalars_and_images(tmp_path, synthetic)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train(small_config("train.epochs=1", "train.loggers=['tensorboard']"), tmp_path, data=synthetic, **QUIET)
-    train(small_config("train.epochs=2", "train.loggers=['tensorboard']"), tmp_path, resume=True, data=synthetic,
-          **QUIET)
+    train(
+        small_config("train.epochs=2", "train.loggers=['tensorboard']"), tmp_path, resume=True, data=synthetic, **QUIET
+    )
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
     tags = events.Tags()
     assert {"train/loss", "train/beta", "epoch/train_loss", "epoch/test_elbo", "epoch/beta"} <= set(tags["scalars"])
@@ -121,7 +135,9 @@ def test_tensorboard_purges_events_past_the_checkpoint_on_resume(tmp_path, synth
         assert [value for _, value in got] == pytest.approx([value for _, value in want], rel=1e-5)
     files = sorted((run / "tensorboard").iterdir(), key=lambda p: p.name)
     assert len(files) == 3
-    starts = [(e.step, e.session_log.status) for e in EventFileLoader(str(files[-1])).Load() if e.HasField("session_log")]
+    starts = [
+        (e.step, e.session_log.status) for e in EventFileLoader(str(files[-1])).Load() if e.HasField("session_log")
+    ]
     assert starts and starts[0][0] == 41 and starts[0][1] == 1  # SessionLog.START at the first step after it
 
 
@@ -157,7 +173,10 @@ def test_wandb_and_mlflow_loggers_report_the_same_scalars(tmp_path, synthetic, m
     logged = [c for c in fake.calls if c[0] in ("log", "log_metrics")]
     assert len(logged) == 4 + 1  # every 10 of 40 steps, then the epoch
     keys = set(logged[-1][1][0])
-    assert keys in ({"epoch/train_loss", "epoch/test_elbo", "epoch/beta"}, {"epoch_train_loss", "epoch_test_elbo", "epoch_beta"})
+    assert keys in (
+        {"epoch/train_loss", "epoch/test_elbo", "epoch/beta"},
+        {"epoch_train_loss", "epoch_test_elbo", "epoch_beta"},
+    )
 
 
 def test_a_resumed_run_continues_its_wandb_run_and_a_new_folder_starts_another(tmp_path, synthetic, monkeypatch):
@@ -166,8 +185,9 @@ def test_a_resumed_run_continues_its_wandb_run_and_a_new_folder_starts_another(t
     fake = FakeTracker()
     monkeypatch.setitem(sys.modules, "wandb", fake)
     train(small_config("train.epochs=1", "train.loggers=['wandb']"), tmp_path / "a", data=synthetic, **QUIET)
-    train(small_config("train.epochs=2", "train.loggers=['wandb']"), tmp_path / "a", resume=True, data=synthetic,
-          **QUIET)
+    train(
+        small_config("train.epochs=2", "train.loggers=['wandb']"), tmp_path / "a", resume=True, data=synthetic, **QUIET
+    )
     train(small_config("train.epochs=1", "train.loggers=['wandb']"), tmp_path / "b", data=synthetic, **QUIET)
     inits = [kwargs for name, _, kwargs in fake.calls if name == "init"]
     assert len(inits) == 3 and all(k["resume"] == "allow" for k in inits)
@@ -195,8 +215,12 @@ def test_a_torch_dataset_or_loader_is_accepted_as_data(tmp_path, synthetic):
     dataset = TensorDataset(synthetic.train, torch.zeros(len(synthetic.train), dtype=torch.long))
     _, history = train(small_config(), tmp_path / "a", data=dataset, **QUIET)
     assert load_checkpoint(tmp_path / "a")["config"]["data"]["dataset"] == "given"
-    train(small_config(), tmp_path / "b", data=(DataLoader(dataset, batch_size=100), TensorDataset(synthetic.test)),
-          **QUIET)
+    train(
+        small_config(),
+        tmp_path / "b",
+        data=(DataLoader(dataset, batch_size=100), TensorDataset(synthetic.test)),
+        **QUIET,
+    )
     with pytest.raises(Exception, match="given from Python, which no name can load: pass it again"):
         load_run(tmp_path / "a")
     _, vae, data = load_run(tmp_path / "a", data=dataset)

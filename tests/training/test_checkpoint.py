@@ -37,7 +37,10 @@ def test_pickled_code_is_refused(tmp_path):
 
 def test_other_architecture_names_the_shapes(small_vae, synthetic):
     other = build_vae(small_config("model.latent_dim=6"), synthetic.data_shape)
-    with pytest.raises(CheckpointError, match=r"another architecture: posterior.linear.weight: checkpoint \(12, 64\) vs model \(8, 64\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"another architecture: posterior.linear.weight: checkpoint \(12, 64\) vs model \(8, 64\)",
+    ):
         restore_module(small_vae, other.state_dict())
 
 

@@ -14,8 +14,16 @@ from pyro_vae.training.folder import read_metrics
 from ..conftest import small_config
 
 QUIET = dict(progress=False, log=lambda s: None)
-DEVICES = ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")])]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)"),
+        ],
+    ),
+]
 
 
 def strip(records):
@@ -35,8 +43,9 @@ def test_a_resumed_run_equals_an_uninterrupted_one_on_the_device(device, tmp_pat
     a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
     assert all(v.device.type == "cpu" for v in a["model"].values())  # a checkpoint loads on any machine
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert strip(read_metrics(tmp_path / "straight" / "metrics.jsonl")[0]) == \
-        strip(read_metrics(tmp_path / "resumed" / "metrics.jsonl")[0])
+    assert strip(read_metrics(tmp_path / "straight" / "metrics.jsonl")[0]) == strip(
+        read_metrics(tmp_path / "resumed" / "metrics.jsonl")[0]
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -52,8 +61,15 @@ def test_training_on_the_device_learns_and_evaluates_there(device, tmp_path, syn
 def test_bf16_trains_near_fp32_on_the_device(device, tmp_path, synthetic):
     """train.precision = "bf16": the same run as fp32 but for bf16's rounding (8 bits of mantissa); the weights
     stay fp32."""
-    runs = {p: train(small_config("train.epochs=2", f"device={device}", f"train.precision={p}"), tmp_path / p,
-                     data=synthetic, **QUIET) for p in ("fp32", "bf16")}
+    runs = {
+        p: train(
+            small_config("train.epochs=2", f"device={device}", f"train.precision={p}"),
+            tmp_path / p,
+            data=synthetic,
+            **QUIET,
+        )
+        for p in ("fp32", "bf16")
+    }
     (vae, bf16), (_, fp32) = runs["bf16"], runs["fp32"]
     assert all(p.dtype == torch.float32 for p in vae.parameters())
     for a, b in zip(bf16, fp32):

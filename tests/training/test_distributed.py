@@ -13,15 +13,30 @@ import pyro_vae
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.distributed import GradientAverager, World, micro_batches, stream_seed
 
-SETTINGS = ["data.dataset=synthetic", "train.epochs=2", "data.batch_size=64", "model.latent_dim=2",
-            "model.encoder.hidden=[32]", "model.decoder.hidden=[32]", "seed=3"]
+SETTINGS = [
+    "data.dataset=synthetic",
+    "train.epochs=2",
+    "data.batch_size=64",
+    "model.latent_dim=2",
+    "model.encoder.hidden=[32]",
+    "model.decoder.hidden=[32]",
+    "seed=3",
+]
 
 
 def torchrun(tmp_path, *args, nproc=2, timeout=120):
     """``torchrun --nproc_per_node=2 -m pyro_vae ARGS`` in tmp_path, one thread per rank."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "pyro_vae", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "pyro_vae",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -78,8 +93,16 @@ class Stop(Callback):
 
 def test_an_interrupted_two_rank_run_resumes_to_the_uninterrupted_result(two_rank_run, tmp_path):
     (tmp_path / "stopper.py").write_text(STOPPER)
-    r = torchrun(tmp_path, "--import", "stopper.py", "train", *sets('train.loggers=["sigterm_at_step_9"]'),
-                 "--out", "runs/cut", "--quiet")
+    r = torchrun(
+        tmp_path,
+        "--import",
+        "stopper.py",
+        "train",
+        *sets('train.loggers=["sigterm_at_step_9"]'),
+        "--out",
+        "runs/cut",
+        "--quiet",
+    )
     assert r.returncode != 0
     assert "SIGTERM at epoch 1, step 10 of 31: saved a checkpoint at this step" in r.stderr, r.stderr[-3000:]
     status = json.loads((tmp_path / "runs/cut/status.json").read_text())
@@ -112,8 +135,16 @@ class Boom(pyro.infer.Trace_ELBO):
 
 def test_a_failing_rank_stops_the_others_with_a_clear_message(tmp_path):
     (tmp_path / "boom.py").write_text(BOOM)
-    r = torchrun(tmp_path, "--import", "boom.py", "train", *sets("train.elbo.kind=boom_on_rank_1"),
-                 "--out", "runs/boom", "--quiet")
+    r = torchrun(
+        tmp_path,
+        "--import",
+        "boom.py",
+        "train",
+        *sets("train.elbo.kind=boom_on_rank_1"),
+        "--out",
+        "runs/boom",
+        "--quiet",
+    )
     assert r.returncode != 0
     assert "boom on rank 1" in r.stderr
     assert "another rank stopped" in r.stderr  # rank 0's one line

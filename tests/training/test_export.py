@@ -38,8 +38,10 @@ def test_export_then_load_gives_the_same_model(run, tmp_path, capsys, name):
 def test_files_that_are_not_exported_models(run, tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
-    for f, message in (("junk.pt", "truncated, corrupt, or not a pyro-vae model file"),
-                       ("other.pt", "not a pyro-vae model file \\(export one with pyro-vae export")):
+    for f, message in (
+        ("junk.pt", "truncated, corrupt, or not a pyro-vae model file"),
+        ("other.pt", "not a pyro-vae model file \\(export one with pyro-vae export"),
+    ):
         with pytest.raises(CheckpointError, match=message):
             load_model(tmp_path / f)
     with pytest.raises(ConfigError, match="is a folder: give a file name"):

@@ -58,6 +58,7 @@ def test_interrupt_saves_and_resume_equals_uninterrupted(tmp_path, synthetic, si
 def test_an_ignored_signal_stays_ignored_and_a_foreign_handler_is_put_back(tmp_path, synthetic):
     """As under nohup or in a script's background job: SIGINT ignored is not a request to stop; SIGTERM, caught
     by the caller's own handler before training, is the loop's while it trains and the caller's again after."""
+
     def theirs(signum, frame):
         pass
 
@@ -111,7 +112,9 @@ def test_an_interrupted_checkpoint_write_leaves_the_old_one(tmp_path, monkeypatc
 def test_bad_training_settings_are_refused_before_training(tmp_path, synthetic):
     from pyro_vae import ConfigError, DataError
 
-    with pytest.raises(DataError, match=r"batch_size = 5000 is larger than the training set \(2000.*--set data.batch_size="):
+    with pytest.raises(
+        DataError, match=r"batch_size = 5000 is larger than the training set \(2000.*--set data.batch_size="
+    ):
         train(small_config("data.batch_size=5000"), tmp_path / "a", data=synthetic, **QUIET)
     with pytest.raises(ConfigError, match="lr must be a positive number.*--set train.optimizer.lr=1e-3"):
         train(small_config("train.optimizer.lr=-1.0"), tmp_path / "b", data=synthetic, **QUIET)

@@ -65,8 +65,9 @@ CHILD = textwrap.dedent(f"""
 
 
 def child(folder, kill_at=0, stage="before"):
-    return subprocess.run([sys.executable, "-c", CHILD, str(folder), str(kill_at), stage],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder), str(kill_at), stage], capture_output=True, text=True, timeout=300
+    )
 
 
 def strip(records):
@@ -104,7 +105,8 @@ def test_sigkill_at_random_writes_then_resume_equals_an_uninterrupted_run(tmp_pa
 #: NAME"), all appended to the trace file argv[4], so that a kill can land inside a checkpoint's write (half
 #: written, synced, being renamed) and the parent can tell where it landed
 SLOW = 0.1
-SLOW_CHILD = textwrap.dedent("""
+SLOW_CHILD = (
+    textwrap.dedent("""
     import io, os, sys, time
     import pyro_vae.files, pyro_vae.training.checkpoint
     trace, slow = open(sys.argv[4], "a", buffering=1), float(sys.argv[5])
@@ -136,7 +138,9 @@ SLOW_CHILD = textwrap.dedent("""
 
     os.fsync, os.replace = slow_fsync, slow_replace
     pyro_vae.files.atomic_write = pyro_vae.training.checkpoint.atomic_write = halting_atomic_write
-""") + CHILD
+""")
+    + CHILD
+)
 
 
 def test_sigkill_at_random_times_then_resume_equals_an_uninterrupted_run(tmp_path):
@@ -144,20 +148,27 @@ def test_sigkill_at_random_times_then_resume_equals_an_uninterrupted_run(tmp_pat
     inside a checkpoint's write (its temporary file written, before or during the rename), on a slow file system;
     then a resume to the end equals an uninterrupted run. A new seed each time; a failure names it, and
     PYRO_VAE_KILL_SEED=<seed> repeats its kill times."""
-    seed = int(os.environ.get("PYRO_VAE_KILL_SEED") or random.SystemRandom().randrange(2 ** 31))
+    seed = int(os.environ.get("PYRO_VAE_KILL_SEED") or random.SystemRandom().randrange(2**31))
     rng, why = random.Random(seed), f"kill seed {seed} (PYRO_VAE_KILL_SEED={seed} repeats it)"
     trace = tmp_path / "trace"
 
     def start(folder):
-        return subprocess.Popen([sys.executable, "-c", SLOW_CHILD, str(folder), "0", "never", str(trace), str(SLOW)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", SLOW_CHILD, str(folder), "0", "never", str(trace), str(SLOW)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def lines():
         return trace.read_text().splitlines() if trace.exists() else []
 
     def inside_checkpoint(line):  # the checkpoint half written, being synced, or being renamed into place
-        return line == "half checkpoint.pt" or (line.startswith("fsync ") and "checkpoint" in line) \
+        return (
+            line == "half checkpoint.pt"
+            or (line.startswith("fsync ") and "checkpoint" in line)
             or line == "replace checkpoint.pt"
+        )
 
     began = time.monotonic()
     reference = start(tmp_path / "reference")
@@ -169,8 +180,7 @@ def test_sigkill_at_random_times_then_resume_equals_an_uninterrupted_run(tmp_pat
         proc = start(folder)
         if attempt in (0, 2):  # inside a checkpoint's write: once it is half written, a moment into the window
             deadline = time.monotonic() + 300
-            while proc.poll() is None and time.monotonic() < deadline and \
-                    "half checkpoint.pt" not in lines()[seen:]:
+            while proc.poll() is None and time.monotonic() < deadline and "half checkpoint.pt" not in lines()[seen:]:
                 time.sleep(0.005)
             time.sleep(rng.uniform(0, 2.5 * SLOW))
         else:
@@ -203,8 +213,9 @@ def test_resume_reconciles_metrics_to_the_checkpoint_and_removes_temporary_files
     said = []
     train(cfg, tmp_path, resume=True, data=synthetic, progress=False, log=said.append)
     assert any("removed 1 temporary file" in s for s in said)
-    assert any("reconciled to the checkpoint (epoch 1): dropped 1 line(s) past it" in s and "1 damaged" in s
-               for s in said)
+    assert any(
+        "reconciled to the checkpoint (epoch 1): dropped 1 line(s) past it" in s and "1 damaged" in s for s in said
+    )
     assert any(s.startswith(f"resuming {tmp_path} at epoch 2, step 0 of 40") for s in said)
     records, damaged = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2] and not damaged
@@ -221,7 +232,9 @@ def test_resume_reconciles_metrics_to_the_checkpoint_and_removes_temporary_files
 def test_a_locked_folder_refuses_a_second_writer(tmp_path, synthetic):
     with RunFolder(tmp_path / "run"):
         for resume in (False, True):
-            with pytest.raises(RunLockedError, match=r"in use by another pyro-vae process \(pid \d+.*choose another --out"):
+            with pytest.raises(
+                RunLockedError, match=r"in use by another pyro-vae process \(pid \d+.*choose another --out"
+            ):
                 train(small_config(), tmp_path / "run", resume=resume, overwrite=True, data=synthetic, **QUIET)
     assert {p.name for p in (tmp_path / "run").iterdir()} == {".lock"}  # nothing written by the refused runs
     train(small_config(), tmp_path / "run", data=synthetic, **QUIET)  # released: now it trains
@@ -230,8 +243,21 @@ def test_a_locked_folder_refuses_a_second_writer(tmp_path, synthetic):
 
 def test_two_concurrent_trainings_into_one_folder_exactly_one_runs(tmp_path):
     folder = tmp_path / "run"
-    argv = [sys.executable, "-m", "pyro_vae.cli", "train", "--out", str(folder), "--quiet",
-            "--set", "data.dataset=synthetic", "--set", "train.epochs=3", "--set", "model.latent_dim=4"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pyro_vae.cli",
+        "train",
+        "--out",
+        str(folder),
+        "--quiet",
+        "--set",
+        "data.dataset=synthetic",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "model.latent_dim=4",
+    ]
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = [(p.wait(timeout=300), p.stderr.read()) for p in (first, second)]
@@ -245,8 +271,10 @@ def test_two_concurrent_trainings_into_one_folder_exactly_one_runs(tmp_path):
 
 
 def test_the_lock_of_a_killed_process_is_free(tmp_path):
-    script = f"from pyro_vae.training.folder import RunFolder; import os, signal; RunFolder({str(tmp_path)!r}).acquire(); " \
-             "os.kill(os.getpid(), signal.SIGKILL)"
+    script = (
+        f"from pyro_vae.training.folder import RunFolder; import os, signal; RunFolder({str(tmp_path)!r}).acquire(); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
     assert subprocess.run([sys.executable, "-c", script]).returncode == -signal.SIGKILL
     assert "pid" in (tmp_path / ".lock").read_text()
     with RunFolder(tmp_path) as folder:
@@ -256,8 +284,14 @@ def test_the_lock_of_a_killed_process_is_free(tmp_path):
 def test_resume_with_a_changed_learning_rate_uses_it(tmp_path, synthetic):
     train(small_config("train.epochs=1"), tmp_path, data=synthetic, **QUIET)
     said = []
-    train(small_config("train.epochs=2", "train.optimizer.lr=0.5"), tmp_path, resume=True, data=synthetic,
-          progress=False, log=said.append)
+    train(
+        small_config("train.epochs=2", "train.optimizer.lr=0.5"),
+        tmp_path,
+        resume=True,
+        data=synthetic,
+        progress=False,
+        log=said.append,
+    )
     state = load_checkpoint(tmp_path)
     assert state["optimizer"]["param_groups"][0]["lr"] == 0.5 and state["epoch"] == 2
     assert "lr = 0.5" in (tmp_path / "config.toml").read_text()  # config.toml rewritten on resume
@@ -268,9 +302,12 @@ def test_resume_with_a_changed_learning_rate_uses_it(tmp_path, synthetic):
 def test_resume_refuses_what_cannot_change_and_says_why(tmp_path, synthetic):
     train(small_config("train.epochs=1"), tmp_path, data=synthetic, **QUIET)
     before = (tmp_path / "checkpoint.pt").read_bytes()
-    for override, why in (("train.optimizer.kind=sgd", "optimiser's saved state"),
-                          ("model.latent_dim=3", "weights belong to the saved architecture"),
-                          ("seed=5", "data order"), ("data.binarize=static", "one dataset")):
+    for override, why in (
+        ("train.optimizer.kind=sgd", "optimiser's saved state"),
+        ("model.latent_dim=3", "weights belong to the saved architecture"),
+        ("seed=5", "data order"),
+        ("data.binarize=static", "one dataset"),
+    ):
         with pytest.raises(ConfigError, match=rf"cannot change on resume: .*\({why}|{why}"):
             train(small_config("train.epochs=2", override), tmp_path, resume=True, data=synthetic, **QUIET)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
@@ -280,7 +317,8 @@ def test_resume_refuses_what_cannot_change_and_says_why(tmp_path, synthetic):
     with pytest.raises(ConfigError, match="data.batch_size .*inside an interrupted epoch.*after the epoch ends"):
         resume_changes(saved, {**saved, "data": {**saved["data"], "batch_size": 7}}, mid_epoch=True)
     assert resume_changes(saved, {**saved, "data": {**saved["data"], "batch_size": 7}}, mid_epoch=False) == [
-        ("data.batch_size", 100, 7)]
+        ("data.batch_size", 100, 7)
+    ]
 
 
 def test_cli_resume_refuses_out_config_and_overwrite(tmp_path, capsys):
@@ -309,8 +347,11 @@ class Poisoned(Data):
 
 
 def test_nan_in_the_first_epoch_says_there_is_no_checkpoint_and_the_rerun_works(tmp_path, synthetic):
-    with pytest.raises(TrainingError, match=r"became nan at epoch 1, step 3, before the first epoch ended, so "
-                                            r"there is no checkpoint.*run the same command again"):
+    with pytest.raises(
+        TrainingError,
+        match=r"became nan at epoch 1, step 3, before the first epoch ended, so "
+        r"there is no checkpoint.*run the same command again",
+    ):
         train(small_config(), tmp_path, data=Poisoned(synthetic, 2), **QUIET)
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["state"] == "failed" and "no checkpoint" in status["message"] and status["epoch"] == 0
@@ -323,8 +364,11 @@ def test_nan_in_the_first_epoch_says_there_is_no_checkpoint_and_the_rerun_works(
 
 def test_nan_after_a_checkpoint_names_the_resume_command(tmp_path, synthetic):
     train(small_config("train.epochs=1"), tmp_path, data=synthetic, **QUIET)
-    with pytest.raises(TrainingError, match=rf"the last good checkpoint .* is kept.*--resume {tmp_path} "
-                                            r"--set train.optimizer.lr=0.0001"):
+    with pytest.raises(
+        TrainingError,
+        match=rf"the last good checkpoint .* is kept.*--resume {tmp_path} "
+        r"--set train.optimizer.lr=0.0001",
+    ):
         train(small_config("train.epochs=2"), tmp_path, resume=True, data=Poisoned(synthetic, 0), **QUIET)
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["state"] == "failed" and status["epoch"] == 1
@@ -349,7 +393,9 @@ def test_out_that_cannot_be_a_run_folder(tmp_path, synthetic, monkeypatch):
     # a folder this process may not write into (tests run as root, so the permission is simulated)
     (tmp_path / "ro").mkdir()
     monkeypatch.setattr("pyro_vae.files.os.access", lambda p, mode: str(p) != str(tmp_path / "ro"))
-    with pytest.raises(RunFolderError, match=rf"cannot write into {tmp_path / 'ro'}: permission denied; choose another"):
+    with pytest.raises(
+        RunFolderError, match=rf"cannot write into {tmp_path / 'ro'}: permission denied; choose another"
+    ):
         train(small_config(), tmp_path / "ro" / "run", data=synthetic, **QUIET)
     monkeypatch.undo()
 
@@ -374,17 +420,20 @@ def test_divergence_monitor_warns_once_on_an_explosion_and_not_on_healthy_curves
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a healthy curve with noise and a KL warm-up bump: silent
         for t in range(3000):
-            monitor.update(90 + 400 * 0.998 ** t + 20 * (t > 500) * 0.99 ** (t - 500) + rng.gauss(0, 5))
+            monitor.update(90 + 400 * 0.998**t + 20 * (t > 500) * 0.99 ** (t - 500) + rng.gauss(0, 5))
     monitor = DivergenceMonitor()
-    with pytest.warns(DivergenceWarning, match=r"diverging at step 2\d\d: .*best of .*Lower train.optimizer.lr") as seen:
+    with pytest.warns(
+        DivergenceWarning, match=r"diverging at step 2\d\d: .*best of .*Lower train.optimizer.lr"
+    ) as seen:
         for t in range(400):
             monitor.update(100.0 if t < 200 else 1.5e8, f" at step {t}")
     assert len(seen) == 1
 
 
 def test_adam_at_lr_10_warns_of_divergence(tmp_path, synthetic):
-    cfg = small_config("train.epochs=2", "train.optimizer.lr=10.0", "model.likelihood.kind=gaussian",
-                       "data.binarize=none")
+    cfg = small_config(
+        "train.epochs=2", "train.optimizer.lr=10.0", "model.likelihood.kind=gaussian", "data.binarize=none"
+    )
     with pytest.warns(DivergenceWarning, match="diverging"):
         try:
             train(cfg, tmp_path, data=load_plain(synthetic), **QUIET)
