@@ -102,7 +102,7 @@ def build_gallery(app):
             os.chdir(cwd)
         doc = _docstring(script)
         title, _, rest = doc.partition("\n")
-        figures = sorted(out.rglob("*.png"))[:6]
+        figures = sorted(out.rglob("*.png"), key=lambda f: (len(f.relative_to(out).parts), f))[:4]  # studies first
         shown = "\n".join(
             f"```{{figure}} _out/{f.relative_to(gallery / '_out').as_posix()}\n:width: 70%\n\n"
             f"`{f.relative_to(out).as_posix()}`\n```\n"
@@ -132,3 +132,6 @@ def setup(app):
     app.connect("builder-inited", write_config_reference)
     app.connect("builder-inited", build_gallery)
     app.connect("autodoc-process-docstring", plain_math)
+
+
+smartquotes = False  # "--epochs" stays two hyphens

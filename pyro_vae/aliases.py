@@ -10,7 +10,7 @@ Config = dict[str, Any]
 PathLike = Union[str, "os.PathLike[str]"]
 #: where a long command says what it does (``print`` by default)
 Log = Callable[[str], None]
-#: ``--set`` overrides: ["key=value", ...] or {dotted key: value}
+#: the overrides of ``--set``, as ["key=value", ...] or {dotted key: value}
 Overrides = Union[Iterable[str], Mapping[str, Any]]
 
 __all__ = ["Config", "PathLike", "Log", "Overrides"]

@@ -31,7 +31,7 @@ from ..nn.priors import PRIORS
 from ..work import check_step_memory
 from .validate import validate
 
-#: ``train.precision``: the dtype the encoder and decoder bodies run in under autocast (None: float32)
+#: the dtype the encoder and decoder bodies run in under autocast, by ``train.precision`` (None: float32)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 

@@ -22,7 +22,7 @@ from ..checks import number, positive
 from ..errors import DataError
 from ..registry import Registry
 
-#: ``model.kind``: the model families, each one Pyro model and one guide (VAE subclasses)
+#: the model families by their config name (``model.kind``), each one Pyro model and one guide (VAE subclasses)
 FAMILIES = Registry("model.kind")
 
 
