@@ -8,13 +8,14 @@ the wrong type or outside its bounds. The kinds of a key are read from its regis
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import torch
 
 from ..aliases import Config
 from ..checks import describe, number
-from ..errors import ConfigError
+from ..errors import ConfigError, PyroVAEWarning
 from ..files import check_path
 from ..registry import component_registries, for_key
 from .plugins import load_plugins
@@ -122,6 +123,16 @@ HELP = {
     "eval.batch_size": "data points per evaluation batch",
 }
 
+#: keys that only some families read (each family's ``config_keys``); set for another family, they warn
+FAMILY_KEYS = (
+    "model.components",
+    "model.component_fit",
+    "train.aux_loss",
+    "train.labelled_weight",
+    "data.labels",
+    "data.labelled_batch",
+)
+
 #: value checks beyond the type: ``checks.number`` arguments
 _BOUNDS = {
     "seed": dict(integer=True, low=0, high=2**32 - 1),
@@ -226,7 +237,9 @@ def validate(cfg: Config) -> Config:
     )
     # a family's own defaults (m2: enumeration, grey levels) lie between ours and the user's config
     merge(out, family.config_defaults, "")
+    baseline = flatten(out)
     merge(out, cfg, "")
+    _warn_ignored(out, baseline, family)
     registries["train.elbo"].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
     registries["train.kl_warmup"].build(out["train"]["kl_warmup"], steps_per_epoch=1, total_steps=1)
     lr = out["train"]["optimizer"].get("lr", 1.0)  # the schedule's parameters are checked against the real lr
@@ -245,6 +258,27 @@ def validate(cfg: Config) -> Config:
     if out["device"] not in ("cpu", "mps") and not out["device"].startswith("cuda"):
         raise ConfigError(f"device must be \"cpu\", \"cuda\" (or \"cuda:N\") or \"mps\", got {out['device']!r}")
     return out
+
+
+#: the ignored-key warnings already given in this process: a config is validated several times on its way
+#: (load, overrides, train), and each is said once
+_WARNED = set()
+
+
+def _warn_ignored(out, baseline, family):
+    """Warn, once, of each family-specific key set away from its default for a family that does not read it."""
+    kind, values = out["model"]["kind"], flatten(out)
+    readers = for_key("model.kind")
+    for key in FAMILY_KEYS:
+        if key not in getattr(family, "config_keys", ()) and values[key] != baseline[key]:
+            who = ", ".join(n for n in readers.names() if key in getattr(readers.get(n), "config_keys", ()))
+            message = (
+                f"{key} = {values[key]!r} has no effect with model.kind = {kind!r}; only {who} read it: "
+                "remove it, or choose that model.kind"
+            )
+            if message not in _WARNED:
+                _WARNED.add(message)
+                warnings.warn(message, PyroVAEWarning, stacklevel=3)
 
 
 def flatten(cfg, prefix=""):

@@ -47,6 +47,7 @@ class CVAE(VAE):
     decoder_inputs = posterior_inputs
 
     config_options = {"classes": "model.components"}
+    config_keys = ("model.components",)
 
     @classmethod
     def make_prior(cls, model_cfg, priors):
@@ -213,6 +214,7 @@ class M2(CVAE):
         "labels": "data.labels",
         "label_seed": "seed",
     }
+    config_keys = ("model.components", "train.aux_loss", "train.labelled_weight", "data.labels", "data.labelled_batch")
 
     def adapt_data(self, data):
         n = self.labels

@@ -123,6 +123,9 @@ class VAE(nn.Module):
     #: the constructor's keyword arguments beyond the parts, each with the config key it is read from
     #: (``{"classes": "model.components"}``): a family says what it takes and never reads the config itself
     config_options = {}
+    #: the family-specific config keys (``config.validate.FAMILY_KEYS``) this family reads; one of the others set
+    #: away from its default has no effect, and ``validate`` warns that it is ignored
+    config_keys = ()
 
     @classmethod
     def posterior_inputs(cls, model_cfg):

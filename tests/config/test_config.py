@@ -167,3 +167,42 @@ def test_one_override_applier_takes_strings_or_a_mapping():
     for bad in ("train.epochs=1", 3, [1]):
         with pytest.raises(ConfigError, match="overrides must be a list"):
             apply_overrides(base, bad)
+
+
+def test_a_family_specific_key_set_for_a_family_that_ignores_it_warns_once():
+    """model.components, model.component_fit, train.aux_loss, train.labelled_weight, data.labels and
+    data.labelled_batch are read by some families only; set for another, each says (once) that it has no effect
+    and which families read it. Every such key has a reader, and a family that reads it gets no warning."""
+    import warnings
+
+    from pyro_vae import FAMILIES, PyroVAEWarning
+    from pyro_vae.config.validate import FAMILY_KEYS
+
+    readers = {key: [n for n in FAMILIES.names() if key in FAMILIES.get(n).config_keys] for key in FAMILY_KEYS}
+    assert all(readers.values()), readers
+    odd = {
+        "model.components": 7,
+        "model.component_fit": 0.25,
+        "train.aux_loss": 3.5,
+        "train.labelled_weight": 0.5,
+        "data.labels": 123,
+        "data.labelled_batch": 17,
+    }
+    assert set(odd) == set(FAMILY_KEYS)
+    for key, value in odd.items():
+        with pytest.warns(
+            PyroVAEWarning,
+            match=rf"{re.escape(key)} = {value!r} has no effect with model.kind = "
+            rf"'vae'; only {', '.join(readers[key])} read it",
+        ):
+            load_config(overrides={key: value})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PyroVAEWarning)
+            load_config(overrides={key: value})  # said once
+            load_config(
+                overrides={
+                    "model.kind": (kind := readers[key][-1]),
+                    **({"data.labels": 100} if kind == "m2" else {}),
+                    key: value,
+                }
+            )  # read: silent
