@@ -262,7 +262,7 @@ def validate(cfg: Config) -> Config:
 
 #: the ignored-key warnings already given in this process: a config is validated several times on its way
 #: (load, overrides, train), and each is said once
-_WARNED = set()
+_WARNED: set[str] = set()
 
 
 def _warn_ignored(out, baseline, family):
