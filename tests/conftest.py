@@ -1,5 +1,7 @@
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyro
@@ -72,3 +74,22 @@ def synthetic():
 @pytest.fixture
 def small_vae(synthetic):
     return build_vae(small_config(), synthetic.data_shape)
+
+
+#: the checkout
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory):
+    """The documentation built once per session (Sphinx -W, the gallery running every example)."""
+    pytest.importorskip("sphinx", reason="the docs need pip install -e '.[dev]'")
+    out = tmp_path_factory.mktemp("html")
+    done = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-E", "-W", "--keep-going", "-q", "-b", "html", str(ROOT / "docs"), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
