@@ -123,7 +123,7 @@ HELP = {
     "eval.batch_size": "data points per evaluation batch",
 }
 
-#: keys that only some families read (each family's ``config_keys``); set for another family, they warn
+#: keys that only some families read (each family's ``reads()``); set for another family, they warn
 FAMILY_KEYS = (
     "model.components",
     "model.component_fit",
@@ -270,8 +270,8 @@ def _warn_ignored(out, baseline, family):
     kind, values = out["model"]["kind"], flatten(out)
     readers = for_key("model.kind")
     for key in FAMILY_KEYS:
-        if key not in getattr(family, "config_keys", ()) and values[key] != baseline[key]:
-            who = ", ".join(n for n in readers.names() if key in getattr(readers.get(n), "config_keys", ()))
+        if key not in family.reads() and values[key] != baseline[key]:
+            who = ", ".join(n for n in readers.names() if key in readers.get(n).reads())
             message = (
                 f"{key} = {values[key]!r} has no effect with model.kind = {kind!r}; only {who} read it: "
                 "remove it, or choose that model.kind"

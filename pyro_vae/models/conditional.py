@@ -47,7 +47,6 @@ class CVAE(VAE):
     decoder_inputs = posterior_inputs
 
     config_options = {"classes": "model.components"}
-    config_keys = ("model.components",)
 
     @classmethod
     def make_prior(cls, model_cfg, priors):
@@ -214,7 +213,7 @@ class M2(CVAE):
         "labels": "data.labels",
         "label_seed": "seed",
     }
-    config_keys = ("model.components", "train.aux_loss", "train.labelled_weight", "data.labels", "data.labelled_batch")
+    config_keys = ("data.labelled_batch",)  # read by the step's inputs (config.build.StepInputs)
 
     def adapt_data(self, data):
         n = self.labels

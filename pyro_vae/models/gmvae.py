@@ -97,7 +97,7 @@ class GMVAE(VAE):
         self.component_fit = float(component_fit)
 
     config_options = {"component_fit": "model.component_fit"}
-    config_keys = ("model.components", "model.component_fit")
+    config_keys = ("model.components",)  # read by make_prior
 
     @classmethod
     def posterior_inputs(cls, model_cfg):

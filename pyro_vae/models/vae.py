@@ -123,9 +123,14 @@ class VAE(nn.Module):
     #: the constructor's keyword arguments beyond the parts, each with the config key it is read from
     #: (``{"classes": "model.components"}``): a family says what it takes and never reads the config itself
     config_options = {}
-    #: the family-specific config keys (``config.validate.FAMILY_KEYS``) this family reads; one of the others set
-    #: away from its default has no effect, and ``validate`` warns that it is ignored
+    #: config keys this family reads beyond ``config_options`` (gmvae: ``model.components``, through its prior)
     config_keys = ()
+
+    @classmethod
+    def reads(cls):
+        """Every config key this family reads: its ``config_options``' and its ``config_keys``. One of the
+        family-specific keys (``config.validate.FAMILY_KEYS``) outside these has no effect, and ``validate`` warns."""
+        return {*cls.config_options.values(), *cls.config_keys}
 
     @classmethod
     def posterior_inputs(cls, model_cfg):

@@ -178,7 +178,7 @@ def test_a_family_specific_key_set_for_a_family_that_ignores_it_warns_once():
     from pyro_vae import FAMILIES, PyroVAEWarning
     from pyro_vae.config.validate import FAMILY_KEYS
 
-    readers = {key: [n for n in FAMILIES.names() if key in FAMILIES.get(n).config_keys] for key in FAMILY_KEYS}
+    readers = {key: [n for n in FAMILIES.names() if key in FAMILIES.get(n).reads()] for key in FAMILY_KEYS}
     assert all(readers.values()), readers
     odd = {
         "model.components": 7,
