@@ -65,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
         "aux_loss": 46.0,
         "labelled_weight": 0.0,
         "early_stop": 0,
+        "max_steps": 0,
+        "max_seconds": 0.0,
         "loggers": [],
         "out": "runs/NAME",
     },
@@ -116,6 +118,9 @@ HELP = {
     "train.labelled_weight": "m2: weight of a labelled point's ELBO; 0: balanced, N_unlabelled / N_labelled; "
     "1: the joint likelihood",
     "train.early_stop": "> 0: stop after this many epochs without a better test ELBO",
+    "train.max_steps": "> 0: a budget, stop after this many optimiser steps in all (inside an epoch too; 0: off)",
+    "train.max_seconds": "> 0: a budget, stop at the first step that ends after this many seconds of training "
+    "(the loop's clock: steps and batches, not evaluation; 0: off)",
     "train.loggers": "\"csv\", \"tensorboard\", \"wandb\", \"mlflow\", or tables: { kind = \"wandb\", project = "
     "\"p\" }",
     "train.out": "the run folder; NAME becomes DATASET-DATE-TIME",
@@ -160,6 +165,8 @@ _BOUNDS = {
     "train.grad_clip": dict(low=0, hint=" (the largest gradient norm; 0: off)"),
     "train.micro_batches": dict(integer=True, low=0, hint=" (micro-batches per batch; 0: one per rank)"),
     "train.early_stop": dict(integer=True, low=0, hint=" (epochs without a better test ELBO; 0: off)"),
+    "train.max_steps": dict(integer=True, low=0, hint=" (optimiser steps in all; 0: no step budget)"),
+    "train.max_seconds": dict(low=0, hint=" (seconds of training in all; 0: no time budget)"),
     "eval.iwae_samples": dict(integer=True, low=1),
     "eval.batch_size": dict(integer=True, low=1),
 }

@@ -99,6 +99,7 @@ class Loop:
         self.device = next(vae.parameters()).device
         self.num_data, self.batch_size = data.num_train, cfg["data"]["batch_size"]
         self.steps, self.epochs = data.num_batches(self.batch_size), cfg["train"]["epochs"]
+        self.max_steps, self.max_seconds = cfg["train"]["max_steps"], cfg["train"]["max_seconds"]
         micro = distributed.micro_batches(cfg, world)
         self.micro = micro
         self.mine = range(world.rank * micro // world.size, (world.rank + 1) * micro // world.size)  # this rank's share
@@ -123,7 +124,12 @@ class Loop:
         saved = state.get("history")
         if not isinstance(saved, list):  # a checkpoint from before the history was kept
             saved = read_metrics(folder.file(METRICS))[0] if self.main else []
-        self.history = [r for r in saved if isinstance(r, dict) and r.get("epoch", 0) <= self.start]
+        at = None if self.partial is None else (self.partial["epoch"], self.partial["step"])
+        self.history = [  # the finished epochs', and a budget stop's record of the step the checkpoint holds
+            r
+            for r in saved
+            if isinstance(r, dict) and (r.get("epoch", 0) <= self.start or (r.get("epoch"), r.get("partial")) == at)
+        ]
         message = folder.reconcile(self.history, self.start) if self.main else None
         if message:
             log(message)
@@ -159,6 +165,8 @@ class Loop:
             with _Interrupts() as interrupts:
                 for epoch in range(self.start + 1, last + 1):
                     stopped = self._end_epoch(epoch, *self._epoch(epoch, interrupts))
+                    self.partial = None  # the epoch a checkpoint stopped inside is behind us
+                    stopped = stopped or (self._budget_spent() if epoch < last else None)
                     if stopped:
                         break
             if self.main and save_grid(_samples(self.vae), folder.file(SAMPLES), nrow=8):
@@ -181,8 +189,33 @@ class Loop:
             c.on_train_end(self.info, self.history)
         return self.history
 
+    def _trained(self, step_in_epoch=0, seconds_in_epoch=0.0):
+        """(steps, seconds) trained: the finished epochs' (from their records) plus ``step_in_epoch`` steps
+        and ``seconds_in_epoch`` seconds of the epoch after them."""
+        done = [h for h in self.history if not h.get("partial")]
+        epochs = max([self.start, *(h["epoch"] for h in done)])
+        return epochs * self.steps + step_in_epoch, sum(h["seconds"] for h in done) + seconds_in_epoch
+
+    def _budget_spent(self, steps=None, seconds=None):
+        """Why the budget (``train.max_steps``, ``train.max_seconds``) allows no further step, or None."""
+        if steps is None:
+            p = self.partial
+            steps, seconds = self._trained(p["step"], p["seconds"]) if p is not None else self._trained()
+        if self.max_steps and steps >= self.max_steps:
+            return f"stopped at the step budget: {steps} steps (train.max_steps = {self.max_steps})"
+        if self.max_seconds and seconds >= self.max_seconds:
+            return (
+                f"stopped at the time budget: {seconds:.2f} s of training in {steps} steps "
+                f"(train.max_seconds = {self.max_seconds:g})"
+            )
+        return None
+
     def _stop_before_start(self):
         """(why no epoch is left, the last epoch to train): a finished or early-stopped run trains no further."""
+        spent = self._budget_spent() if self.start < self.epochs else None
+        if spent:
+            self.log(f"{self.folder}: already {spent}; raise it to continue")
+            return spent, self.start
         if self.start >= self.epochs:
             self.log(
                 f"{self.folder}: already trained {self.start} of {self.epochs} epochs; raise train.epochs to continue"
@@ -198,9 +231,12 @@ class Loop:
         return None, self.epochs
 
     def _epoch(self, epoch, interrupts):
-        """The steps of epoch ``epoch`` (from the saved step of an interrupted one): (loss sum, seconds, beta sum).
-        A signal saves a checkpoint at the step it arrived in and raises TrainingInterrupted."""
+        """The steps of epoch ``epoch`` (from the saved step of an interrupted one): (loss sum, seconds, beta sum,
+        steps taken: fewer than the epoch's where the budget ran out). A signal saves a checkpoint at the step
+        it arrived in and raises TrainingInterrupted."""
         world, p = self.world, self.partial
+        self.history = [h for h in self.history if h["epoch"] < epoch]  # a budget stop's record inside it is stale
+        before_steps, before_seconds = self._trained()
         g = epoch_generator(self.cfg["seed"], epoch, self.device)
         first, total, seconds, g_state, beta_sum = 0, 0.0, 0.0, None, 0.0
         if p is not None and p["epoch"] == epoch:  # resume inside this epoch
@@ -246,7 +282,13 @@ class Loop:
                 )
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss / self.num_data:.2f}")
-        return total, seconds + time.perf_counter() - t0, beta_sum
+            if self.max_steps or self.max_seconds:  # the budget is judged after every step, on the same clock
+                elapsed = seconds + time.perf_counter() - t0
+                if self._budget_spent(before_steps + step + 1, before_seconds + elapsed):
+                    bar.close()
+                    self._generator_state = g.get_state()  # where a larger budget continues this epoch
+                    return total, elapsed, beta_sum, step + 1
+        return total, seconds + time.perf_counter() - t0, beta_sum, self.steps
 
     def _step(self, epoch, step, batch, share, interrupts):
         """One optimiser step on batch ``step`` of ``epoch``: (loss, beta, stop: a rank was signalled)."""
@@ -292,18 +334,24 @@ class Loop:
             self.dual.update(self.world.all_sum([mean_rate])[0] / self.world.size)
         return loss, beta, stop
 
-    def _end_epoch(self, epoch, total, seconds, beta_sum):
-        """Evaluate, then write the checkpoint, metrics and status; returns why the run stops early, or None."""
+    def _end_epoch(self, epoch, total, seconds, beta_sum, taken):
+        """Evaluate, then write the checkpoint, metrics and status; returns why the run stops early, or None.
+        ``taken`` < the epoch's steps: the budget ran out inside it; the record (``partial``: its steps) and a
+        checkpoint at that step are written, so a larger budget continues from there."""
         vae, data = self.vae, self.data
         given = {"labels": data.test_labels} if vae.conditional else {}  # cvae: bounds on log p(x|y)
+        rng = torch.get_rng_state()  # evaluation draws must not move training's random stream
         record = {
             "epoch": epoch,
-            "train_loss": total / self.steps / self.num_data,
+            "train_loss": total / taken / self.num_data,
             "test_elbo": distributed.shared_test_elbo(vae, data.test, self.world, self.cfg["seed"], **given),
         }
         record.update({f"test_{k}": v for k, v in classification(vae, data.test, data.test_labels).items()})
         if getattr(vae.likelihood, "discrete", False):
             record["test_bits_per_dim"] = bits_per_dim(vae, {"elbo": record["test_elbo"]})["elbo_bits_per_dim"]
+        if taken < self.steps:
+            torch.set_rng_state(rng)
+            return self._end_inside_epoch(epoch, {**record, "partial": taken}, total, seconds, beta_sum)
         self.history.append({**record, "beta": beta_sum / self.steps, "seconds": seconds})
         if self.lr_schedule is not None:
             self.lr_schedule.after("epoch")
@@ -323,6 +371,33 @@ class Loop:
             return stopped
         self._report(epoch, seconds)
         return None
+
+    def _end_inside_epoch(self, epoch, record, total, seconds, beta_sum):
+        """The budget ran out at step ``record['partial']`` of ``epoch``: its record, a checkpoint at that step."""
+        taken = record["partial"]
+        self.history.append({**record, "beta": beta_sum / taken, "seconds": seconds})
+        self._checkpoint(
+            epoch - 1,
+            {
+                "epoch": epoch,
+                "step": taken,
+                "total": total,
+                "beta_sum": beta_sum,
+                "seconds": seconds,
+                "generator": self._generator_state,
+            },
+        )
+        if self.main:
+            self.folder.write_metrics(self.history)
+        for c in self.callbacks:
+            c.on_epoch_end(self.info, self.history[-1])
+        stopped = self._budget_spent(*self._trained(taken, seconds))
+        self.log(
+            f"epoch {epoch:3d}  step {taken} of {self.steps}  train loss {record['train_loss']:9.3f}  "
+            f"test ELBO {record['test_elbo']:9.3f}  ({seconds:.1f} s)"
+        )
+        self.log(stopped)
+        return stopped
 
     def _report(self, epoch, seconds):
         r = self.history[-1]

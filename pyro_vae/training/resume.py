@@ -26,6 +26,8 @@ RESUME_RULES = [
     ("train.optimizer.kind", REFUSE, "the optimiser's saved state (e.g. Adam's moments) belongs to the old kind"),
     ("train.optimizer", APPLY, "applied to the optimiser from the next step"),
     ("train.epochs", APPLY, "training continues to the new count"),
+    ("train.max_steps", APPLY, "the budget counts the steps already trained"),
+    ("train.max_seconds", APPLY, "the budget counts the seconds already trained"),
     ("train.beta", APPLY, "the KL weight from the next step"),
     ("train.kl_warmup", APPLY, "the schedule from the next step"),
     ("train.target_rate", APPLY, "constrained mode from the next step"),
