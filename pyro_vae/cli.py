@@ -144,19 +144,36 @@ def _sample(args):
 
 def _compare(args):
     from .config.load import load_config
-    from .studies.compare import compare
+    from .studies.compare import compare, report
     from .training.folder import default_out
 
-    cfg = _with_plugins(load_config(args.config, args.set), args)
-    out = args.out or default_out(cfg).replace(cfg["data"]["dataset"], "compare-" + cfg["data"]["dataset"], 1)
-    print(f"comparing into {out}")
-    rows = compare(
-        cfg, args.estimators, out, snr_samples=args.snr_samples, progress=not args.quiet, overwrite=args.overwrite
-    )
+    if args.report is not None:
+        report(args.report)
+        out = args.report
+    else:
+        if not args.estimators:
+            raise UsageError("compare needs --estimators (e.g. --estimators trace,iwae,dreg), or --report DIR")
+        cfg = _with_plugins(load_config(args.config, args.set), args)
+        out = args.out or default_out(cfg).replace(cfg["data"]["dataset"], "compare-" + cfg["data"]["dataset"], 1)
+        print(f"comparing into {out}")
+        compare(
+            cfg,
+            args.estimators,
+            out,
+            seeds=args.seeds,
+            reference=args.reference,
+            budget=args.budget,
+            jobs=args.jobs,
+            snr_samples=args.snr_samples,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
     print()
     print((Path(out) / "compare.md").read_text())
-    print(f"wrote {out}/compare.csv, compare.md, elbo_vs_epoch.png, elbo_vs_time.png, snr.png")
-    return rows
+    print(
+        f"wrote {out}/compare.csv, compare_runs.csv, compare_paired.csv, compare.md, elbo_vs_steps.png, "
+        "elbo_vs_time.png, snr.png"
+    )
 
 
 def _sweep(args):
@@ -171,6 +188,7 @@ def _sweep(args):
         iwae_samples=args.iwae_samples,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        seeds=args.seeds,
     )
     keys = [k for k in rows[0] if k not in ("run", "folder")]
     print("\n" + " | ".join(["run", *keys]))
@@ -321,7 +339,6 @@ def make_parser():
     _run_args(c, "the study folder (one run folder per estimator inside)")
     c.add_argument(
         "--estimators",
-        required=True,
         help="comma-separated kinds (trace,meanfield,iwae,dreg,stl,...), the variants score_function_z "
         "and score_function_z_baseline, or label={kind='renyi', alpha=0.5, num_particles=5}",
     )
@@ -330,6 +347,30 @@ def make_parser():
         type=_int_in(2, 10_000),
         default=20,
         help="gradient estimates for the variance/SNR columns (at least 2; default 20)",
+    )
+    c.add_argument(
+        "--seeds",
+        type=_int_in(1, 1000),
+        default=1,
+        help="train each estimator from N seeds (seed, seed + 1, ...): mean +- standard error and paired "
+        "differences over them (default 1)",
+    )
+    c.add_argument(
+        "--reference",
+        metavar="LABEL",
+        help="the estimator the others are compared with, pair by pair (default: the first)",
+    )
+    c.add_argument(
+        "--budget",
+        metavar="KIND:AMOUNT",
+        help="the same budget for every run: steps:N, epochs:E or seconds:T of training (default: train.epochs)",
+    )
+    c.add_argument("--jobs", type=_int_in(1, 256), default=1, help="runs at once, in separate processes (default 1)")
+    c.add_argument(
+        "--report",
+        type=_path,
+        metavar="DIR",
+        help="only rewrite the tables and figures of the study in DIR from the runs it holds",
     )
     _import_arg(c, "imports_after")
     c.set_defaults(func=_compare)
@@ -348,6 +389,12 @@ def make_parser():
         default=0,
         metavar="K",
         help="also estimate log p(x) with K samples (default 0: skip)",
+    )
+    w.add_argument(
+        "--seeds",
+        type=_int_in(1, 1000),
+        default=1,
+        help="train each combination from N seeds: each number as mean and standard error (default 1)",
     )
     _import_arg(w, "imports_after")
     w.set_defaults(func=_sweep)

@@ -96,8 +96,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Test ELBO, log p(x) (skipped if ``iwae_samples`` is 0) with ``log_px_se``, its standard error over
     the points (sd / sqrt(n)), rate, distortion, active units. ``labels``: the points' labels, needed by
-    families conditioned on them (cvae: log p(x|y)). ``per_point=True`` adds ``log_px_per_point`` (a
-    list), so two models scored on the same points can be compared pairwise."""
+    families conditioned on them (cvae: log p(x|y)). ``per_point=True`` adds ``elbo_per_point`` and
+    ``log_px_per_point`` (lists), so two models scored on the same points can be compared pairwise."""
     vae.check_shape(x)
     for name, value, low in (
         ("iwae_samples", iwae_samples, 0),
@@ -109,13 +109,15 @@ def evaluate(
         check_logpx_work(vae, x.shape[0], iwae_samples)
     y = _labels_for(vae, x, labels)
     sums = {"elbo": 0.0, "rate": 0.0, "distortion": 0.0}
-    means, per_dim, layer_rates, layer_means, log_px = [], [], [], [], []
+    means, per_dim, layer_rates, layer_means, log_px, elbos = [], [], [], [], [], []
     for i, xb in enumerate(tqdm(list(_batches(x, batch_size)), desc="evaluate", disable=not progress, leave=False)):
         yb = None if y is None else y[i * batch_size : (i + 1) * batch_size]
         t = vae.elbo_terms(xb, elbo_samples, **({} if yb is None else {"y": yb}))
         sums["distortion"] += t["distortion"].sum().item()
         sums["rate"] += t["rate"].sum().item()
         sums["elbo"] -= (t["distortion"] + t["rate"]).sum().item()
+        if per_point:
+            elbos.append(-(t["distortion"] + t["rate"]).double())
         if iwae_samples:
             log_px.append(iwae_log_px(vae, xb, iwae_samples, yb).double())
         means.append(t["mean"])
@@ -126,6 +128,8 @@ def evaluate(
         per_dim.append(None if kd is None else kd.sum(0))
     n = x.shape[0]
     result: dict[str, Any] = {k: v / n for k, v in sums.items()}
+    if per_point:
+        result["elbo_per_point"] = torch.cat(elbos).tolist()
     if iwae_samples:
         points = torch.cat(log_px)
         result.update(log_px=points.mean().item(), log_px_se=standard_error(points), iwae_samples=iwae_samples)

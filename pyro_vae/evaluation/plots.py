@@ -3,6 +3,7 @@
 import math
 import os
 
+import torch
 import torchvision
 
 from ..errors import UsageError
@@ -82,23 +83,47 @@ def save_grid(images, path, nrow=None, title=None, row_labels=None):
     return True
 
 
-def comparison_figures(rows, histories, out):
-    """elbo_vs_epoch.png, elbo_vs_time.png and snr.png for the estimator study."""
-    import matplotlib
+def curve(history, steps_per_epoch):
+    """(steps, seconds, test ELBO) at each record of a run's history (a budget's stop inside an epoch included)."""
+    points, seconds = [], 0.0
+    for h in history:
+        seconds += h["seconds"]
+        steps = (h["epoch"] - 1) * steps_per_epoch + h["partial"] if h.get("partial") else h["epoch"] * steps_per_epoch
+        points.append((steps, seconds, h["test_elbo"]))
+    return points
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    for name, xkey, xlabel in (("elbo_vs_epoch", "epoch", "epoch"), ("elbo_vs_time", "time", "wall time (s)")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, hist in histories.items():
-            xs = [h["epoch"] for h in hist] if xkey == "epoch" else list(_cumsum(h["seconds"] for h in hist))
-            ax.plot(xs, [h["test_elbo"] for h in hist], marker="o", label=label)
+def _band(runs):
+    """Per record index (up to the shortest run): the mean of each column over runs and the standard error
+    of the last (seeds as replicates)."""
+    length = min(len(r) for r in runs)
+    t = torch.tensor([r[:length] for r in runs], dtype=torch.float64)  # (seeds, records, 3)
+    mean = t.mean(0)
+    se = t[..., 2].std(0) / math.sqrt(t.shape[0]) if t.shape[0] > 1 else torch.zeros(length, dtype=torch.float64)
+    return mean, se
+
+
+def study_figures(rows, results, out):
+    """elbo_vs_steps.png and elbo_vs_time.png (test ELBO, mean over seeds with a +- 1 standard error band; the
+    final log p(x) as a marker with its error bar) and snr.png (mean with error bars) for the estimator study.
+    ``results``: {label: [run evaluations, one per seed]}."""
+    plt = _plt()
+    for name, column, xlabel in (("elbo_vs_steps", 0, "optimiser steps"), ("elbo_vs_time", 1, "training time (s)")):
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for i, (label, runs) in enumerate(results.items()):
+            mean, se = _band([curve(r["history"], r["steps_per_epoch"]) for r in runs])
+            colour = f"C{i % 10}"
+            x, y = mean[:, column].numpy(), mean[:, 2].numpy()
+            ax.plot(x, y, marker="o", markersize=3, color=colour, label=label)
+            ax.fill_between(x, y - se.numpy(), y + se.numpy(), color=colour, alpha=0.2, linewidth=0)
+            log_px = torch.tensor([r["metrics"]["log_px"] for r in runs], dtype=torch.float64)
+            err = (log_px.std() / math.sqrt(len(runs))).item() if len(runs) > 1 else 0.0
+            nudge = (i - (len(results) - 1) / 2) * 0.01 * (x[-1] - x[0] if len(x) > 1 else 1.0)  # bars side by side
+            ax.errorbar([x[-1] + nudge], [log_px.mean().item()], yerr=[err], marker="D", color=colour, capsize=3)
+        ax.plot([], [], "D", color="grey", label="log p(x), end of training")
         ax.set_xlabel(xlabel)
-        if xkey == "epoch":
-            ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel("test ELBO (nats per point)")
-        ax.set_title(f"test ELBO against {xlabel}")
+        ax.set_ylabel("nats per test point")
+        ax.set_title(f"test ELBO against {xlabel} (band: ±1 s.e. over seeds)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -107,12 +132,15 @@ def comparison_figures(rows, histories, out):
     fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
     labels = [r["estimator"] for r in rows]
     idx = range(len(rows))
-    ax.bar([i - 0.2 for i in idx], [r["encoder_snr"] for r in rows], width=0.4, label="encoder (guide)")
-    ax.bar([i + 0.2 for i in idx], [r["decoder_snr"] for r in rows], width=0.4, label="decoder (model)")
+    for offset, part, what in ((-0.2, "encoder", "encoder (guide)"), (0.2, "decoder", "decoder (model)")):
+        errors = [0.0 if math.isnan(r[f"{part}_snr_se"]) else r[f"{part}_snr_se"] for r in rows]
+        ax.bar(
+            [i + offset for i in idx], [r[f"{part}_snr"] for r in rows], width=0.4, yerr=errors, capsize=3, label=what
+        )
     ax.set_xticks(list(idx), labels, rotation=30, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("gradient SNR, median |mean| / std")
-    ax.set_title("gradient signal-to-noise ratio at the trained parameters")
+    ax.set_title("gradient signal-to-noise ratio at the trained parameters (±1 s.e. over seeds)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     fig.tight_layout()
@@ -137,11 +165,21 @@ def _plt():
 
 
 def rate_distortion_figure(rows, path):
-    """Each run a labelled point (rate, distortion); dashed lines R + D = -ELBO for the best and worst run."""
+    """Each run a labelled point (rate, distortion), with +- 1 standard error bars where rows are means over seeds;
+    dashed lines R + D = -ELBO for the best and worst run."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     rates, dists = [r["rate"] for r in rows], [r["distortion"] for r in rows]
     ax.scatter(rates, dists, zorder=3)
+    if all("rate_se" in r for r in rows):  # several seeds: +- 1 standard error both ways
+        ax.errorbar(
+            rates,
+            dists,
+            xerr=[r["rate_se"] for r in rows],
+            yerr=[r["distortion_se"] for r in rows],
+            fmt="none",
+            capsize=3,
+        )
     for r in rows:
         ax.annotate(r["run"], (r["rate"], r["distortion"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     lo, hi = min(rates) * 0.8, max(rates) * 1.2 + 1e-9

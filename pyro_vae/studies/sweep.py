@@ -6,6 +6,10 @@
 
 A sweep continues where it stopped: run the same command again and each run folder that holds a
 run is resumed (a finished one is only evaluated); ``overwrite`` trains every run anew.
+
+``seeds=N`` trains each combination from N seeds (the config's seed, seed + 1, ...), in ``seed-S`` folders
+inside the combination's, and reports each number as the mean over seeds with ``NAME_se``, its standard
+error (``studies.statistics.mean_se``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..files import check_folder_target, check_path, folder_name, make_folder
 from ..training.folder import RunFolder
 from ..training.runner import train
 from ..work import check_logpx_work
+from .statistics import mean_se
 
 
 def parse_sweep(overrides):
@@ -70,8 +75,12 @@ def sweep(
     log: Log = print,
     overwrite: bool = False,
     data: Any = None,
+    seeds: int = 1,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate every combination; write sweep.csv and rate_distortion.png. Returns the rows."""
+    """Train and evaluate every combination (from ``seeds`` seeds each); write sweep.csv and
+    rate_distortion.png. Returns the rows, one per combination."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be an integer >= 1, got {seeds!r}")
     fixed, swept = parse_sweep(overrides)
     if not swept:
         raise ConfigError("nothing to sweep: give a key several values, e.g. --set train.beta=0.5,1,2,4")
@@ -81,6 +90,16 @@ def sweep(
         load_config(config_path, fixed + [f"{k}={v}" for k, v in c.items()]) for c in combos
     ]  # all checked first
     folders = [out / _folder(c) for c in combos]
+    if seeds > 1:  # each combination from several seeds: one run folder per seed inside its folder
+        combos, configs, folders = zip(
+            *[
+                (combo, {**cfg, "seed": cfg["seed"] + i}, folder / f"seed-{cfg['seed'] + i}")
+                for combo, cfg, folder in zip(combos, configs, folders)
+                for i in range(seeds)
+            ]
+        )
+        if max(c["seed"] for c in configs) > 2**32 - 1:
+            raise ConfigError("the seeds pass the largest seed, 2**32 - 1: lower seed")
     check_folder_target(out)
     if data is None and not any(k.startswith("data.") for k in swept):
         data = load_config_data(configs[0])
@@ -90,7 +109,7 @@ def sweep(
     rows = []
     for combo, cfg, folder in zip(combos, configs, folders):
         label = ",".join(f"{k}={v}" for k, v in combo.items())
-        log(f"== {label}")
+        log(f"== {label}" + (f", seed {cfg['seed']}" if seeds > 1 else ""))
         resume = not overwrite and RunFolder(folder).holds_run()  # a sweep that stopped: continue its runs
         try:
             vae, history = train(cfg, folder, resume=resume, overwrite=overwrite, progress=progress, data=data, log=log)
@@ -110,9 +129,11 @@ def sweep(
                 "distortion": r["distortion"],
                 "active_units": r["active_units"],
                 **({"log_px": r["log_px"]} if iwae_samples else {}),
-                "folder": folder.name,
+                "folder": folder.name if seeds == 1 else folder.parent.name,
             }
         )
+    if seeds > 1:
+        rows = _over_seeds(rows, seeds)
     make_folder(out)
     with open(out / "sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -120,3 +141,19 @@ def sweep(
         w.writerows(rows)
     rate_distortion_figure(rows, out / "rate_distortion.png")
     return rows
+
+
+def _over_seeds(rows, seeds):
+    """One row per combination from its ``seeds`` consecutive rows: each number's mean and ``NAME_se``."""
+    out = []
+    for i in range(0, len(rows), seeds):
+        group = rows[i : i + seeds]
+        row: dict[str, Any] = {}
+        for k, v in group[0].items():
+            if isinstance(v, float) or k == "active_units":
+                row[k], row[k + "_se"] = mean_se([g[k] for g in group])
+            else:
+                row[k] = v
+        row["seeds"] = seeds
+        out.append(row)
+    return out
