@@ -340,7 +340,7 @@ def test_compare_on_m2_reports_accuracy(synthetic, tmp_path):
     assert [r["estimator"] for r in rows] == ["enumerate", "score_function", "relaxed"]
     assert all(0 <= r["accuracy"] <= 1 and math.isfinite(r["encoder_grad_var"]) for r in rows)
     header = (tmp_path / "study" / "compare.csv").read_text().splitlines()[0]
-    assert header.endswith(",accuracy")
+    assert header.endswith(",accuracy,accuracy_se")
     assert json.loads((tmp_path / "study" / "compare.json").read_text())["rows"][0]["accuracy"] == rows[0]["accuracy"]
 
 

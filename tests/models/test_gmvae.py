@@ -160,7 +160,7 @@ def test_compare_runs_the_discrete_estimators_on_gmvae(synthetic, tmp_path):
     assert [r["estimator"] for r in rows] == ["enumerate", "score_function", "trace"]
     assert all(0 < r["cluster_accuracy"] <= 1 for r in rows)
     table = (tmp_path / "study/compare.md").read_text()
-    assert "cluster_accuracy" in table.splitlines()[7]
+    assert "cluster_accuracy" in next(line for line in table.splitlines() if line.startswith("| estimator"))
     # the encoder (q(c|x) included) gradient: enumeration is the least noisy
     var = {r["estimator"]: r["encoder_grad_var"] for r in rows}
     assert var["enumerate"] < var["score_function"] < var["trace"]
