@@ -44,4 +44,6 @@ for r in rows:
         f"{r['estimator']:16s} {pm(r, 'test_elbo')} {pm(r, 'log_px')} {pm(r, 'gap')} "
         f"{r['encoder_snr']:8.3f} {r['seconds_per_epoch']:8.1f}"
     )
-print(f"\nfull table and paired differences: {args.out}/compare.md; figures: elbo_vs_steps.png, elbo_vs_time.png, snr.png")
+print(
+    f"\nfull table and paired differences: {args.out}/compare.md; figures: elbo_vs_steps.png, elbo_vs_time.png, snr.png"
+)

@@ -1,10 +1,9 @@
 import csv
 import json
+import math
 
 import pytest
 import torch
-
-import math
 
 from pyro_vae import ConfigError, TrainingInterrupted
 from pyro_vae.cli import main
