@@ -114,6 +114,13 @@ def test_sweep_over_beta(tmp_path, synthetic):
     assert (tmp_path / "rate_distortion.png").stat().st_size > 5000
     with pytest.raises(ConfigError, match="nothing to sweep"):
         sweep(None, ["train.beta=1"], tmp_path / "none", data=synthetic, **QUIET)
+    # from two seeds: seed 0 is the run above, seed 1 another; each number their mean, with its standard error
+    seeded = sweep(None, overrides, tmp_path / "seeds", data=synthetic, seeds=2, **QUIET)
+    assert (tmp_path / "seeds/beta=4/seed-1/checkpoint.pt").exists()
+    for one, two in zip(rows, seeded):
+        other = evaluate(load_run(tmp_path / "seeds" / one["folder"] / "seed-1")[1], synthetic.test, iwae_samples=0)
+        assert two["seeds"] == 2 and two["rate_se"] > 0
+        assert two["rate"] == pytest.approx((one["rate"] + other["rate"]) / 2, rel=1e-3, abs=1e-3)
 
 
 def test_plot_command_writes_every_figure(tmp_path, capsys):
