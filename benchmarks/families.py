@@ -345,13 +345,13 @@ def colour_data(n_train=5000, n_test=500, seed=0):
     return Data(make(n_train), make(n_test), None, None, "none")
 
 
-def build(row, mnist):
-    """(cfg, parts, data) of a row: pyro-vae's run, built as ``pyro-vae train`` builds it."""
+def build(row, mnist, extra=(), colour=None):
+    """(cfg, parts) of a row: pyro-vae's run, built as ``pyro-vae train`` builds it (``extra``: more overrides)."""
     if row == "cifar":
-        cfg = pyro_vae.load_config(ROOT / "examples/configs/cifar10.toml")
-        data = colour_data()
+        cfg = pyro_vae.load_config(ROOT / "examples/configs/cifar10.toml", list(extra))
+        data = colour if colour is not None else colour_data()
     else:
-        cfg = pyro_vae.load_config(overrides=ROWS[row])
+        cfg = pyro_vae.load_config(overrides=[*ROWS[row], *extra])
         data = mnist
     pyro.clear_param_store()
     parts = build_run(cfg, data)

@@ -148,7 +148,7 @@ def _compare(args):
     from .training.folder import default_out
 
     if args.report is not None:
-        report(args.report)
+        report(args.report, reference=args.reference)
         out = args.report
     else:
         if not args.estimators:
@@ -336,7 +336,7 @@ def make_parser():
     _import_arg(s, "imports_after")
     s.set_defaults(func=_sample)
     c = sub.add_parser("compare", help="train one model per ELBO estimator and compare them")
-    _run_args(c, "the study folder (one run folder per estimator inside)")
+    _run_args(c, "the study folder (a run folder per estimator and seed inside, LABEL/seed-S; run again: it continues)")
     c.add_argument(
         "--estimators",
         help="comma-separated kinds (trace,meanfield,iwae,dreg,stl,...), the variants score_function_z "

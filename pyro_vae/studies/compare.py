@@ -397,9 +397,10 @@ def _run_parallel(tasks, out, data, jobs, log, options):
 
 
 # -- the report ---------------------------------------------------------------------------------------
-def report(out: PathLike, *, log: Log = print) -> list[dict[str, Any]]:
+def report(out: PathLike, *, reference: str | None = None, log: Log = print) -> list[dict[str, Any]]:
     """Write the tables and figures of the study in ``out`` from the evaluations its runs hold (runs not yet
-    evaluated are left out and named); returns one row per estimator."""
+    evaluated are left out and named); ``reference``: pair against this estimator instead of the study's.
+    Returns one row per estimator."""
     out = Path(out)
     try:
         manifest = json.loads((out / STUDY).read_text())
@@ -409,6 +410,8 @@ def report(out: PathLike, *, log: Log = print) -> list[dict[str, Any]]:
         ) from None
     except ValueError as e:
         raise UsageError(f"{out / STUDY} is damaged ({e}): run the compare command again to rewrite it") from None
+    if reference is not None:
+        manifest["reference"] = _check_reference(reference, manifest["estimators"])
     results: dict[str, list[dict[str, Any]]] = {}
     missing = []
     for label in manifest["estimators"]:

@@ -74,6 +74,7 @@ def strip(records):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
+@pytest.mark.slow  # the cheaper form of the same check runs by default: the random-time kills below
 def test_sigkill_at_random_writes_then_resume_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference"
     assert child(reference).returncode == 0
