@@ -246,17 +246,13 @@ class HandGMVAE(Hand):
         return -self.scale(x) * elbo.sum()
 
     def log_w(self, x, k):
+        """c summed out as pyro-vae's evaluation does: one z_c ~ q(z|x, c) per component in each draw,
+        w = sum_c p(c) p(x|z_c) p(z_c|c) / q(z_c|x, c)."""
         m = self.m
         h, loc, scale, ploc, pscale, C = self._parts(x)
-        log_qc = torch.log_softmax(m.classifier(h), -1)  # (n, C)
-        pick = torch.multinomial(log_qc.exp(), k, replacement=True).T  # (k, n)
-        log_qc = log_qc.T  # (C, n), against (k, C, n)
-        n_idx = torch.arange(x.shape[0])
-        z = loc[pick, n_idx] + scale[pick, n_idx] * torch.randn(k, *loc.shape[1:])  # (k, n, L)
-        zc = z.unsqueeze(1)  # (k, 1, n, L) against every component
-        log_q = torch.logsumexp(log_qc + normal_lp(zc, loc, scale), 1)
-        log_p = torch.logsumexp(normal_lp(zc, ploc, pscale), 1) - math.log(C)
-        return self.lik(m.decoder(z), x) + log_p - log_q
+        z = loc + scale * torch.randn(k, *loc.shape)  # (k, C, n, L)
+        lw = self.lik(m.decoder(z), x) + normal_lp(z, ploc, pscale) - normal_lp(z, loc, scale)
+        return torch.logsumexp(lw, 1) - math.log(C)
 
 
 class HandM2(Hand):
@@ -284,19 +280,15 @@ class HandM2(Hand):
         return -(self.scale(x) * u.sum() + w * labelled.sum() + num_labelled / xs.shape[0] * aux.sum())
 
     def log_w(self, x, k):
+        """y summed out as pyro-vae's evaluation does: one z_y ~ q(z|x, y) per label in each draw,
+        w = sum_y p(y) p(x|z_y, y) p(z_y) / q(z_y|x, y)."""
         m = self.m
         C = m.classes
-        h = m.encoder(x)
-        log_qy = torch.log_softmax(m.classifier(h), -1)  # (n, C)
-        every = torch.eye(C, dtype=x.dtype).unsqueeze(1)
-        loc, scale = diag(m.posterior, cat(h, every))  # (C, n, L)
-        pick = torch.multinomial(log_qy.exp(), k, replacement=True).T  # (k, n)
-        n_idx = torch.arange(x.shape[0])
-        z = loc[pick, n_idx] + scale[pick, n_idx] * torch.randn(k, *loc.shape[1:])  # (k, n, L)
-        zc = z.unsqueeze(1)  # (k, 1, n, L)
-        log_q = torch.logsumexp(log_qy.T.unsqueeze(1) + normal_lp(zc, loc, scale), 1)
-        log_px = self.lik(m.decoder(cat(zc, every)), x)  # (k, C, n): every label's decoder
-        return torch.logsumexp(log_px, 1) - math.log(C) + std_lp(z) - log_q
+        every = torch.eye(C, dtype=x.dtype).unsqueeze(1)  # (C, 1, C)
+        loc, scale = diag(m.posterior, cat(m.encoder(x), every))  # (C, n, L)
+        z = loc + scale * torch.randn(k, *loc.shape)  # (k, C, n, L)
+        lw = self.lik(m.decoder(cat(z, every)), x) + std_lp(z) - normal_lp(z, loc, scale)
+        return torch.logsumexp(lw, 1) - math.log(C)
 
 
 class HandHierarchical(Hand):
