@@ -91,13 +91,12 @@ def sweep(
     ]  # all checked first
     folders = [out / _folder(c) for c in combos]
     if seeds > 1:  # each combination from several seeds: one run folder per seed inside its folder
-        combos, configs, folders = zip(
-            *[
-                (combo, {**cfg, "seed": cfg["seed"] + i}, folder / f"seed-{cfg['seed'] + i}")
-                for combo, cfg, folder in zip(combos, configs, folders)
-                for i in range(seeds)
-            ]
-        )
+        seeded = [
+            (combo, {**cfg, "seed": cfg["seed"] + i}, folder / f"seed-{cfg['seed'] + i}")
+            for combo, cfg, folder in zip(combos, configs, folders)
+            for i in range(seeds)
+        ]
+        combos, configs, folders = [s[0] for s in seeded], [s[1] for s in seeded], [s[2] for s in seeded]
         if max(c["seed"] for c in configs) > 2**32 - 1:
             raise ConfigError("the seeds pass the largest seed, 2**32 - 1: lower seed")
     check_folder_target(out)
