@@ -232,8 +232,8 @@ class Loop:
 
     def _epoch(self, epoch, interrupts):
         """The steps of epoch ``epoch`` (from the saved step of an interrupted one): (loss sum, seconds, beta sum,
-        steps taken: fewer than the epoch's where the budget ran out). A signal saves a checkpoint at the step
-        it arrived in and raises TrainingInterrupted."""
+        None; or where the budget ran out inside it, the position to checkpoint there). A signal saves a
+        checkpoint at the step it arrived in and raises TrainingInterrupted."""
         world, p = self.world, self.partial
         self.history = [h for h in self.history if h["epoch"] < epoch]  # a budget stop's record inside it is stale
         before_steps, before_seconds = self._trained()
@@ -260,22 +260,22 @@ class Loop:
             mininterval=0.5,
             unit="batch",
         )
+
+        def position():  # where the epoch stands after the current step: a checkpoint's place to continue from
+            return {
+                "epoch": epoch,
+                "step": step + 1,
+                "total": total,
+                "beta_sum": beta_sum,
+                "seconds": seconds + time.perf_counter() - t0,
+                "generator": g.get_state(),
+            }
+
         for step, batch in enumerate(bar, start=first):
             loss, beta, stop = self._step(epoch, step, batch, share, interrupts)
             total, beta_sum = total + loss, beta_sum + beta
             if stop or (not world.distributed and interrupts.signal):
-                seconds += time.perf_counter() - t0
-                self._checkpoint(
-                    epoch - 1,
-                    {
-                        "epoch": epoch,
-                        "step": step + 1,
-                        "total": total,
-                        "beta_sum": beta_sum,
-                        "seconds": seconds,
-                        "generator": g.get_state(),
-                    },
-                )
+                self._checkpoint(epoch - 1, position())
                 raise TrainingInterrupted(
                     f"{interrupts.signal or 'a signal to another rank'} at epoch {epoch}, step {step + 1} of "
                     f"{self.steps}: saved a checkpoint at this step. Continue with: pyro-vae train --resume {self.folder}"
@@ -283,12 +283,11 @@ class Loop:
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss / self.num_data:.2f}")
             if self.max_steps or self.max_seconds:  # the budget is judged after every step, on the same clock
-                elapsed = seconds + time.perf_counter() - t0
-                if self._budget_spent(before_steps + step + 1, before_seconds + elapsed):
+                at = position()
+                if self._budget_spent(before_steps + at["step"], before_seconds + at["seconds"]):
                     bar.close()
-                    self._generator_state = g.get_state()  # where a larger budget continues this epoch
-                    return total, elapsed, beta_sum, step + 1
-        return total, seconds + time.perf_counter() - t0, beta_sum, self.steps
+                    return total, at["seconds"], beta_sum, at
+        return total, seconds + time.perf_counter() - t0, beta_sum, None
 
     def _step(self, epoch, step, batch, share, interrupts):
         """One optimiser step on batch ``step`` of ``epoch``: (loss, beta, stop: a rank was signalled)."""
@@ -334,10 +333,11 @@ class Loop:
             self.dual.update(self.world.all_sum([mean_rate])[0] / self.world.size)
         return loss, beta, stop
 
-    def _end_epoch(self, epoch, total, seconds, beta_sum, taken):
+    def _end_epoch(self, epoch, total, seconds, beta_sum, position=None):
         """Evaluate, then write the checkpoint, metrics and status; returns why the run stops early, or None.
-        ``taken`` < the epoch's steps: the budget ran out inside it; the record (``partial``: its steps) and a
-        checkpoint at that step are written, so a larger budget continues from there."""
+        ``position``: the budget ran out inside the epoch; the record (``partial``: its steps) and a checkpoint
+        at that position are written, so a larger budget continues from there."""
+        taken = self.steps if position is None else position["step"]
         vae, data = self.vae, self.data
         given = {"labels": data.test_labels} if vae.conditional else {}  # cvae: bounds on log p(x|y)
         rng = torch.get_rng_state()  # evaluation draws must not move training's random stream
@@ -349,9 +349,9 @@ class Loop:
         record.update({f"test_{k}": v for k, v in classification(vae, data.test, data.test_labels).items()})
         if getattr(vae.likelihood, "discrete", False):
             record["test_bits_per_dim"] = bits_per_dim(vae, {"elbo": record["test_elbo"]})["elbo_bits_per_dim"]
-        if taken < self.steps:
+        if position is not None:
             torch.set_rng_state(rng)
-            return self._end_inside_epoch(epoch, {**record, "partial": taken}, total, seconds, beta_sum)
+            return self._end_inside_epoch(epoch, {**record, "partial": taken}, position)
         self.history.append({**record, "beta": beta_sum / self.steps, "seconds": seconds})
         if self.lr_schedule is not None:
             self.lr_schedule.after("epoch")
@@ -372,21 +372,11 @@ class Loop:
         self._report(epoch, seconds)
         return None
 
-    def _end_inside_epoch(self, epoch, record, total, seconds, beta_sum):
-        """The budget ran out at step ``record['partial']`` of ``epoch``: its record, a checkpoint at that step."""
-        taken = record["partial"]
-        self.history.append({**record, "beta": beta_sum / taken, "seconds": seconds})
-        self._checkpoint(
-            epoch - 1,
-            {
-                "epoch": epoch,
-                "step": taken,
-                "total": total,
-                "beta_sum": beta_sum,
-                "seconds": seconds,
-                "generator": self._generator_state,
-            },
-        )
+    def _end_inside_epoch(self, epoch, record, position):
+        """The budget ran out at ``position`` (step ``record['partial']``) of ``epoch``: its record, a checkpoint there."""
+        taken, seconds = position["step"], position["seconds"]
+        self.history.append({**record, "beta": position["beta_sum"] / taken, "seconds": seconds})
+        self._checkpoint(epoch - 1, position)
         if self.main:
             self.folder.write_metrics(self.history)
         for c in self.callbacks:
