@@ -86,7 +86,7 @@ STUDY_FILES = (
 )
 #: each run's evaluation, beside its checkpoint
 EVALUATION = "evaluation.json"
-#: budget kind -> the config keys it sets
+#: the kinds of budget (``parse_budget``; ``budget_overrides`` says which config keys each sets)
 BUDGETS = ("steps", "epochs", "seconds")
 
 
@@ -136,7 +136,7 @@ def parse_budget(text: str | None) -> tuple[str, float] | None:
     return kind.strip(), value
 
 
-def budget_overrides(cfg: Config, budget: tuple[str, float] | None, steps_per_epoch: int) -> dict[str, Any]:
+def budget_overrides(budget: tuple[str, float] | None, steps_per_epoch: int) -> dict[str, Any]:
     """The config keys that put every run on ``budget``: steps (train.max_steps, and the epochs they need),
     epochs (train.epochs) or seconds of training (train.max_seconds; train.epochs stays the cap)."""
     if budget is None:
@@ -196,27 +196,17 @@ def compare(
     if seed_list[-1] > 2**32 - 1:
         raise ConfigError(f"seeds {seed_list[0]} .. {seed_list[-1]} pass the largest seed, 2**32 - 1: lower seed")
     check_folder_target(out)
-    if data is None and jobs == 1:
-        data = load_config_data(cfg)
-    if data is not None:
-        data = data.to(resolve_device(cfg["device"])) if hasattr(data, "to") else data
-        steps_per_epoch = data.num_batches(cfg["data"]["batch_size"])
-    else:
-        shape_data = load_config_data(cfg)
-        steps_per_epoch = shape_data.num_batches(cfg["data"]["batch_size"])
-    base = budget_overrides(cfg, parsed_budget, steps_per_epoch)
+    data = (data if data is not None else load_config_data(cfg)).to(resolve_device(cfg["device"]))  # loaded once
+    steps_per_epoch = data.num_batches(cfg["data"]["batch_size"])
+    base = budget_overrides(parsed_budget, steps_per_epoch)
     runs = {  # all checked up front
         (label, seed): validate(apply_overrides(cfg, {**o, **base, "seed": seed}))
         for label, o in specs.items()
         for seed in seed_list
     }
-    shape_source = data if data is not None else shape_data
     for c in runs.values():  # work that cannot finish is refused before the first estimator trains
         check_logpx_work(
-            build_vae(c, shape_source.data_shape),
-            shape_source.test.shape[0],
-            c["eval"]["iwae_samples"],
-            "eval.iwae_samples",
+            build_vae(c, data.data_shape), data.test.shape[0], c["eval"]["iwae_samples"], "eval.iwae_samples"
         )
     make_folder(out)
     manifest = {
@@ -262,7 +252,7 @@ def _check_reference(reference, labels):
 
 def _identity(c):
     """What a run's evaluation depends on: its config (budget and seed included) as canonical text."""
-    return json.dumps({k: v for k, v in c.items()}, sort_keys=True, default=str)
+    return json.dumps(c, sort_keys=True, default=str)
 
 
 def _checkpoint_digest(folder):
@@ -292,8 +282,6 @@ def run_one(c, folder, label, data, *, snr_samples, overwrite, steps_per_epoch, 
     if not overwrite and (saved := _cached(folder, c, snr_samples)) is not None:
         log(f"   {folder}: evaluated already")
         return saved
-    if data is None:
-        data = load_config_data(c).to(resolve_device(c["device"]))
     resume = not overwrite and RunFolder(folder).holds_run()  # a study that stopped: continue its runs
     vae, history = train(c, folder, resume=resume, overwrite=overwrite, progress=progress, data=data, log=log)
     torch.manual_seed(c["seed"])
@@ -350,17 +338,12 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(threads, data):
     torch.set_num_threads(threads)
-    _WORKER["data"] = data
+    _WORKER["data"] = data  # the study's data, handed to each process once
 
 
 def _work(label, seed, c, folder, options):
     load_plugins(c["plugins"])  # a fresh process: the kinds plugins register
-    data = _WORKER.get("data")
-    if data is None:  # each process loads the data once
-        key = json.dumps(c["data"], sort_keys=True)
-        if _WORKER.get("key") != key:
-            _WORKER["key"], _WORKER["loaded"] = key, load_config_data(c).to(resolve_device(c["device"]))
-        data = _WORKER["loaded"]
+    data = _WORKER["data"]
     prefix = f"[{label} seed {seed}] "
     run_one(c, folder, label, data, progress=False, log=lambda s: print(prefix + str(s), flush=True), **options)
     return label, seed
@@ -383,7 +366,7 @@ def _run_parallel(tasks, out, data, jobs, log, options):
         futures = [
             pool.submit(_work, label, seed, c, run_folder(out, label, seed), options) for label, seed, c in tasks
         ]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        wait(futures, return_when=FIRST_EXCEPTION)
         for f in futures:
             if f.done() and f.exception() is not None:
                 raise f.exception()
@@ -518,18 +501,8 @@ def _write(out, manifest, rows, results, paired, reference):
     (out / "compare.json").write_text(json.dumps(summary, indent=1))
     seeds = manifest["seeds"]
     others = len(rows) - 1
-    shown = [
-        "test_elbo",
-        "log_px",
-        "gap",
-        "rate",
-        "distortion",
-        "active_units",
-        "encoder_snr",
-        "decoder_snr",
-        "seconds_per_epoch",
-        *extra,
-    ]
+    # the markdown table: the metrics less the gradient variances (in the csv), time last
+    shown = [m for m in METRICS[1:] if not m.endswith("_grad_var")] + [METRICS[0], *extra]
     lines = [
         f"# ELBO estimators compared: {manifest['dataset']}, budget {manifest['budget']}, "
         f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))})",
