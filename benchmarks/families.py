@@ -1,6 +1,6 @@
 """Every family against the same math hand-written in PyTorch: training steps and log p(x).
 
-    PYRO_VAE_DATA=../shared/data python benchmarks/families.py [--steps 200] [--only vae,gmvae] [--memory]
+    PYRO_VAE_DATA=../shared/data python benchmarks/families.py [--steps 200] [--only vae,gmvae] [--memory] [--repeats 3]
 
 Each row builds pyro-vae's model from its config (``build_run``: what ``pyro-vae train`` trains) and a
 hand-written peer: a copy of the same networks with the same initial weights (so the arithmetic of the
@@ -474,6 +474,16 @@ def peak_memory(row, side, steps=20):
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
 
 
+def median_row(lines):
+    """One row over repeated runs: the median of each figure (the ratio's own median, not a ratio of
+    medians), the lowest and highest ratio, the first run's other entries."""
+    out = dict(lines[0])
+    for key in ("pyro", "hand", "ratio"):
+        out[key] = statistics.median(line[key] for line in lines)
+    out["low"], out["high"] = min(line["ratio"] for line in lines), max(line["ratio"] for line in lines)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=200, help="timed steps per side and row (the median is reported)")
@@ -481,6 +491,7 @@ def main(argv=None):
     p.add_argument("--eval", action="store_true", help="also time log p(x) with K = 1000")
     p.add_argument("--check", action="store_true", help="first show that both sides compute the same objective")
     p.add_argument("--memory", action="store_true", help="also measure each side's peak memory (fresh processes)")
+    p.add_argument("--repeats", type=int, default=1, help="whole interleaved runs; the table gives each row's median")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--memory-of", nargs=2, metavar=("ROW", "SIDE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -498,7 +509,7 @@ def main(argv=None):
     )
     mnist = load_config_data(pyro_vae.load_config()) if any(r != "cifar" for r in rows) else None
     table = []
-    for row in rows:
+    for repeat, row in ((r, row) for r in range(args.repeats) for row in rows):
         cfg, parts = build(row, mnist)
         pyro_side, hand_side, hand = sides(row, cfg, parts)
         if args.check:
@@ -513,22 +524,23 @@ def main(argv=None):
             "ratio": ratio,
             "path": path(parts),
         }
-        if args.eval:
+        if args.eval and repeat == 0:
             tp, th, lp, lh = eval_ratio(row, cfg, parts, hand, **({"k": 100, "points": 100} if row == "cifar" else {}))
             line.update(eval_ratio=th / tp, eval_pyro_s=tp, eval_hand_s=th, log_px_pyro=lp, log_px_hand=lh)
-        if args.memory:
+        if args.memory and repeat == 0:
             for side in ("pyro-vae", "hand-written"):
                 out = subprocess.run(
                     [sys.executable, __file__, "--memory-of", row, side], capture_output=True, text=True, check=True
                 )
                 line[f"mem_{side}"] = json.loads(out.stdout.strip().splitlines()[-1])
         table.append(line)
-        extra = f"  log p(x) K=1000: ratio {line['eval_ratio']:.2f}" if args.eval else ""
+        extra = f"  log p(x) K=1000: ratio {line['eval_ratio']:.2f}" if "eval_ratio" in line else ""
         print(
             f"{row:13s} pyro-vae {line['pyro']:8,.0f}  hand-written {line['hand']:8,.0f} images/s  "
             f"ratio {ratio:.2f}  [{line['path']}]{extra}",
             flush=True,
         )
+    table = [median_row([r for r in table if r["row"] == row]) for row in rows]
     print(
         "\n| row | pyro-vae images/s | hand-written images/s | ratio | step path |"
         + (" log p(x) ratio |" if args.eval else "")
@@ -536,7 +548,8 @@ def main(argv=None):
     )
     print("|---|---|---|---|---|" + ("---|" if args.eval else "") + ("---|" if args.memory else ""))
     for r in table:
-        cells = [r["row"], f"{r['pyro']:,.0f}", f"{r['hand']:,.0f}", f"{r['ratio']:.2f}", r["path"]]
+        ratio = f"{r['ratio']:.2f}" + (f" ({r['low']:.2f}-{r['high']:.2f})" if args.repeats > 1 else "")
+        cells = [r["row"], f"{r['pyro']:,.0f}", f"{r['hand']:,.0f}", ratio, r["path"]]
         if args.eval:
             cells.append(f"{r['eval_ratio']:.2f}")
         if args.memory:

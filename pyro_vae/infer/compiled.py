@@ -325,7 +325,7 @@ class CompiledELBO:
 
 #: torch's refusals of a traced backward pass, in words
 _REFUSALS = {
-    "Cannot insert a Tensor that requires grad as a constant": "a backward formula reads a tensor made inside an op, such as tanh's output or F.linear's weight transpose",
+    "Cannot insert a Tensor that requires grad as a constant": "a backward formula reads a tensor made inside an op, such as tanh's output, F.linear's weight transpose or einsum's reshaped operands",
     "unsupported argument type in the JIT tracer": "the tracer cannot record this backward pass (convolutions)",
 }
 

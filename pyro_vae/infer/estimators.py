@@ -38,7 +38,17 @@ from pyro.poutine.messenger import Messenger
 from ..checks import number, positive
 from ..errors import ConfigError
 from ..registry import Registry
-from .objectives import STL, DReG, JitTraceELBO, JitTraceMeanFieldELBO, RenyiBound, TailAdaptiveELBO, trace_params
+from .compiled import CompiledELBO
+from .objectives import (
+    STL,
+    DReG,
+    JitTraceELBO,
+    JitTraceMeanFieldELBO,
+    LossFromDifferentiable,
+    RenyiBound,
+    TailAdaptiveELBO,
+    trace_params,
+)
 
 #: the ELBO estimators by their config name (``train.elbo``)
 ESTIMATORS = Registry("train.elbo", context=())
@@ -134,6 +144,17 @@ class EnumerateELBO(infer.TraceEnum_ELBO):
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         return super().loss_and_grads(model, self._enumerated(guide), *args, **kwargs)
+
+
+class JitEnumerateELBO(CompiledELBO, LossFromDifferentiable, EnumerateELBO):
+    """``EnumerateELBO`` traced once (``compiled.py``): the exact sum over the enumerated discrete
+    latents, contracted by TraceEnum_ELBO while tracing, is a batched tensor expression in one graph,
+    and a training step runs its forward and backward pass as one graph; the same numbers, draw for draw."""
+
+    def _eager_loss(self, model, guide, *args, **kwargs):
+        # TraceEnum_ELBO refuses a loss without a gradient, and ``loss`` runs this under no_grad
+        with torch.enable_grad():
+            return EnumerateELBO.differentiable_loss(self, model, guide, *args, **kwargs)
 
 
 class ScoreFunctionELBO(infer.TraceGraph_ELBO):
@@ -245,6 +266,14 @@ def relaxed(num_particles=1, temperature=1.0, final_temperature=0.5, anneal_step
 def enumerate_(num_particles=1, vectorize_particles=None):
     """TraceEnum_ELBO: discrete latents summed out exactly (parallel enumeration), the rest Monte Carlo."""
     return _make(EnumerateELBO, "enumerate", num_particles, vectorize_particles, strict_enumeration_warning=False)
+
+
+@ESTIMATORS.register("jit_enumerate")
+def jit_enumerate(num_particles=1, vectorize_particles=None):
+    """TraceEnum_ELBO compiled (compiled.py): the enumerated sum and the training step, each one graph."""
+    return _make(
+        JitEnumerateELBO, "jit_enumerate", num_particles, vectorize_particles, strict_enumeration_warning=False
+    )
 
 
 @ESTIMATORS.register("score_function")

@@ -176,7 +176,7 @@ class M2(CVAE):
     #: images as Pyro's SS-VAE reads them (Bernoulli cross-entropy; the classifier sees the whole image,
     #: not a binarised draw of it: 0.952 against 0.946 test accuracy with 3000 labels after 30 epochs)
     config_defaults = {
-        "train": {"elbo": {"kind": "enumerate", "num_particles": 1}},
+        "train": {"elbo": {"kind": "jit_enumerate", "num_particles": 1}},
         "data": {"binarize": "none"},
         "model": {"likelihood": {"kind": "bernoulli", "allow_grey": True}},
     }

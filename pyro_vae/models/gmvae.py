@@ -84,7 +84,7 @@ class GMVAE(VAE):
     ``MixtureOfGaussians``, the posterior head takes ``encoder.out_features + components`` inputs."""
 
     #: the estimator when the config names none: the discrete latent summed out exactly
-    config_defaults = {"train": {"elbo": {"kind": "enumerate", "num_particles": 1}}}
+    config_defaults = {"train": {"elbo": {"kind": "jit_enumerate", "num_particles": 1}}}
 
     def __init__(
         self, encoder, posterior, decoder, likelihood, prior, data_shape, latent_dim, name="vae", component_fit=0.0

@@ -490,3 +490,46 @@ def test_a_run_says_how_its_compiled_steps_ran(synthetic, tmp_path):
         said = [line for line in lines if "steps ran as" in line]
         assert len(said) == 1 and said[0].strip().startswith(want), lines
         assert lines.index(said[0]) == 1 + next(i for i, line in enumerate(lines) if line.startswith("epoch   1"))
+
+
+@pytest.mark.parametrize("family", ["m2", "gmvae"])
+def test_compiled_enumeration_equals_traceenum_draw_for_draw(family, synthetic):
+    """jit_enumerate (the families' default) takes the same steps as Pyro's TraceEnum_ELBO: the
+    loss and every gradient, draw for draw, on the training step's own inputs (m2: labelled and
+    unlabelled parts), with the enumerated sum compiled into the graph; and its loss value too."""
+    from pyro_vae.config.build import StepInputs
+
+    overrides = ("model.kind=m2", "model.components=10", "data.labels=40") if family == "m2" else ("model.kind=gmvae",)
+    cfg = small_config(*overrides)
+    assert cfg["train"]["elbo"]["kind"] == "jit_enumerate"
+    pyro.clear_param_store()
+    vae = build_vae(cfg, synthetic.data_shape)
+    data = vae.adapt_data(synthetic) if hasattr(vae, "adapt_data") else synthetic
+    inputs = StepInputs.from_config(vae, data, cfg)(data.train[:40], 0)
+    elbo, eager = build_elbo(cfg), build_elbo(small_config(*overrides, "train.elbo.kind=enumerate"))
+    params = list(vae.parameters())
+
+    def step(e, seed):
+        for p in params:
+            p.grad = None
+        pyro.set_rng_seed(seed)
+        loss = e.loss_and_grads(vae.model, vae.guide, **inputs)
+        return loss, [None if p.grad is None else p.grad.clone() for p in params]
+
+    with pyro.validation_enabled(False):
+        for seed in range(3):
+            (a, ga), (b, gb) = step(elbo, seed), step(eager, seed)
+            assert a == pytest.approx(b, rel=1e-6, abs=1e-3)
+            assert sum(g is not None for g in ga) > 0
+            for u, v in zip(ga, gb):
+                assert (u is None) == (v is None)
+                if u is not None:
+                    torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-4)
+            pyro.set_rng_seed(seed)
+            value = elbo.loss(vae.model, vae.guide, **inputs)
+            pyro.set_rng_seed(seed)
+            assert value == pytest.approx(eager.loss(vae.model, vae.guide, **inputs), rel=1e-6, abs=1e-3)
+    from pyro_vae.infer.compiled import _Traced
+
+    assert any(isinstance(g, _Traced) and not k[0] for k, g in elbo._graphs.items())  # the loss was compiled
+    assert elbo.step_path.startswith("compiled loss")  # see docs/guide/speed.md: einsum's backward

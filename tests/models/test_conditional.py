@@ -353,8 +353,8 @@ def test_step_inputs_of_a_semi_supervised_run(synthetic):
 
 
 def test_families_with_a_discrete_latent_default_to_enumeration():
-    assert small_config("model.kind=m2")["train"]["elbo"]["kind"] == "enumerate"
-    assert small_config("model.kind=gmvae")["train"]["elbo"]["kind"] == "enumerate"
+    assert small_config("model.kind=m2")["train"]["elbo"]["kind"] == "jit_enumerate"  # compiled enumeration
+    assert small_config("model.kind=gmvae")["train"]["elbo"]["kind"] == "jit_enumerate"
     assert small_config("model.kind=cvae")["train"]["elbo"]["kind"] == "jit_meanfield"  # no discrete latent
     assert small_config("model.kind=m2", "train.elbo.kind=relaxed")["train"]["elbo"]["kind"] == "relaxed"
 
