@@ -48,7 +48,7 @@ _EXPORTS = {
     **dict.fromkeys(["DATASETS", "Data", "load_data"], "data"),
     **dict.fromkeys(["FAMILIES", "VAE"], "models"),
     **dict.fromkeys(["ESTIMATORS", "LR_SCHEDULES", "OPTIMIZERS", "SCHEDULES", "Schedule"], "infer"),
-    **dict.fromkeys(["evaluate", "iwae_log_px", "test_elbo"], "evaluation"),
+    **dict.fromkeys(["FEATURES", "SAMPLERS", "evaluate", "iwae_log_px", "sample_quality", "test_elbo"], "evaluation"),
     **dict.fromkeys(
         [
             "DEFAULTS",

@@ -74,6 +74,11 @@ def _evaluate(args):
 
     cfg, vae, data = load_run(args.run)
     k = args.iwae_samples if args.iwae_samples is not None else cfg["eval"]["iwae_samples"]
+    n = args.samples if args.samples is not None else cfg["eval"]["samples"]
+    if n:  # a request that cannot run is refused before the long evaluation
+        from .evaluation.generation import check_request
+
+        check_request(vae, data, _samplers(args, cfg), n, args.features or cfg["eval"]["features"])
     result = evaluate(
         vae,
         data.test,
@@ -84,6 +89,8 @@ def _evaluate(args):
     )
     result.update(clustering(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
     result.update(classification(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
+    if n:
+        result["samples"] = _sample_quality(args, cfg, vae, data, n, quiet=args.json)
     if args.json:
         print(json.dumps(result))
         return
@@ -112,10 +119,52 @@ def _evaluate(args):
         print("KL per latent dimension, largest first (z_j: nats):")
         for i in range(0, len(per_dim), 8):
             print("  " + "  ".join(f"z_{j}: {v:.3f}" for j, v in per_dim[i : i + 8]))
+    if "samples" in result:
+        _print_quality(result["samples"])
     print(
         "(nats per data point; bits/dim per pixel and channel)"
         if "elbo_bits_per_dim" in result
         else "(nats per data point)"
+    )
+
+
+def _samplers(args, cfg):
+    return [s for s in args.samplers.split(",") if s] if args.samplers else cfg["eval"]["samplers"]
+
+
+def _sample_quality(args, cfg, vae, data, n, quiet=False):
+    from .evaluation.generation import sample_quality
+    from .training.folder import checkpoint_digest
+
+    samplers = _samplers(args, cfg)
+    features = args.features or cfg["eval"]["features"]
+    log = (lambda *a, **k: None) if quiet else print
+    return sample_quality(
+        vae,
+        data,
+        samplers=samplers,
+        n=n,
+        features=features,
+        folder=args.run,
+        key=checkpoint_digest(args.run),
+        root=cfg["data"]["root"],
+        seed=cfg["seed"],
+        progress=not quiet,
+        log=log,
+    )
+
+
+def _print_quality(q):
+    f = q["features"]
+    acc = f" (test accuracy {f['test_accuracy']:.4f})" if f.get("test_accuracy") is not None else ""
+    print(f"sample quality: {f['n']} images per sampler against {f['n']} test images, {f['kind']} features{acc}")
+    print(f"  {'sampler':10s} {'FID':>9s} {'KID':>9s} {'precision':>10s} {'recall':>8s}")
+    for name, m in q.items():
+        if name != "features":
+            label = "floor" if name == "floor" else name
+            print(f"  {label:10s} {m['fid']:9.3f} {m['kid']:9.4f} {m['precision']:10.3f} {m['recall']:8.3f}")
+    print(
+        "  (floor: training images against the same test images; lower FID/KID and higher precision/recall are better)"
     )
 
 
@@ -132,6 +181,13 @@ def _sample(args):
     cfg, vae = load_model(args.run)
     torch.manual_seed(args.seed)
     what = "E[x|z]" if args.mean else "x ~ p(x|z)"
+    if args.sampler != "prior":
+        images = _posthoc_samples(args, cfg, vae)
+        what = what.replace("p(z)", args.sampler)
+        if not save_grid(images, out, title=f"{args.n} draws {what}, z ~ {args.sampler} fitted to q(z)"):
+            raise PyroVAEError(f"data of shape {vae.data_shape} are not images; nothing to draw")
+        print(f"wrote {out}")
+        return
     if args.label is not None:
         images = vae.sample(args.n, mean=args.mean, y=args.label)
         what = what.replace("z]", f"z, y={args.label}]").replace("z)", f"z, y={args.label})")
@@ -140,6 +196,43 @@ def _sample(args):
     if not save_grid(images, out, title=f"{args.n} draws {what}, z ~ p(z)"):
         raise PyroVAEError(f"data of shape {vae.data_shape} are not images; nothing to draw")
     print(f"wrote {out}")
+
+
+def _posthoc_samples(args, cfg, vae):
+    """Images from z drawn by a post-hoc sampler fitted to the run's q(z) (read from the run if fitted already)."""
+    import torch
+
+    from .config.build import load_config_data
+    from .evaluation.generation import fitted_sampler, generate
+    from .training.folder import checkpoint_digest
+
+    if Path(args.run).is_file():
+        raise UsageError("a post-hoc sampler is fitted to a run's training data: give the run folder, not a model file")
+    if args.label is not None:
+        raise UsageError("--label draws from the model conditioned on y; post-hoc samplers fit q(z) alone: drop one")
+    sampler = fitted_sampler(
+        args.sampler,
+        vae,
+        _LazyData(lambda: load_config_data(cfg)),
+        folder=args.run,
+        key=checkpoint_digest(args.run),
+        seed=cfg["seed"],
+        progress=True,
+    )
+    with torch.no_grad():
+        return generate(vae, sampler, args.n, seed=args.seed, mean=args.mean)
+
+
+class _LazyData:
+    """The run's data, loaded only if a sampler must be fitted (a fitted one is read from the run)."""
+
+    def __init__(self, load):
+        self._load, self._data = load, None
+
+    def __getattr__(self, name):
+        if self._data is None:
+            self._data = self._load()
+        return getattr(self._data, name)
 
 
 def _compare(args):
@@ -315,6 +408,19 @@ def make_parser():
         metavar="K",
         help="importance samples K for log p(x); 0 skips it (default: eval.iwae_samples)",
     )
+    e.add_argument(
+        "--samples",
+        type=_int_in(0),
+        metavar="N",
+        help="also measure sample quality (FID, KID, precision, recall) on N generated images per sampler against "
+        "N test images, beside the floor (default: eval.samples; 0: off)",
+    )
+    e.add_argument(
+        "--samplers",
+        metavar="LIST",
+        help="comma-separated latent samplers for --samples: prior, gmm, flow (default: eval.samplers)",
+    )
+    e.add_argument("--features", metavar="KIND", help="feature network: auto, classifier, inception, or a plugin's")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _import_arg(e, "imports_after")
     e.set_defaults(func=_evaluate)
@@ -326,6 +432,12 @@ def make_parser():
         "--out", type=_path, help="image file, .png/.jpg/.pdf/... (default: RUN/samples.png); its folder is created"
     )
     s.add_argument("--mean", action="store_true", help="draw the means E[x|z] instead of samples x ~ p(x|z)")
+    s.add_argument(
+        "--sampler",
+        default="prior",
+        help="where z comes from: prior (p(z)), or gmm / flow, fitted to the training codes z ~ q(z|x) "
+        "once and kept in RUN/samplers (default prior)",
+    )
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="random seed (default 0)")
     s.add_argument(
         "--label",

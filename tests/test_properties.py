@@ -39,7 +39,11 @@ SETTINGS = settings(
 
 
 def test_the_strategies_cover_every_registered_kind():
-    assert set(CONTINUOUS) <= set(ESTIMATORS) and set(ESTIMATORS) - set(CONTINUOUS) == {"relaxed", "enumerate", "jit_enumerate"}
+    assert set(CONTINUOUS) <= set(ESTIMATORS) and set(ESTIMATORS) - set(CONTINUOUS) == {
+        "relaxed",
+        "enumerate",
+        "jit_enumerate",
+    }
     assert GREY_OK | {"bernoulli"} == set(LIKELIHOODS)
 
 

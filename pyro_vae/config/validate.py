@@ -70,7 +70,13 @@ DEFAULTS: dict[str, Any] = {
         "loggers": [],
         "out": "runs/NAME",
     },
-    "eval": {"iwae_samples": 1000, "batch_size": 500},
+    "eval": {
+        "iwae_samples": 1000,
+        "batch_size": 500,
+        "samples": 0,
+        "samplers": ["prior"],
+        "features": {"kind": "auto"},
+    },
 }
 
 
@@ -126,6 +132,11 @@ HELP = {
     "train.out": "the run folder; NAME becomes DATASET-DATE-TIME",
     "eval.iwae_samples": "importance samples K of the log p(x) estimate",
     "eval.batch_size": "data points per evaluation batch",
+    "eval.samples": "> 0: also measure sample quality (FID, KID, precision, recall) on this many generated images "
+    "per sampler against as many test images (0: off)",
+    "eval.samplers": "the latent samplers of the sample-quality metrics: \"prior\", \"gmm\", \"flow\" (post-hoc, "
+    "fitted to q(z))",
+    "eval.features": "the feature network of the sample-quality metrics",
 }
 
 #: keys that only some families read (each family's ``reads()``); set for another family, they warn
@@ -169,6 +180,7 @@ _BOUNDS = {
     "train.max_seconds": dict(low=0, hint=" (seconds of training in all; 0: no time budget)"),
     "eval.iwae_samples": dict(integer=True, low=1),
     "eval.batch_size": dict(integer=True, low=1),
+    "eval.samples": dict(integer=True, low=0, hint=" (generated images per sampler; 0: no sample-quality metrics)"),
 }
 #: integer keys that also take one word (a default worked out at run time): key -> the word
 _OR_WORD = {"data.workers": "auto"}
@@ -258,6 +270,8 @@ def validate(cfg: Config) -> Config:
     if out["train"]["target_rate"] > 0 and out["train"]["kl_warmup"]["kind"] != "none":
         raise ConfigError("train.target_rate sets beta itself: leave train.kl_warmup at { kind = \"none\" }")
     for_key("data.dataset").get(out["data"]["dataset"])
+    for spec in out["eval"]["samplers"]:  # names, or tables {kind = "flow", steps = 1000}
+        for_key("eval.samplers").check(spec, context=("latent_dim", "prior"))
     if getattr(family, "check_config", None) is not None:  # a family's own keys (hierarchical: model.layers)
         family.check_config(out["model"])
     for spec in out["train"]["loggers"]:  # a name, or a table with its options: { kind = "wandb", project = "p" }

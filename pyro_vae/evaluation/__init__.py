@@ -1,6 +1,10 @@
-"""Measuring a model: test ELBO, log p(x), rate, distortion, active units, accuracy (``metrics``), and the
-figures (``plots``)."""
+"""Measuring a model: test ELBO, log p(x), rate, distortion, active units, accuracy (``metrics``); what it
+generates, through post-hoc latent samplers (``samplers``) and sample-quality metrics (``quality``, in the
+space of a feature network, ``features``; both together: ``generation``); and the figures (``plots``)."""
 
+from .features import FEATURES
+from .generation import sample_quality
 from .metrics import evaluate, iwae_log_px, test_elbo
+from .samplers import SAMPLERS
 
-__all__ = ["evaluate", "iwae_log_px", "test_elbo"]
+__all__ = ["FEATURES", "SAMPLERS", "evaluate", "iwae_log_px", "sample_quality", "test_elbo"]

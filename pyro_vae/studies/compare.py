@@ -13,7 +13,6 @@ again); ``report(folder)`` (``compare --report DIR``) rewrites the tables and fi
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -31,12 +30,13 @@ from ..config.plugins import load_plugins
 from ..config.validate import validate
 from ..devices import resolve_device
 from ..errors import ConfigError, TrainingInterrupted, UsageError
+from ..evaluation.generation import is_sample_column, study_columns
 from ..evaluation.metrics import classification, clustering, evaluate
 from ..evaluation.plots import study_figures
 from ..files import atomic_write_text, check_folder_target, check_path, folder_name, make_folder
 from ..infer.diagnostics import gradient_snr
 from ..infer.estimators import ESTIMATORS
-from ..training.folder import CHECKPOINT, RunFolder
+from ..training.folder import RunFolder, checkpoint_digest
 from ..training.runner import train
 from ..work import check_logpx_work
 from . import statistics
@@ -255,11 +255,6 @@ def _identity(c):
     return json.dumps(c, sort_keys=True, default=str)
 
 
-def _checkpoint_digest(folder):
-    path = Path(folder) / CHECKPOINT
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-
-
 def _cached(folder, c, snr_samples):
     """The run's saved evaluation if it still describes its checkpoint, config and SNR samples; else None."""
     try:
@@ -270,7 +265,7 @@ def _cached(folder, c, snr_samples):
         isinstance(saved, dict)
         and saved.get("identity") == _identity(c)
         and saved.get("snr_samples") == snr_samples
-        and saved.get("checkpoint_sha256") == _checkpoint_digest(folder)
+        and saved.get("checkpoint_sha256") == checkpoint_digest(folder)
     )
     return saved if same else None
 
@@ -315,6 +310,7 @@ def run_one(c, folder, label, data, *, snr_samples, overwrite, steps_per_epoch, 
         "decoder_snr": snr["decoder"]["snr"],
         **clustering(vae, data.test, data.test_labels, c["eval"]["batch_size"]),  # models with a discrete component
         **classification(vae, data.test, data.test_labels, c["eval"]["batch_size"]),  # models with a classifier
+        **study_columns(vae, data, c, folder=folder, key=checkpoint_digest(folder), progress=progress, log=log),
     }
     result = {
         "estimator": label,
@@ -327,7 +323,7 @@ def run_one(c, folder, label, data, *, snr_samples, overwrite, steps_per_epoch, 
         "history": history,
         "snr_samples": snr_samples,
         "identity": _identity(c),
-        "checkpoint_sha256": _checkpoint_digest(folder),
+        "checkpoint_sha256": checkpoint_digest(folder),
     }
     atomic_write_text(folder / EVALUATION, json.dumps(result))
     return result
@@ -416,11 +412,18 @@ def report(out: PathLike, *, reference: str | None = None, log: Log = print) -> 
     return rows
 
 
+def _extra(dicts):
+    """The metrics beyond ``METRICS`` that every one of ``dicts`` holds: ``EXTRA_METRICS``, then the sample
+    quality per sampler (``eval.samples``)."""
+    names = EXTRA_METRICS + [k for k in dicts[0] if is_sample_column(k)] if dicts else []
+    return [m for m in names if all(m in d for d in dicts)]
+
+
 def _summary(label, results):
     row: dict[str, Any] = {"estimator": label, "seeds": len(results)}
     row["steps"] = statistics.mean_se([r["steps"] for r in results])[0]
     row["train_seconds"] = statistics.mean_se([r["train_seconds"] for r in results])[0]
-    for m in METRICS + [m for m in EXTRA_METRICS if all(m in r["metrics"] for r in results)]:
+    for m in METRICS + _extra([r["metrics"] for r in results]):
         row[m], row[m + "_se"] = statistics.mean_se([r["metrics"][m] for r in results])
     return row
 
@@ -477,7 +480,7 @@ def _pm(mean, se):
 
 
 def _write(out, manifest, rows, results, paired, reference):
-    extra = [m for m in EXTRA_METRICS if all(m in r for r in rows)]
+    extra = _extra(rows)
     columns = COLUMNS + [c for m in extra for c in (m, m + "_se")]
     with open(out / "compare.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")

@@ -27,10 +27,11 @@ from ..aliases import Log, PathLike
 from ..config.build import build_vae, load_config_data
 from ..config.load import load_config, split_top_level
 from ..errors import ConfigError, TrainingInterrupted
+from ..evaluation.generation import study_columns
 from ..evaluation.metrics import evaluate
 from ..evaluation.plots import rate_distortion_figure
 from ..files import check_folder_target, check_path, folder_name, make_folder
-from ..training.folder import RunFolder
+from ..training.folder import RunFolder, checkpoint_digest
 from ..training.runner import train
 from ..work import check_logpx_work
 from .statistics import mean_se
@@ -128,6 +129,14 @@ def sweep(
                 "distortion": r["distortion"],
                 "active_units": r["active_units"],
                 **({"log_px": r["log_px"]} if iwae_samples else {}),
+                **study_columns(
+                    vae,
+                    data if data is not None else load_config_data(cfg),
+                    cfg,
+                    folder=folder,
+                    key=checkpoint_digest(folder),
+                    log=log,
+                ),
                 "folder": folder.name if seeds == 1 else folder.parent.name,
             }
         )

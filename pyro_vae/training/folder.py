@@ -15,6 +15,7 @@ Which settings may change on resume is ``resume``'s; reading a run back into a m
 """
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -86,6 +87,12 @@ def read_metrics(path):
         else:
             damaged.append(number)
     return records, damaged
+
+
+def checkpoint_digest(folder):
+    """SHA-256 of the run's checkpoint file (None without one): what a result derived from it belongs to."""
+    path = Path(folder) / CHECKPOINT
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
 class RunFolder:

@@ -13,7 +13,10 @@ from ..conftest import small_config
 SETTINGS = {
     "vae": ((), ("trace", "iwae")),
     "cvae": (("model.components=10",), ("trace", "enumerate")),
-    "m2": (("model.components=10", "data.labels=40"), ("trace", "enumerate", "jit_enumerate", "score_function", "relaxed")),
+    "m2": (
+        ("model.components=10", "data.labels=40"),
+        ("trace", "enumerate", "jit_enumerate", "score_function", "relaxed"),
+    ),
     "gmvae": (("model.components=3",), ("trace", "jit_enumerate", "score_function", "tracegraph")),
     "hierarchical": (("model.layers=[{latent_dim = 3, hidden = [16]}]",), ("trace", "iwae")),
 }
