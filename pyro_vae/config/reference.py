@@ -21,7 +21,11 @@ COMPONENT_KEYS = (
     "train.kl_warmup",
     "train.lr_schedule",
     "train.loggers",
+    "eval.samplers",
+    "eval.features",
 )
+#: what the builder supplies to a list-valued key's kinds (not config parameters)
+_LIST_CONTEXT = {"eval.samplers": ("latent_dim", "prior")}
 
 
 def _cell(text):
@@ -77,7 +81,7 @@ def kinds_table(key):
     registry = for_key(key)
     lines = [f"### `{key}`", "", "| kind | parameters (defaults) | meaning |", "|---|---|---|"]
     for name in registry.names():
-        params = registry.params(name, registry.context or ())
+        params = registry.params(name, registry.context or _LIST_CONTEXT.get(key, ()))
         shown = ", ".join(
             f"`{p}`" if d is inspect.Parameter.empty else f"`{p} = {_toml(d)}`" for p, d in params.items()
         )

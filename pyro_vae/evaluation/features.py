@@ -189,6 +189,7 @@ def classifier_features(data, cache_dir, epochs=3, seed=0, min_accuracy=MIN_ACCU
             "would not tell the classes apart. Train it longer (eval.features = {kind = \"classifier\", epochs = 10}) "
             "or use other features"
         )
+    net.feature_kind = "classifier"
     return net
 
 
@@ -221,7 +222,9 @@ def inception_features(data=None, cache_dir=None, weights=""):
     except ImportError as e:  # torch-fidelity missing
         raise UsageError(f"Inception features need torch-fidelity (pip install torch-fidelity): {e}") from None
     net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=path)
-    return _Inception(net).eval()
+    out = _Inception(net).eval()
+    out.feature_kind = "inception"
+    return out
 
 
 @FEATURES.register("auto")
@@ -242,5 +245,6 @@ def build_features(spec, data, cache_dir, progress=True, log=print):
         raise UsageError(
             f"eval.features {kind!r} built a {type(net).__name__}, not an nn.Module mapping images to features"
         )
-    net.feature_kind = kind
+    if not hasattr(net, "feature_kind"):  # "auto" names the network it chose
+        net.feature_kind = kind
     return net.eval()

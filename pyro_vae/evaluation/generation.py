@@ -9,14 +9,21 @@ images (``quality``), beside the floor: n training images against the same test 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..aliases import Log, PathLike
 from ..checks import positive
 from ..errors import UsageError
 from .features import FEATURES, build_features, default_cache_dir
 from .quality import features_of, quality
+
+if TYPE_CHECKING:
+    from ..data.memory import Data
+    from ..models.vae import VAE
 from .samplers import SAMPLERS, build_sampler, check_posthoc, latent_codes, load_sampler, save_sampler
 
 #: the folder of a run that holds its fitted samplers
@@ -88,19 +95,19 @@ def check_request(vae, data, samplers, n, features):
 
 
 def sample_quality(
-    vae,
-    data,
-    samplers=("prior",),
-    n=10000,
-    features="auto",
-    folder=None,
-    key=None,
-    cache_dir=None,
-    root="data",
-    seed=0,
-    progress=False,
-    log=print,
-):
+    vae: VAE,
+    data: Data,
+    samplers: str | Sequence[str | dict[str, Any]] = ("prior",),
+    n: int = 10000,
+    features: str | dict[str, Any] = "auto",
+    folder: PathLike | None = None,
+    key: str | None = None,
+    cache_dir: PathLike | None = None,
+    root: PathLike = "data",
+    seed: int = 0,
+    progress: bool = False,
+    log: Log = print,
+) -> dict[str, dict[str, Any]]:
     """{"floor": metrics, sampler: metrics, ...}: FID, KID, precision and recall of n images drawn
     through each sampler against n test images, in the features ``features`` names; the floor is n
     training images against the same test images."""

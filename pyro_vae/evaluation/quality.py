@@ -19,6 +19,8 @@ perfect generator would get at this n (no model reaches 0 with finite sets).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -68,7 +70,9 @@ def kernel_distance(a, b, subsets=100, subset_size=1000, seed=0):
 
     _check_pair(a, b, 2)
     size = min(subset_size, len(a), len(b))
-    kid = KernelInceptionDistance(feature=_Given(a.shape[1]), subsets=subsets, subset_size=size)
+    with warnings.catch_warnings():  # "will save all extracted features": they are ours, already in memory
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        kid = KernelInceptionDistance(feature=_Given(a.shape[1]), subsets=subsets, subset_size=size)
     kid.update(a.float(), real=True)
     kid.update(b.float(), real=False)
     with torch.random.fork_rng():  # torchmetrics draws its subsets from the global generator

@@ -11,7 +11,8 @@ sampled instead of the prior, with no retraining (pythae's ``GaussianMixtureSamp
 - ``gmm``: a full-covariance Gaussian mixture sum_k pi_k N(mu_k, Sigma_k) fitted by EM, its number of
   components the one of ``CANDIDATES`` (up to ``max_components``) with the least BIC =
   -2 log L + p log N (p = free parameters; BIC is consistent for the number of components of a mixture),
-  the candidates tried in increasing order until BIC has risen twice in a row past its least;
+  the candidates tried in increasing order until BIC has risen twice in a row past its least, on a
+  random 20,000 of the codes (then the chosen mixture is fitted to them all);
 - ``flow``: a RealNVP-style flow (Pyro's ``affine_coupling`` layers, the halves swapped between layers)
   on the standardised codes, fitted by Adam on log q(z) with a held-out tenth for early stopping.
 
@@ -146,13 +147,17 @@ CANDIDATES = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
 
 @SAMPLERS.register("gmm")
 class GaussianMixtureSampler(LatentSampler):
-    """sum_k pi_k N(mu_k, Sigma_k), full covariances, fitted by EM; K = argmin BIC over ``CANDIDATES``
-    up to ``max_components`` (or exactly ``components``, if set)."""
+    """sum_k pi_k N(mu_k, Sigma_k), full covariances, fitted by EM to every code; K = argmin BIC over
+    ``CANDIDATES`` up to ``max_components``, on a random ``selection_codes`` of the codes (or exactly
+    ``components``, if set)."""
 
     kind = "gmm"
 
-    def __init__(self, latent_dim, max_components=32, components=0, iterations=200, tolerance=1e-6):
+    def __init__(
+        self, latent_dim, max_components=32, components=0, iterations=100, tolerance=1e-3, selection_codes=20000
+    ):
         super().__init__(latent_dim)
+        self.selection_codes = positive("selection_codes", selection_codes, integer=True)
         self.max_components = positive("max_components", max_components, integer=True)
         self.components = number("components", components, integer=True, low=0)
         self.iterations = positive("iterations", iterations, integer=True)
@@ -169,6 +174,7 @@ class GaussianMixtureSampler(LatentSampler):
             "components": int(self.logits.shape[0]),  # what the fit chose: load rebuilds exactly this
             "iterations": self.iterations,
             "tolerance": self.tolerance,
+            "selection_codes": self.selection_codes,
         }
 
     def distribution(self):
@@ -179,32 +185,40 @@ class GaussianMixtureSampler(LatentSampler):
     def fit(self, codes, seed=0, progress=False):
         z = self._check_codes(codes)
         n, d = z.shape
-        if self.components:
-            candidates = [self.components]
-        else:
-            candidates = [k for k in CANDIDATES if k <= self.max_components and k * (d + 1) * 5 <= n] or [1]
         g = torch.Generator().manual_seed(seed)
+        self.fit_info = {}
+        chosen = self.components or self._select(z, g, progress)
+        logits, loc, tril, loglik = _em(z, chosen, self.iterations, self.tolerance, g)
+        self.logits, self.loc, self.scale_tril = logits.float(), loc.float(), tril.float()
+        self.fit_info = {**self.fit_info, "components": chosen, "log_likelihood_per_code": loglik / n}
+        return self
+
+    def _select(self, z, g, progress):
+        """The number of components with the least BIC, on at most ``selection_codes`` of the codes."""
+        if len(z) > self.selection_codes:
+            z = z[torch.randperm(len(z), generator=g)[: self.selection_codes]]
+        n, d = z.shape
+        candidates = [k for k in CANDIDATES if k <= self.max_components and k * (d + 1) * 5 <= n] or [1]
         best, scores = None, {}
         worse = 0  # candidates in a row whose BIC is above the best so far
         for k in tqdm(candidates, desc="gmm: components by BIC", disable=not progress, leave=False):
-            logits, loc, tril, loglik = _em(z, k, self.iterations, self.tolerance, g)
+            loglik = _em(z, k, self.iterations, self.tolerance, g)[3]
             p = (k - 1) + k * d + k * d * (d + 1) // 2
             bic = -2 * loglik + p * math.log(n)
             scores[k] = bic
             if best is None or bic < best[0]:
-                best, worse = (bic, k, logits, loc, tril, loglik), 0
+                best, worse = (bic, k), 0
             else:
                 worse += 1
                 if worse == 2:  # BIC rose twice past its least: larger mixtures only add parameters
                     break
-        _, k, logits, loc, tril, loglik = best
-        self.logits, self.loc, self.scale_tril = logits.float(), loc.float(), tril.float()
-        self.fit_info = {"components": k, "bic": scores, "log_likelihood_per_code": loglik / n}
-        return self
+        self.fit_info = {"bic": scores, "bic_codes": n}
+        return best[1]
 
 
 def _em(z, k, iterations, tolerance, g):
-    """EM for a k-component full-covariance Gaussian mixture on z (n, d), float64; k-means++ start.
+    """EM for a k-component full-covariance Gaussian mixture on z (n, d), float64, from a k-means++ start;
+    stops when the mean log-likelihood per code rises by less than ``tolerance`` (scikit-learn's rule).
     Returns (logits, loc, scale_tril, total log-likelihood)."""
     n, d = z.shape
     ridge = 1e-6 * z.var(0).mean().clamp_min(1e-12) * torch.eye(d, dtype=z.dtype)
@@ -212,23 +226,26 @@ def _em(z, k, iterations, tolerance, g):
     for _ in range(1, k):  # k-means++: each next centre drawn with probability ~ squared distance
         d2 = torch.cdist(z, torch.stack(centres)).pow(2).min(1).values
         centres.append(z[torch.multinomial(d2 / d2.sum(), 1, generator=g)].squeeze(0))
-    loc = torch.stack(centres)
-    resp = torch.nn.functional.one_hot(torch.cdist(z, loc).argmin(1), k).to(z.dtype)
+    resp = torch.nn.functional.one_hot(torch.cdist(z, torch.stack(centres)).argmin(1), k).to(z.dtype).T  # (k, n)
     previous = -math.inf
     for _ in range(iterations):
         # M step: weights, means, covariances from the responsibilities
-        nk = resp.sum(0) + 1e-10
-        loc = (resp.T @ z) / nk[:, None]
-        diff = z[None] - loc[:, None]  # (k, n, d)
-        cov = torch.einsum("kn,kni,knj->kij", resp.T, diff, diff) / nk[:, None, None] + ridge
+        nk = resp.sum(1) + 1e-10
+        loc = (resp @ z) / nk[:, None]
+        # one (d, n) x (n, d) product per component: no (k, n, d) tensor (3x faster at k = 16, n = 60000)
+        second = torch.stack([(z.T * r) @ z for r in resp]) / nk[:, None, None]
+        cov = second - loc[:, :, None] * loc[:, None, :] + ridge
         tril = torch.linalg.cholesky(cov)
         logits = nk.log() - math.log(n)
-        # E step
-        log_joint = dist.MultivariateNormal(loc, scale_tril=tril).log_prob(z[:, None]) + logits
-        norm = log_joint.logsumexp(1)
+        # E step: log pi_k + log N(z | mu_k, L_k L_k^T), |L_k^-1 (z - mu_k)|^2 by one product per component
+        inverse = torch.linalg.solve_triangular(tril, torch.eye(d, dtype=z.dtype).expand(k, d, d), upper=False)
+        maha = torch.stack([(z @ a.T - a @ m).pow(2).sum(1) for a, m in zip(inverse, loc)])  # (k, n)
+        logdet = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        log_joint = logits[:, None] - 0.5 * maha - logdet[:, None] - 0.5 * d * math.log(2 * math.pi)
+        norm = log_joint.logsumexp(0)
         loglik = float(norm.sum())
-        resp = (log_joint - norm[:, None]).exp()
-        if loglik - previous <= tolerance * abs(loglik):
+        resp = (log_joint - norm).exp()
+        if (loglik - previous) / n < tolerance:
             break
         previous = loglik
     return logits, loc, tril, loglik
