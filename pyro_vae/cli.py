@@ -157,7 +157,10 @@ def _sample_quality(args, cfg, vae, data, n, quiet=False):
 def _print_quality(q):
     f = q["features"]
     acc = f" (test accuracy {f['test_accuracy']:.4f})" if f.get("test_accuracy") is not None else ""
-    print(f"sample quality: {f['n']} images per sampler against {f['n']} test images, {f['kind']} features{acc}")
+    print(
+        f"sample quality: {f['n']} images {f['images']} per sampler against {f['n']} test images, "
+        f"{f['kind']} features{acc}"
+    )
     print(f"  {'sampler':10s} {'FID':>9s} {'KID':>9s} {'precision':>10s} {'recall':>8s}")
     for name, m in q.items():
         if name != "features":

@@ -281,7 +281,8 @@ class StreamedData(Data):
     def example_labels(self, n=256):
         if not self.has_train_labels:
             return None
-        return torch.as_tensor([self.source[i][1] for i in range(min(n, self.num_train))], device=self.device)
+        labels = [self.source[i][1] for i in range(min(n, self.num_train))]
+        return (torch.stack(labels) if torch.is_tensor(labels[0]) else torch.as_tensor(labels)).to(self.device)
 
     def example_batch(self, n=256):
         n = min(n, self.num_train)

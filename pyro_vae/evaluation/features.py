@@ -90,10 +90,20 @@ def accuracy(net, x, y, batch_size=1000):
 def train_classifier(data, epochs=3, batch_size=128, lr=2e-3, seed=0, progress=True):
     """A ``Classifier`` of ``data``'s labels (Adam, ``epochs`` passes, the learning rate decayed to 0 by
     a cosine), and its accuracy on the test set."""
+    if data.train is None:
+        raise DataError(
+            "the classifier features train on a dataset held in memory; this one is read from disk batch by batch: "
+            "set eval.features to \"inception\" or a plugin's"
+        )
     if data.train_labels is None or data.test_labels is None:
         raise DataError(
             "the classifier features need a dataset with labels (mnist, an npz file with y_train and y_test, an "
             "image folder of classes): set eval.features = \"inception\" or register a feature network"
+        )
+    if data.train_labels.dim() != 1:
+        raise DataError(
+            f"the classifier features need one class label per point; this dataset's labels have shape "
+            f"{tuple(data.train_labels.shape[1:])} per point (factors): set eval.features to \"inception\" or a plugin's"
         )
     x, y = data.train.float(), data.train_labels.long()
     classes = int(max(y.max(), data.test_labels.max())) + 1

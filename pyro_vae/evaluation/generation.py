@@ -2,9 +2,10 @@
 
 ``fitted_sampler`` fits a post-hoc sampler (``samplers``) to the training set's codes, or reads the one
 already fitted in the run folder (``RUN/samplers/KIND.pt``) while it still belongs to the run's
-checkpoint (its SHA-256 is saved with it). ``sample_quality`` draws n images per sampler, x = E[x|z]
-(the likelihood's mean, as ``pyro-vae sample`` draws by default), and measures them against n test
-images (``quality``), beside the floor: n training images against the same test images.
+checkpoint (its SHA-256 is saved with it). ``sample_quality`` draws n images per sampler in the form of
+the data (x ~ p(x|z) where the data are binarised, as the test set is; else the means E[x|z]) and
+measures them against n test images (``quality``), beside the floor: n training images, binarised
+alike, against the same test images.
 """
 
 from __future__ import annotations
@@ -115,14 +116,23 @@ def sample_quality(
     net = build_features(features, data, cache_dir or default_cache_dir(root), progress=progress, log=log)
     g = torch.Generator().manual_seed(seed)
     test = data.test[torch.randperm(len(data.test), generator=g)[:n]].float()
-    train = data.train[torch.randperm(len(data.train), generator=g)[:n]].float()
+    # n training points as the model sees them (binarised by one draw where the data are), as the test set is
+    train = next(iter(data.batches(n, torch.Generator(data.test.device).manual_seed(seed)))).float()
     real = features_of(net, test)
     out = {"floor": quality(real, features_of(net, train), seed=seed)}
+    # like the data: draws x ~ p(x|z) where the data are binarised (the model's distribution is over binary
+    # images, and so is the test set), else the means E[x|z]
+    mean = data.binarize == "none"
     for s in samplers:
         sampler = fitted_sampler(s, vae, data, folder=folder, key=key, seed=seed, progress=progress, log=log)
-        images = generate(vae, sampler, n, seed=seed)
+        images = generate(vae, sampler, n, seed=seed, mean=mean)
         out[sampler.kind] = quality(real, features_of(net, images), seed=seed)
-    out["features"] = {"kind": net.feature_kind, "test_accuracy": getattr(net, "test_accuracy", None), "n": n}
+    out["features"] = {
+        "kind": net.feature_kind,
+        "test_accuracy": getattr(net, "test_accuracy", None),
+        "n": n,
+        "images": "E[x|z]" if mean else "x ~ p(x|z)",
+    }
     return out
 
 

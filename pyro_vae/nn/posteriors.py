@@ -3,9 +3,12 @@
 ``posterior(h)`` has batch shape ``h.shape[:-1]`` and event shape (latent_dim,).
 """
 
+import math
+
 import pyro.distributions as dist
 import torch
 from torch import nn
+from torch.distributions.utils import _standard_normal
 from torch.nn.functional import softplus
 
 from ..checks import number
@@ -40,6 +43,29 @@ class ScoreFunctionNormal(dist.Normal):
 
 class ScoreFunctionMultivariateNormal(dist.MultivariateNormal):
     has_rsample = False
+
+
+class CholeskyNormal(dist.MultivariateNormal):
+    """N(loc, L L^T), sampled as z = loc + L eps, whose log-density at its own latest draw reads eps:
+    log q(z) = -|eps|^2 / 2 - sum_i log L_ii - (D/2) log 2 pi, with no triangular solve forward or
+    backward (at any other value, or at its draw for a copy with detached parameters, it solves as
+    torch does). The draws, values and gradients equal ``MultivariateNormal``'s."""
+
+    _draw_z = _draw_eps = None
+
+    def rsample(self, sample_shape=torch.Size()):
+        eps = _standard_normal(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
+        # L eps as a product and a sum: a traced step's backward then reads only tensors the trace made
+        # (matmul reshapes its operands inside itself, and its backward would replay a stale eps)
+        z = self.loc + (self._unbroadcasted_scale_tril * eps.unsqueeze(-2)).sum(-1)
+        self._draw_z, self._draw_eps = z, eps
+        return z
+
+    def log_prob(self, value):
+        if value is not self._draw_z:
+            return super().log_prob(value)
+        half_log_det = self._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return -0.5 * (self._event_shape[0] * math.log(2 * math.pi) + self._draw_eps.pow(2).sum(-1)) - half_log_det
 
 
 def _infer(reparameterized, baseline):
@@ -94,7 +120,7 @@ class FullNormal(Posterior):
         super().__init__()
         self.latent_dim = latent_dim
         self.min_scale = number("model.posterior.min_scale", min_scale, low=0)
-        self.family = dist.MultivariateNormal if reparameterized else ScoreFunctionMultivariateNormal
+        self.family = CholeskyNormal if reparameterized else ScoreFunctionMultivariateNormal
         self.infer = _infer(reparameterized, baseline)
         self.linear = Linear(in_features, 2 * latent_dim + latent_dim * (latent_dim - 1) // 2)
         nn.init.zeros_(self.linear.weight[2 * latent_dim :])  # start near the diagonal case
