@@ -8,12 +8,13 @@ factors of each point (integers: a factor's levels, as dSprites' grid gives them
   equal-width bins over its range and the mutual information is the plug-in estimate from the joint
   histogram (as disentanglement_lib computes it; biased upward by about (bins - 1)(levels - 1) / (2n) nats).
   1: each factor lives in one code alone; 0: no code stands out.
-- DCI (Eastwood & Williams 2018) from an importance matrix R (D x K): R_dk = |w_dk|, the weights of a
-  Lasso regression of each standardised factor on the standardised codes (their original choice; a
+- DCI (Eastwood & Williams 2018) from an importance matrix R (D x K): R[d, k] = |w[d, k]|, the weights of
+  a Lasso regression of each standardised factor on the standardised codes (their original choice; a
   linear probe, so a factor the codes hold non-linearly, such as an orientation on a circle, looks less
-  informative than it is). With P_dk = R_dk / sum_k R_dk, disentanglement is sum_d rho_d (1 - H_K(P_d.))
-  (rho_d = sum_k R_dk / sum R, entropy in base K); completeness is (1/K) sum_k (1 - H_D(R_.k / sum_d R_dk));
-  informativeness is the mean held-out R^2 of the regressions (1: the codes determine the factors linearly).
+  informative than it is). With P[d, k] = R[d, k] / sum_k R[d, k], disentanglement is
+  sum_d rho[d] (1 - H_K(P[d, :])) (rho[d] = sum_k R[d, k] / sum R, entropy in base K); completeness is
+  (1/K) sum_k (1 - H_D(R[:, k] / sum_d R[d, k])); informativeness is the mean held-out R^2 of the
+  regressions (1: the codes determine the factors linearly).
 """
 
 from __future__ import annotations
