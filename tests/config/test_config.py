@@ -33,7 +33,7 @@ def test_defaults_are_valid():
         ({"model": {"encoder": {"hidden": [10]}}}, "needs a 'kind'"),
         (
             {"data": {"dataset": "cifar"}},
-            "valid kinds: celeba, cifar10, fashion-mnist, image_folder, kmnist, mnist, npz, synthetic",
+            "valid kinds: celeba, cifar10, fashion-mnist, image_folder, kmnist, mnist, npz, shapes, synthetic",
         ),
         ({"data": {"binarize": "yes"}}, "one of none, dynamic, static"),
         ({"device": "tpu"}, "device must be"),

@@ -44,7 +44,7 @@ def test_sample_and_evaluate_with_post_hoc_samplers(tmp_path, capsys, offline):
 
     assert main(["evaluate", str(run), "--iwae-samples", "0", "--samples", "200", "--samplers", "prior"]) == 0
     out = capsys.readouterr().out
-    assert "sample quality: 200 images per sampler" in out and "floor" in out and "FID" in out
+    assert "sample quality: 200 images x ~ p(x|z) per sampler" in out and "floor" in out and "FID" in out
 
 
 def test_sample_quality_errors_are_one_line(tmp_path, capsys, offline):
@@ -93,3 +93,25 @@ def test_compare_reports_sample_quality_per_sampler(tmp_path, offline):
     assert all(float(r["fid_floor"]) < float(r["fid_prior"]) for r in rows)
     assert (out / "trace" / "seed-0" / "samplers" / "gmm.pt").exists()
     assert "fid_gmm" in (out / "compare.md").read_text()
+
+
+def test_sweep_reports_sample_quality_per_combination(tmp_path, offline):
+    from pyro_vae import load_data, sweep
+
+    overrides = [
+        "data.dataset=synthetic",
+        "data.batch_size=50",
+        "model.latent_dim=3",
+        "model.encoder.hidden=[32]",
+        "model.decoder.hidden=[32]",
+        "train.epochs=1",
+        "train.beta=0.5,2",
+        "eval.samples=100",
+        "eval.samplers=['prior', 'gmm']",
+        FEATURES,
+    ]
+    rows = sweep(None, overrides, tmp_path / "sweep", data=load_data("synthetic"), progress=False, log=lambda *a: None)
+    assert all({"fid_prior", "fid_gmm", "fid_floor", "recall_gmm"} <= set(r) for r in rows)
+    assert all(r["fid_floor"] < r["fid_prior"] for r in rows)
+    header = (tmp_path / "sweep" / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert "fid_gmm" in header and (tmp_path / "sweep" / rows[0]["folder"] / "samplers" / "gmm.pt").exists()
