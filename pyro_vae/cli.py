@@ -74,11 +74,11 @@ def _evaluate(args):
 
     cfg, vae, data = load_run(args.run)
     k = args.iwae_samples if args.iwae_samples is not None else cfg["eval"]["iwae_samples"]
-    n = args.samples if args.samples is not None else cfg["eval"]["samples"]
-    if n:  # a request that cannot run is refused before the long evaluation
+    samples = _quality_settings(args, cfg)
+    if samples["n"]:  # a request that cannot run is refused before the long evaluation
         from .evaluation.generation import check_request
 
-        check_request(vae, data, _samplers(args, cfg), n, args.features or cfg["eval"]["features"])
+        check_request(vae, data, samples["samplers"], samples["n"], samples["features"])
     result = evaluate(
         vae,
         data.test,
@@ -89,8 +89,8 @@ def _evaluate(args):
     )
     result.update(clustering(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
     result.update(classification(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
-    if n:
-        result["samples"] = _sample_quality(args, cfg, vae, data, n, quiet=args.json)
+    if samples["n"]:
+        result["samples"] = _sample_quality(args, vae, data, samples, quiet=args.json)
     if args.json:
         print(json.dumps(result))
         return
@@ -128,29 +128,26 @@ def _evaluate(args):
     )
 
 
-def _samplers(args, cfg):
-    return [s for s in args.samplers.split(",") if s] if args.samplers else cfg["eval"]["samplers"]
+def _quality_settings(args, cfg):
+    """The sample-quality settings of ``evaluate``: the run's config, with --samples, --samplers, --features."""
+    from .evaluation.generation import configured
+
+    samplers = [s for s in args.samplers.split(",") if s] if args.samplers else None
+    return configured(cfg, n=args.samples, samplers=samplers, features=args.features)
 
 
-def _sample_quality(args, cfg, vae, data, n, quiet=False):
+def _sample_quality(args, vae, data, settings, quiet=False):
     from .evaluation.generation import sample_quality
     from .training.folder import checkpoint_digest
 
-    samplers = _samplers(args, cfg)
-    features = args.features or cfg["eval"]["features"]
-    log = (lambda *a, **k: None) if quiet else print
     return sample_quality(
         vae,
         data,
-        samplers=samplers,
-        n=n,
-        features=features,
+        **settings,
         folder=args.run,
         key=checkpoint_digest(args.run),
-        root=cfg["data"]["root"],
-        seed=cfg["seed"],
         progress=not quiet,
-        log=log,
+        log=(lambda *a, **k: None) if quiet else print,
     )
 
 
@@ -164,8 +161,7 @@ def _print_quality(q):
     print(f"  {'sampler':10s} {'FID':>9s} {'KID':>9s} {'precision':>10s} {'recall':>8s}")
     for name, m in q.items():
         if name != "features":
-            label = "floor" if name == "floor" else name
-            print(f"  {label:10s} {m['fid']:9.3f} {m['kid']:9.4f} {m['precision']:10.3f} {m['recall']:8.3f}")
+            print(f"  {name:10s} {m['fid']:9.3f} {m['kid']:9.4f} {m['precision']:10.3f} {m['recall']:8.3f}")
     print(
         "  (floor: training images against the same test images; lower FID/KID and higher precision/recall are better)"
     )

@@ -25,7 +25,7 @@ from .quality import features_of, quality
 if TYPE_CHECKING:
     from ..data.memory import Data
     from ..models.vae import VAE
-from .samplers import SAMPLERS, build_sampler, check_posthoc, latent_codes, load_sampler, save_sampler
+from .samplers import build_sampler, latent_codes, load_sampler, save_sampler
 
 #: the folder of a run that holds its fitted samplers
 SAMPLER_FOLDER = "samplers"
@@ -41,11 +41,7 @@ def fitted_sampler(kind, vae, data, folder=None, key=None, seed=0, progress=Fals
     path = Path(folder) / SAMPLER_FOLDER / f"{sampler.kind}.pt" if folder is not None else None
     if path is not None and path.exists():
         saved, blob = load_sampler(path)
-        same = blob.get("checkpoint_sha256") == key and blob.get("seed") == seed
-        same = same and {k: v for k, v in saved.params().items() if k != "components"} == {
-            k: v for k, v in sampler.params().items() if k != "components"
-        }
-        if same:
+        if blob.get("checkpoint_sha256") == key and blob.get("seed") == seed and _settings(saved) == _settings(sampler):
             return saved
         log(f"{path} was fitted to another checkpoint or with other settings: fitting it again")
     codes = latent_codes(vae, data.train, generator=torch.Generator().manual_seed(seed))
@@ -55,6 +51,11 @@ def fitted_sampler(kind, vae, data, folder=None, key=None, seed=0, progress=Fals
         path.parent.mkdir(exist_ok=True)
         save_sampler(sampler, path, checkpoint_sha256=key, seed=seed)
     return sampler
+
+
+def _settings(sampler):
+    """A sampler's parameters less what its fit chose (a mixture's number of components)."""
+    return {k: v for k, v in sampler.params().items() if k != "components"}
 
 
 def _describe(info):
@@ -80,9 +81,7 @@ def check_request(vae, data, samplers, n, features):
     if isinstance(samplers, str):
         samplers = [s for s in samplers.split(",") if s]
     for s in samplers:
-        SAMPLERS.check(s, context=("latent_dim", "prior"))
-        if SAMPLERS.get(s if isinstance(s, str) else s["kind"]) is not SAMPLERS.get("prior"):
-            check_posthoc(vae)
+        build_sampler(s, vae)  # an unknown kind, a bad parameter, a model it cannot serve: refused here
     FEATURES.check(features)
     n = positive("n", n, integer=True, error=UsageError)
     if n > min(len(data.test), len(data.train)) or n < 10:
@@ -140,25 +139,25 @@ def sample_quality(
 COLUMNS = ("fid", "kid", "precision", "recall")
 
 
+def configured(cfg, n=None, samplers=None, features=None):
+    """``sample_quality``'s settings from a run's config (``eval.samples``, ``eval.samplers``,
+    ``eval.features``, ``data.root``, ``seed``), each of ``n``, ``samplers``, ``features`` replacing its key."""
+    e = cfg["eval"]
+    return {
+        "n": e["samples"] if n is None else n,
+        "samplers": e["samplers"] if samplers is None else samplers,
+        "features": e["features"] if features is None else features,
+        "root": cfg["data"]["root"],
+        "seed": cfg["seed"],
+    }
+
+
 def study_columns(vae, data, cfg, folder=None, key=None, progress=False, log=print):
     """``sample_quality`` as a study's flat columns (``fid_prior``, ``recall_gmm``, ``fid_floor``...), as the
     config's ``eval.samples``, ``eval.samplers`` and ``eval.features`` ask; {} when ``eval.samples`` is 0."""
-    e = cfg["eval"]
-    if not e["samples"]:
+    if not cfg["eval"]["samples"]:
         return {}
-    result = sample_quality(
-        vae,
-        data,
-        samplers=e["samplers"],
-        n=e["samples"],
-        features=e["features"],
-        folder=folder,
-        key=key,
-        root=cfg["data"]["root"],
-        seed=cfg["seed"],
-        progress=progress,
-        log=log,
-    )
+    result = sample_quality(vae, data, **configured(cfg), folder=folder, key=key, progress=progress, log=log)
     return {f"{m}_{name}": v[m] for name, v in result.items() if name != "features" for m in COLUMNS}
 
 

@@ -60,9 +60,9 @@ def latent_codes(vae, x, batch_size=1000, generator=None):
     out = []
     for i in range(0, x.shape[0], batch_size):
         q = vae.q(x[i : i + batch_size])
-        # the reparameterised draw with our generator, so a fit is reproducible whatever else ran
-        if isinstance(getattr(q, "base_dist", q), dist.Normal) and isinstance(q, (dist.Independent, dist.Normal)):
-            base = q.base_dist if isinstance(q, dist.Independent) else q
+        base = q.base_dist if isinstance(q, dist.Independent) else q
+        # a normal's draw with our generator, so a fit is reproducible whatever else ran
+        if isinstance(base, dist.Normal):
             eps = torch.randn(base.loc.shape, generator=generator, dtype=base.loc.dtype).to(base.loc.device)
             out.append(base.loc + base.scale * eps)
         else:
@@ -95,10 +95,8 @@ class LatentSampler(nn.Module):
         return self.distribution().log_prob(z)
 
     @torch.no_grad()
-    def sample(self, n, generator_seed=None):
+    def sample(self, n):
         """n draws z (n, latent_dim)."""
-        if generator_seed is not None:
-            torch.manual_seed(generator_seed)
         return self.distribution().sample((n,))
 
     def _check_codes(self, codes):
@@ -354,7 +352,7 @@ def save_sampler(sampler, path, **meta):
     atomic_write(Path(path), lambda f: torch.save(blob, f))
 
 
-def load_sampler(path, vae=None):
+def load_sampler(path):
     """(sampler, the saved entries) from ``save_sampler``'s file; a damaged file is refused with what to do."""
     path = Path(path)
     try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 
-import pyro.distributions as dist
 import torch
 
 from ..errors import UsageError
@@ -33,9 +32,7 @@ from ..errors import UsageError
 
 def _factors(d):
     """The per-dimension distribution of a distribution over vectors that factorises (Independent of 1 dim)."""
-    if isinstance(d, dist.Independent) and d.reinterpreted_batch_ndims == 1:
-        return d.base_dist
-    if isinstance(d, torch.distributions.Independent) and d.reinterpreted_batch_ndims == 1:
+    if isinstance(d, torch.distributions.Independent) and d.reinterpreted_batch_ndims == 1:  # Pyro's too
         return d.base_dist
     raise UsageError(
         f"ELBO surgery needs a posterior and a prior that factorise over the dimensions of z, got {type(d).__name__}: "

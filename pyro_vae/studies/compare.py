@@ -279,6 +279,7 @@ def run_one(c, folder, label, data, *, snr_samples, overwrite, steps_per_epoch, 
         return saved
     resume = not overwrite and RunFolder(folder).holds_run()  # a study that stopped: continue its runs
     vae, history = train(c, folder, resume=resume, overwrite=overwrite, progress=progress, data=data, log=log)
+    digest = checkpoint_digest(folder)  # what the evaluation (and a fitted sampler) belongs to
     torch.manual_seed(c["seed"])
     r = evaluate(
         vae,
@@ -310,7 +311,7 @@ def run_one(c, folder, label, data, *, snr_samples, overwrite, steps_per_epoch, 
         "decoder_snr": snr["decoder"]["snr"],
         **clustering(vae, data.test, data.test_labels, c["eval"]["batch_size"]),  # models with a discrete component
         **classification(vae, data.test, data.test_labels, c["eval"]["batch_size"]),  # models with a classifier
-        **study_columns(vae, data, c, folder=folder, key=checkpoint_digest(folder), progress=progress, log=log),
+        **study_columns(vae, data, c, folder=folder, key=digest, progress=progress, log=log),
     }
     result = {
         "estimator": label,
@@ -323,7 +324,7 @@ def run_one(c, folder, label, data, *, snr_samples, overwrite, steps_per_epoch, 
         "history": history,
         "snr_samples": snr_samples,
         "identity": _identity(c),
-        "checkpoint_sha256": checkpoint_digest(folder),
+        "checkpoint_sha256": digest,
     }
     atomic_write_text(folder / EVALUATION, json.dumps(result))
     return result

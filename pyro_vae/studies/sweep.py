@@ -118,7 +118,8 @@ def sweep(
                 f"{e}; or run the same sweep command again: it continues every run of the sweep"
             ) from None
         torch.manual_seed(cfg["seed"])
-        test = data.test.to(next(vae.parameters()).device) if data is not None else load_config_data(cfg).test
+        run_data = data if data is not None else load_config_data(cfg)  # a swept data key: this run's own
+        test = run_data.test.to(next(vae.parameters()).device)
         r = evaluate(vae, test, iwae_samples=iwae_samples, batch_size=cfg["eval"]["batch_size"])
         rows.append(
             {
@@ -129,14 +130,7 @@ def sweep(
                 "distortion": r["distortion"],
                 "active_units": r["active_units"],
                 **({"log_px": r["log_px"]} if iwae_samples else {}),
-                **study_columns(
-                    vae,
-                    data if data is not None else load_config_data(cfg),
-                    cfg,
-                    folder=folder,
-                    key=checkpoint_digest(folder),
-                    log=log,
-                ),
+                **study_columns(vae, run_data, cfg, folder=folder, key=checkpoint_digest(folder), log=log),
                 "folder": folder.name if seeds == 1 else folder.parent.name,
             }
         )
