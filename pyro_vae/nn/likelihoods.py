@@ -88,7 +88,8 @@ class IndependentBernoulli(SameShape, dist.Independent):
         if self._validate_args:
             self.base_dist._validate_sample(value)
         logits, n = self.base_dist.logits, self.reinterpreted_batch_ndims
-        if value.shape != logits.shape:  # x broadcast over particles or enumerated values: the fused kernel
+        if value.shape != logits.shape and torch.broadcast_shapes(value.shape, logits.shape) == logits.shape:
+            # x broadcast over particles or enumerated values: the fused kernel (x larger than the logits: below)
             ce = binary_cross_entropy_with_logits(logits, value.expand_as(logits), reduction="none")
             return -ce.flatten(-n).sum(-1)
         return (logits * value).flatten(-n).sum(-1) - softplus(logits).flatten(-n).sum(-1)

@@ -346,3 +346,18 @@ def test_the_full_normal_training_step_is_one_graph(synthetic):
         for seed in range(3):
             assert_same_step(elbo, eager, list(vae.parameters()), vae.model, vae.guide, x, seed)
     assert len(one_graph_steps(elbo)) == 1 and elbo.step_path == "one graph (forward and backward)"
+
+
+@pytest.mark.parametrize("x_shape", [(3, 4, 6), (4, 6), (6,)])
+def test_the_bernoulli_likelihood_equals_torchs_whatever_broadcasts(x_shape):
+    """x broadcast against more logits (the fused cross-entropy), the same shape (two reductions), or x larger
+    than the logits: each equals torch's Bernoulli summed over the event."""
+    import pyro.distributions as dist
+
+    from pyro_vae.nn.likelihoods import Bernoulli, IndependentBernoulli
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 6)
+    x = (torch.rand(x_shape) < 0.5).float()
+    got = IndependentBernoulli(Bernoulli(logits, validate_args=False), 1).log_prob(x)
+    torch.testing.assert_close(got, dist.Bernoulli(logits=logits).to_event(1).log_prob(x))
