@@ -175,7 +175,8 @@ def _sample(args):
     from .training.load import load_model
 
     run = Path(args.run)
-    default = run.with_name(run.stem + "-samples.png") if run.is_file() else run / "samples.png"
+    name = "samples.png" if args.sampler == "prior" else f"samples-{args.sampler}.png"  # beside the prior's grid
+    default = run.with_name(f"{run.stem}-{name}") if run.is_file() else run / name
     out = check_image_path(check_output_file(args.out or str(default), inputs=[args.run]))
     cfg, vae = load_model(args.run)
     torch.manual_seed(args.seed)
@@ -435,7 +436,7 @@ def make_parser():
         "--sampler",
         default="prior",
         help="where z comes from: prior (p(z)), or gmm / flow, fitted to the training codes z ~ q(z|x) "
-        "once and kept in RUN/samplers (default prior)",
+        "once and kept in RUN/samplers; their grid defaults to RUN/samples-SAMPLER.png (default prior)",
     )
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="random seed (default 0)")
     s.add_argument(

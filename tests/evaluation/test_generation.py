@@ -32,6 +32,10 @@ def test_sample_and_evaluate_with_post_hoc_samplers(tmp_path, capsys, offline):
     assert main(["sample", str(run), "--sampler", "gmm", "--n", "16", "--out", str(tmp_path / "gmm.png")]) == 0
     assert (tmp_path / "gmm.png").stat().st_size > 0 and (run / "samplers" / "gmm.pt").exists()
     assert "fitted the gmm sampler" in capsys.readouterr().out
+    prior_grid = (run / "samples.png").read_bytes()
+    assert main(["sample", str(run), "--sampler", "gmm", "--n", "16"]) == 0  # its own file, the prior's kept
+    assert (run / "samples-gmm.png").stat().st_size > 0 and (run / "samples.png").read_bytes() == prior_grid
+    capsys.readouterr()
 
     args = ["evaluate", str(run), "--iwae-samples", "0", "--samples", "200", "--samplers", "prior,gmm", "--json"]
     assert main(args) == 0
