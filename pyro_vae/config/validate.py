@@ -112,7 +112,8 @@ HELP = {
     "train.elbo": "the ELBO estimator",
     "train.epochs": "passes over the training set",
     "train.optimizer": "the torch.optim optimiser",
-    "train.beta": "the KL weight, applied with poutine.scale on the latent sites of model and guide",
+    "train.beta": "the KL weight, applied with poutine.scale on the latent sites of model and guide (beta_tc: the "
+    "weight of the total correlation alone)",
     "train.kl_warmup": "a schedule multiplying beta per step",
     "train.target_rate": "> 0: constrained mode, beta by dual ascent so that the rate meets this (nats)",
     "train.beta_lr": "the dual ascent's step size on log beta",
@@ -259,7 +260,7 @@ def validate(cfg: Config) -> Config:
     baseline = flatten(out)
     merge(out, cfg, "")
     _warn_ignored(out, baseline, family)
-    registries["train.elbo"].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
+    elbo = registries["train.elbo"].build(out["train"]["elbo"])  # cheap; catches particle counts, alpha, ...
     registries["train.kl_warmup"].build(out["train"]["kl_warmup"], steps_per_epoch=1, total_steps=1)
     lr = out["train"]["optimizer"].get("lr", 1.0)  # the schedule's parameters are checked against the real lr
     usable = isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")  # else its own error
@@ -269,6 +270,12 @@ def validate(cfg: Config) -> Config:
     )
     if out["train"]["target_rate"] > 0 and out["train"]["kl_warmup"]["kind"] != "none":
         raise ConfigError("train.target_rate sets beta itself: leave train.kl_warmup at { kind = \"none\" }")
+    beta_weighs = getattr(elbo, "beta_weighs", "the KL")  # what train.beta multiplies (beta_tc: the TC alone)
+    if beta_weighs != "the KL" and (out["train"]["target_rate"] > 0 or out["train"]["kl_warmup"]["kind"] != "none"):
+        raise ConfigError(
+            f"with train.elbo.kind = {out['train']['elbo']['kind']!r}, train.beta weighs {beta_weighs}, so a rate "
+            "target or a KL warm-up has no meaning: set train.target_rate = 0 and train.kl_warmup = { kind = \"none\" }"
+        )
     for_key("data.dataset").get(out["data"]["dataset"])
     for spec in out["eval"]["samplers"]:  # names, or tables {kind = "flow", steps = 1000}
         for_key("eval.samplers").check(spec, context=("latent_dim", "prior"))

@@ -20,7 +20,11 @@ Pyro would refuse, or silently degrade, are refused here with a message before t
 - ``mean_field``: it takes KL(q(z_s) || p(z_s)) in closed form site by site, which needs a guide whose
   latents do not depend on each other (default: True for ``TraceMeanField_ELBO`` and subclasses).
   As Pyro's own check does, a guide that draws its latents in another order than the model
-  (a chain x -> z_1 -> z_2 against z_2 -> z_1 -> x) is refused.
+  (a chain x -> z_1 -> z_2 against z_2 -> z_1 -> x) is refused;
+- ``check_traces(model_trace, guide_trace, latents)``: a method for any other condition, raising
+  ``ConfigError`` (beta_tc: one latent site whose posterior factorises);
+- ``beta_weighs``: what the KL weight ``train.beta`` multiplies, in words (default "the KL"; beta_tc:
+  the total correlation alone, which no rate target or warm-up can steer).
 
 **Which way each bound points** (for a reparameterised guide, per data point, K particles):
 ELBO (trace, meanfield, stl, tracegraph) <= IWAE_K (iwae, dreg's loss) <= log p(x), IWAE_K rising
@@ -41,6 +45,7 @@ from ..registry import Registry
 from .compiled import CompiledELBO
 from .objectives import (
     STL,
+    BetaTC,
     DReG,
     JitTraceELBO,
     JitTraceMeanFieldELBO,
@@ -316,6 +321,13 @@ def dreg(num_particles=5):
     return _ours(DReG, "dreg", num_particles)
 
 
+@ESTIMATORS.register("beta_tc")
+def beta_tc(num_particles=1):
+    """beta-TCVAE (Chen et al. 2018): train.beta weights the total correlation of q(z) alone, estimated
+    on each batch by stratified sampling (aggregate.py); the mutual information and dimension-wise KL keep weight 1."""
+    return _ours(BetaTC, "beta_tc", num_particles)
+
+
 @ESTIMATORS.register("tail_adaptive")
 def tail_adaptive(num_particles=5, vectorize_particles=True, tail_adaptive_beta=-1.0):
     """TraceTailAdaptive_ELBO (Wang et al. 2018): adaptive f-divergence gradients (whole-batch particle
@@ -365,6 +377,9 @@ def check_compatible(elbo, model, guide, *args, **kwargs):
                 f"({', '.join(in_model)}), so its latents depend on each other: use kind = \"trace\", "
                 "\"jit_trace\", \"iwae\" or another Monte Carlo estimator"
             )
+    check = getattr(elbo, "check_traces", None)  # an estimator's own condition on the programs
+    if check is not None:
+        check(model_trace, guide_trace, latents)
     if not getattr(elbo, "allows_shared_params", True):
         guide_params = {id(p) for p in trace_params(guide_trace)}
         if any(id(p) in guide_params for p in trace_params(model_trace)):

@@ -8,6 +8,7 @@ minibatches computes (n/N) log mean_k exp((N/n) log w_k) -> max_k log w_k, not t
 - ``RenyiBound``: (1/(1-alpha)) log (1/K) sum_k w_k^(1-alpha); alpha = 0 is IWAE (Burda et al. 2016).
 - ``STL``: "sticking the landing" (Roeder et al. 2017): the ELBO, with log q evaluated at detached
   variational parameters, so only the pathwise term remains (zero variance at the exact posterior).
+- ``BetaTC``: beta-TCVAE (Chen et al. 2018), the ELBO with the total correlation of q(z) weighted by beta alone.
 - ``DReG``: doubly reparameterised IWAE gradients (Tucker et al. 2018): decoder sum_k w~_k grad log w_k,
   encoder sum_k w~_k^2 (d log w_k / d z_k)(d z_k / d phi), w~ the normalised weights.
 """
@@ -26,6 +27,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from ..errors import ConfigError
 from ..nn.distributions import logsumexp
+from .aggregate import aggregate_log_prob, factorised
 from .compiled import CompiledELBO
 
 
@@ -78,6 +80,7 @@ class Weights(NamedTuple):
     scale: float
     model_params: list
     guide_params: list
+    guide_sites: list
 
 
 class ParticleObjective(LossFromDifferentiable, ELBO):
@@ -122,6 +125,7 @@ class ParticleObjective(LossFromDifferentiable, ELBO):
             scale,
             trace_params(model_trace),
             trace_params(guide_trace),
+            guide_sites,
         )
 
     def _log_q_fixed_params(self, guide, guide_sites, log_q, scale, args, kwargs):
@@ -160,10 +164,10 @@ class RenyiBound(CompiledELBO, ParticleObjective):
         self.alpha = float(alpha)
 
     def _eager_loss(self, model, guide, *args, **kwargs):
-        log_p, log_q, _, _, scale, _, _ = self.log_weights(model, guide, *args, **kwargs)
+        w = self.log_weights(model, guide, *args, **kwargs)
         a = 1.0 - self.alpha
-        bound = (logsumexp(a * (log_p - log_q), dim=0) - math.log(self.num_particles)) / a
-        return -scale * bound.sum()
+        bound = (logsumexp(a * (w.log_p - w.log_q), dim=0) - math.log(self.num_particles)) / a
+        return -w.scale * bound.sum()
 
 
 class STL(CompiledELBO, ParticleObjective):
@@ -172,8 +176,45 @@ class STL(CompiledELBO, ParticleObjective):
     needs_detached_q = True
 
     def _eager_loss(self, model, guide, *args, **kwargs):
-        log_p, _, log_q_det, _, scale, _, _ = self.log_weights(model, guide, *args, **kwargs)
-        return -scale * (log_p - log_q_det).mean(0).sum()
+        w = self.log_weights(model, guide, *args, **kwargs)
+        return -w.scale * (w.log_p - w.log_q_det).mean(0).sum()
+
+
+class BetaTC(CompiledELBO, ParticleObjective):
+    """beta-TCVAE (Chen et al. 2018): the ELBO with the total correlation of the aggregate posterior
+    weighted by beta and the rest of the KL (mutual information, dimension-wise KL) by 1,
+
+        -(N/n) sum_i mean_k [log p(x_i, z_ik) - log q(z_ik|x_i) - (beta - 1) TC^(z_ik)],
+
+    TC^(z) = log q^(z) - sum_d log q^(z_d), q^ the batch's stratified estimate of q(z) (``aggregate.py``).
+    ``beta`` is the training loop's KL weight (``train.beta``), here the TC's alone; the programs run
+    at beta = 1. Needs one reparameterised latent site whose posterior factorises over dimensions
+    (``check_traces``), batches of at least 2 points. Compiled."""
+
+    requires_rsample = True
+    beta_weighs = "the total correlation alone"
+
+    def check_traces(self, model_trace, guide_trace, latents):
+        if len(latents) != 1:
+            raise ConfigError(
+                f"the beta_tc estimator needs one latent site, this guide draws {len(latents)} "
+                f"({', '.join(s['name'] for s in latents)}): use a one-layer family (vae, iwae, cvae)"
+            )
+        factorised(latents[0]["fn"], "the beta_tc estimator")
+
+    def total_correlation(self, w):
+        """TC^ at each particle's code: (K, n)."""
+        (site,) = w.guide_sites
+        z = site["value"]
+        n = z.shape[-2]  # the data plate's: its full size N (subsampled), or n
+        num_data = next((f.full_size for f in site["cond_indep_stack"] if f.size == n and f.full_size), n)
+        log_qz, log_qz_dims = aggregate_log_prob(factorised(site["fn"], "the beta_tc estimator"), z, num_data)
+        return (log_qz - log_qz_dims.sum(-1)).reshape(self.num_particles, -1)
+
+    def _eager_loss(self, model, guide, *args, beta=1.0, **kwargs):
+        w = self.log_weights(model, guide, *args, beta=1.0, **kwargs)
+        tc = self.total_correlation(w)
+        return -w.scale * (w.log_p - w.log_q - (beta - 1) * tc).mean(0).sum()
 
 
 class DReG(ParticleObjective):
@@ -187,7 +228,7 @@ class DReG(ParticleObjective):
         raise NotImplementedError("DReG is a gradient estimator: use loss_and_grads (its loss is the IWAE bound)")
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        log_p, log_q, log_q_det, _, scale, model_params, guide_params = self.log_weights(model, guide, *args, **kwargs)
+        log_p, log_q, log_q_det, _, scale, model_params, guide_params, _ = self.log_weights(model, guide, *args, **kwargs)
         log_w = log_p - log_q_det  # the value of log w, with q's parameters cut from the graph
         w = torch.softmax(log_w.detach(), dim=0)
         bound = torch.logsumexp(log_w.detach(), dim=0) - math.log(self.num_particles)

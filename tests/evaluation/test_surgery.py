@@ -69,3 +69,20 @@ def test_a_model_and_its_refusals(synthetic):
         model_surgery(full, synthetic.test[:50])
     with pytest.raises(UsageError, match="at least 2"):
         model_surgery(vae, synthetic.test[:1])
+
+
+def test_points_standing_for_a_population():
+    """n = 4000 points as a sample of an unbounded data set (N = 10**9): over 10 data sets the estimates' s.d.
+    were 0.011 (I), 0.0011 (TC), 0.0052 (dimension-wise KL), mean offsets -0.002, -0.003, -0.003: within 4 s.d.;
+    with N = n the same points give I within log n, here with N far above n it is no longer bounded by it."""
+    q, prior = linear_gaussian(4000, 0)
+    r = surgery(q, prior, num_samples=4, num_data=10**9)
+    true = closed_forms()
+    assert r["mutual_information"] == pytest.approx(true["mutual_information"], abs=4 * 0.011)
+    assert r["total_correlation"] == pytest.approx(true["total_correlation"] - 0.003, abs=4 * 0.0011)
+    assert r["dimensionwise_kl"] == pytest.approx(true["dimensionwise_kl"], abs=4 * 0.0052)
+    sharp = dist.Normal(q.base_dist.loc[:50], 1e-3).to_event(1)  # codes that tell the 50 points apart exactly
+    assert surgery(sharp, prior, num_data=50)["mutual_information"] == pytest.approx(torch.log(torch.tensor(50.0)))
+    assert surgery(sharp, prior, num_data=10**6)["mutual_information"] == pytest.approx(torch.log(torch.tensor(1e6)))
+    with pytest.raises(UsageError, match="fewer than"):
+        surgery(sharp, prior, num_data=10)

@@ -25,6 +25,7 @@ SPECS = [
     {"kind": "stl"},
     {"kind": "stl", "num_particles": 3},
     {"kind": "dreg", "num_particles": 3},
+    {"kind": "beta_tc"},
 ]
 
 
