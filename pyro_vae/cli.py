@@ -70,6 +70,7 @@ def _train(args):
 
 def _evaluate(args):
     from .evaluation.metrics import classification, clustering, evaluate
+    from .evaluation.representation import representation_columns
     from .training.load import load_run
 
     cfg, vae, data = load_run(args.run)
@@ -89,6 +90,9 @@ def _evaluate(args):
     )
     result.update(clustering(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
     result.update(classification(vae, data.test, data.test_labels, cfg["eval"]["batch_size"]))
+    if args.surgery is not None:
+        cfg["eval"]["surgery"] = args.surgery
+    result.update(representation_columns(vae, data, cfg))
     if samples["n"]:
         result["samples"] = _sample_quality(args, vae, data, samples, quiet=args.json)
     if args.json:
@@ -104,6 +108,14 @@ def _evaluate(args):
         "accuracy": "test accuracy q(y|x)",
         "bits_per_dim": "bits/dim from log p(x)",
         "elbo_bits_per_dim": "bits/dim from the ELBO",
+        "mutual_information": "I(x; z) (ELBO surgery)",
+        "marginal_kl": "KL(q(z) || p(z))",
+        "total_correlation": "  total correlation",
+        "dimensionwise_kl": "  dimension-wise KL",
+        "mig": "MIG",
+        "dci_disentanglement": "DCI disentanglement",
+        "dci_completeness": "DCI completeness",
+        "dci_informativeness": "DCI informativeness",
     }
     for key, label in names.items():
         if key in result:
@@ -287,7 +299,8 @@ def _sweep(args):
     print("\n" + " | ".join(["run", *keys]))
     for r in rows:
         print(" | ".join([r["run"], *(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys)]))
-    print(f"wrote {out}/sweep.csv and {out}/rate_distortion.png")
+    figures = [name for name in ("rate_distortion.png", "disentanglement.png") if (Path(out) / name).exists()]
+    print(f"wrote {out}/sweep.csv and " + " and ".join(f"{out}/{name}" for name in figures))
 
 
 def _export(args):
@@ -299,7 +312,8 @@ def _export(args):
 
 def _plot(args):
     from .evaluation.metrics import evaluate
-    from .evaluation.plots import plot_run
+    from .evaluation.plots import is_image_shape, plot_run, traversals
+    from .files import make_folder
     from .training.folder import METRICS, read_metrics
     from .training.load import load_run
 
@@ -319,6 +333,15 @@ def _plot(args):
         vae, data.test[:2000], iwae_samples=0, labels=None if data.test_labels is None else data.test_labels[:2000]
     )
     out = Path(args.out or Path(args.run) / "figures")
+    if args.traversals:
+        if not is_image_shape(vae.data_shape) or hasattr(vae, "classes"):
+            raise UsageError(
+                "--traversals draws images decoded from z alone: not for m2 or cvae, or data that are not images"
+            )
+        make_folder(out, "choose another --out")
+        traversals(vae, data, out / "traversals.png", r.get("kl_per_dim"))
+        print(f"wrote {out / 'traversals.png'}")
+        return
     for name in plot_run(vae, data, history, out, r.get("kl_per_dim")):
         print(f"wrote {out / name}")
 
@@ -407,6 +430,13 @@ def make_parser():
         type=_int_in(0),
         metavar="K",
         help="importance samples K for log p(x); 0 skips it (default: eval.iwae_samples)",
+    )
+    e.add_argument(
+        "--surgery",
+        type=_int_in(0),
+        metavar="N",
+        help="test points of the ELBO surgery: I(x; z), total correlation, dimension-wise KL (default: eval.surgery; "
+        "0: off)",
     )
     e.add_argument(
         "--samples",
@@ -522,6 +552,11 @@ def make_parser():
     f = sub.add_parser("plot", help="figures of a finished run: curves, reconstructions, samples, traversals")
     f.add_argument("run", type=_path, help="a run folder")
     f.add_argument("--out", type=_path, help="folder for the PNG files (default RUN/figures)")
+    f.add_argument(
+        "--traversals",
+        action="store_true",
+        help="only the latent traversals: a row per active z_j, moved over its prior's range, the others fixed",
+    )
     _import_arg(f, "imports_after")
     f.set_defaults(func=_plot)
     return p

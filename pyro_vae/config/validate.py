@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "eval": {
         "iwae_samples": 1000,
         "batch_size": 500,
+        "surgery": 2000,
         "samples": 0,
         "samplers": ["prior"],
         "features": {"kind": "auto"},
@@ -133,6 +134,8 @@ HELP = {
     "train.out": "the run folder; NAME becomes DATASET-DATE-TIME",
     "eval.iwae_samples": "importance samples K of the log p(x) estimate",
     "eval.batch_size": "data points per evaluation batch",
+    "eval.surgery": "test points whose codes the ELBO surgery averages over (mutual information, total correlation, "
+    "dimension-wise KL; q(z) from the whole test set), for models with one factorised latent site (0: off)",
     "eval.samples": "> 0: also measure sample quality (FID, KID, precision, recall) on this many generated images "
     "per sampler against as many test images (0: off)",
     "eval.samplers": "the latent samplers of the sample-quality metrics: \"prior\", \"gmm\", \"flow\" (post-hoc, "
@@ -181,6 +184,7 @@ _BOUNDS = {
     "train.max_seconds": dict(low=0, hint=" (seconds of training in all; 0: no time budget)"),
     "eval.iwae_samples": dict(integer=True, low=1),
     "eval.batch_size": dict(integer=True, low=1),
+    "eval.surgery": dict(integer=True, low=0, hint=" (test points; 0: no ELBO surgery)"),
     "eval.samples": dict(integer=True, low=0, hint=" (generated images per sampler; 0: no sample-quality metrics)"),
 }
 #: integer keys that also take one word (a default worked out at run time): key -> the word

@@ -198,6 +198,53 @@ def rate_distortion_figure(rows, path):
     plt.close(fig)
 
 
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def factor_figure(rows, swept, path):
+    """Three panels against the first swept key with numeric values (else the runs in order), one line per
+    value of the other swept keys: MIG and DCI disentanglement; distortion; I(x; z) and total correlation
+    (where the rows have them). +- 1 standard error bars where rows are means over seeds."""
+    plt = _plt()
+    key = next((k for k in swept if all(_number(r[k]) is not None for r in rows)), None)
+    xs = [_number(r[key]) if key else i for i, r in enumerate(rows)]
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(", ".join(f"{k.split('.')[-1]}={r[k]}" for k in swept if k != key), []).append(i)
+    panels = [
+        (("mig", "MIG"), ("dci_disentanglement", "DCI disentanglement")),
+        (("distortion", "distortion -E log p(x|z)"),),
+        (("mutual_information", "I(x; z)"), ("total_correlation", "total correlation")),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, metrics in zip(axes, panels):
+        for (metric, name), style in zip(metrics, ("-o", "--s")):
+            if not all(metric in r for r in rows):
+                continue
+            for label, idx in groups.items():
+                idx = sorted(idx, key=lambda i: xs[i])
+                ys = [rows[i][metric] for i in idx]
+                err = [rows[i][metric + "_se"] for i in idx] if all(metric + "_se" in rows[i] for i in idx) else None
+                ax.errorbar([xs[i] for i in idx], ys, yerr=err, fmt=style, capsize=3, label=f"{name} {label}".strip())
+        ax.set_xlabel(key or "run")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        if key and min(xs) > 0 and max(xs) / min(xs) >= 4:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted(set(xs)), [f"{v:g}" for v in sorted(set(xs))])
+    axes[0].set_ylabel("score (1: disentangled)")
+    axes[1].set_ylabel("nats per test point")
+    axes[2].set_ylabel("nats per test point")
+    fig.suptitle("what the codes hold, test set")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def learning_curves(history, path):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -218,6 +265,39 @@ def learning_curves(history, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+#: a dimension is active when its posterior mean varies over the data: Cov_x(E_q[z_j|x]) > this (Burda et al. 2016)
+ACTIVE = 0.01
+
+
+def traversals(vae, data, path, kl_per_dim=None, steps=11, max_rows=32, points=2000):
+    """Latent traversals: for each active z_j (posterior means varying over the first ``points`` test points,
+    largest KL first, at most ``max_rows``), a row of E[x|z] as z_j moves over its prior's central 98%
+    (the 1% and 99% quantiles of 20,000 prior draws; for a layered model, whose p(z_1) is not a distribution of its
+    own, of the posterior means) with the others at the first test point's posterior mean."""
+    with torch.no_grad():
+        x = data.test[:points]
+        means = torch.cat([posterior_mean(vae.q(xb)).flatten(1) for xb in x.split(500)])
+        active = [j for j in range(means.shape[1]) if means.shape[0] > 1 and float(means[:, j].var()) > ACTIVE]
+        order = sorted(active, key=lambda j: -(kl_per_dim[j] if kl_per_dim else float(means[:, j].var())))[:max_rows]
+        if not order:  # a collapsed posterior: show the first dimension, flat, rather than nothing
+            order = [0]
+        torch.manual_seed(0)
+        draws = vae.prior(1).sample((20000,)).reshape(20000, -1)
+        draws = draws if draws.shape[1] == means.shape[1] else means
+        low, high = draws.quantile(0.01, dim=0), draws.quantile(0.99, dim=0)
+        z = means[0].repeat(len(order), steps, 1)
+        fractions = torch.linspace(0, 1, steps, device=z.device)
+        for row, j in enumerate(order):
+            z[row, :, j] = low[j] + fractions * (high[j] - low[j])
+        save_grid(
+            vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape),
+            path,
+            nrow=steps,
+            title=f"latent traversals: {len(active)} active z_j over the prior's 1%-99% range, largest KL first",
+            row_labels=[f"z_{j + 1}" for j in order],
+        )
 
 
 def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
@@ -247,20 +327,7 @@ def plot_run(vae, data, history, out, kl_per_dim=None, n=8):
         torch.manual_seed(0)
         save_grid(vae.sample(n * n), out / "prior_samples.png", nrow=n, title="E[x|z], z ~ p(z)")
         written += ["reconstructions.png", "prior_samples.png"]
-        # traversals: one row per latent dimension, sorted by KL, the others at the first test point's mean
-        z0 = posterior_mean(vae.q(data.test[:1]))[0]
-        order = sorted(range(vae.latent_dim), key=lambda j: -(kl_per_dim[j] if kl_per_dim else 0.0))[:10]
-        values = torch.linspace(-3, 3, 11, device=z0.device)
-        z = z0.repeat(len(order), len(values), 1)
-        for row, j in enumerate(order):
-            z[row, :, j] = values
-        save_grid(
-            vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape),
-            out / "traversals.png",
-            nrow=len(values),
-            title="latent traversals, z_j from -3 to 3 (dimensions by KL)",
-            row_labels=[f"z_{j + 1}" for j in order],
-        )
+        traversals(vae, data, out / "traversals.png", kl_per_dim)
         written.append("traversals.png")
         if vae.latent_dim == 2:
             written += _latent_2d(vae, data, out)

@@ -35,19 +35,32 @@ def stratified_log_weights(n, num_data, dtype=torch.float32, device=None):
     return log_w
 
 
+def _log_density(base):
+    """``base.log_prob``; for a normal, the same with 1/sigma and -log sigma - log sqrt(2 pi) computed once for
+    all codes (3x faster on the (codes x points x D) values the aggregate needs)."""
+    if not isinstance(base, torch.distributions.Normal):
+        return base.log_prob
+    loc, inv = base.loc, base.scale.reciprocal()
+    const = -base.scale.log() - 0.5 * math.log(2 * math.pi)
+    return lambda value: ((value - loc) * inv).square().mul(-0.5).add(const)
+
+
 def aggregate_log_prob(base, z, num_data, chunk=None):
-    """(log q^(z_i), log q^(z_id)) of shapes (..., n) and (..., n, D): the stratified estimate above at the
-    codes ``z`` (..., n, D) of the batch, ``base`` the per-dimension posterior distribution of the batch's n
-    points (batch shape broadcasting to (..., n, D); the n at dim -2). ``chunk`` codes at a time (default:
-    all) bound the memory, chunk x ... x n x D values."""
-    n = z.shape[-2]
-    log_w = stratified_log_weights(n, num_data, z.dtype, z.device)
+    """(log q^(z_i), log q^(z_id)) of shapes (..., m) and (..., m, D): the stratified estimate above at the
+    codes ``z`` (..., m, D) of the batch's first m points (m <= n; all n in training), ``base`` the per-dimension
+    posterior distribution of the batch's n points (batch shape broadcasting to (..., n, D); the n at dim -2).
+    ``chunk`` codes at a time (default: all) bound the memory, chunk x ... x n x D values."""
+    n = base.batch_shape[-2] if len(base.batch_shape) >= 2 else z.shape[-2]
+    if z.shape[-2] > n:
+        raise ConfigError(f"{z.shape[-2]} codes for the posteriors of {n} points: codes are of the first points")
+    log_w = stratified_log_weights(n, num_data, z.dtype, z.device)[: z.shape[-2]]
     lead = z.dim() - 2  # particle or sample dimensions before the batch's
     codes = z.movedim(-2, 0).unsqueeze(-2)  # (n, ..., 1, D): code i against every point j's posterior
     joint, marginal = [], []
     step = chunk or n
-    for start in range(0, n, step):
-        lp = base.log_prob(codes[start : start + step])  # (c, ..., n, D): log q(z_id | x_j)
+    log_density = _log_density(base)
+    for start in range(0, z.shape[-2], step):
+        lp = log_density(codes[start : start + step])  # (c, ..., n, D): log q(z_id | x_j)
         w = log_w[start : start + step].reshape(-1, *([1] * lead), n)  # (c, ..., n)
         joint.append(torch.logsumexp(lp.sum(-1) + w, dim=-1))  # (c, ...)
         marginal.append(torch.logsumexp(lp + w.unsqueeze(-1), dim=-2))  # (c, ..., D)

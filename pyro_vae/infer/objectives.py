@@ -228,7 +228,9 @@ class DReG(ParticleObjective):
         raise NotImplementedError("DReG is a gradient estimator: use loss_and_grads (its loss is the IWAE bound)")
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        log_p, log_q, log_q_det, _, scale, model_params, guide_params, _ = self.log_weights(model, guide, *args, **kwargs)
+        log_p, log_q, log_q_det, _, scale, model_params, guide_params, _ = self.log_weights(
+            model, guide, *args, **kwargs
+        )
         log_w = log_p - log_q_det  # the value of log w, with q's parameters cut from the graph
         w = torch.softmax(log_w.detach(), dim=0)
         bound = torch.logsumexp(log_w.detach(), dim=0) - math.log(self.num_particles)

@@ -33,6 +33,7 @@ from ..errors import ConfigError, TrainingInterrupted, UsageError
 from ..evaluation.generation import is_sample_column, study_columns
 from ..evaluation.metrics import classification, clustering, evaluate
 from ..evaluation.plots import study_figures
+from ..evaluation.representation import FACTOR_COLUMNS, SURGERY_COLUMNS, representation_columns
 from ..files import atomic_write_text, check_folder_target, check_path, folder_name, make_folder
 from ..infer.diagnostics import gradient_snr
 from ..infer.estimators import ESTIMATORS
@@ -65,8 +66,9 @@ METRICS = [
     "decoder_grad_var",
     "decoder_snr",
 ]
-#: metrics only some models have (a discrete component: clustering against the labels; a classifier: accuracy)
-EXTRA_METRICS = ["cluster_accuracy", "accuracy"]
+#: metrics only some models have (a discrete component: clustering against the labels; a classifier: accuracy;
+#: one factorised latent site: the ELBO surgery; labels that are factors of variation: MIG and DCI)
+EXTRA_METRICS = ["cluster_accuracy", "accuracy", *SURGERY_COLUMNS, *FACTOR_COLUMNS]
 COLUMNS = ["estimator", "seeds", "steps", "train_seconds"] + [c for m in METRICS for c in (m, m + "_se")]
 #: paired differences from the reference: by seed and test point where each point has its value, else by seed
 PAIRED_BY_POINT = {"test_elbo": "elbo", "log_px": "log_px", "gap": "gap"}
@@ -311,6 +313,7 @@ def run_one(c, folder, label, data, *, snr_samples, overwrite, steps_per_epoch, 
         "decoder_snr": snr["decoder"]["snr"],
         **clustering(vae, data.test, data.test_labels, c["eval"]["batch_size"]),  # models with a discrete component
         **classification(vae, data.test, data.test_labels, c["eval"]["batch_size"]),  # models with a classifier
+        **representation_columns(vae, data, c),  # ELBO surgery; MIG and DCI where the labels are factors
         **study_columns(vae, data, c, folder=folder, key=digest, progress=progress, log=log),
     }
     result = {

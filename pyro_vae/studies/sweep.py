@@ -1,5 +1,6 @@
 """``pyro-vae sweep``: one run per value (or combination of values) of any config keys, then
-``sweep.csv`` and a rate-distortion figure.
+``sweep.csv``, a rate-distortion figure and, on data whose labels are factors of variation (``shapes``),
+``disentanglement.png``: MIG, DCI, distortion, I(x; z) and total correlation against the first swept key.
 
 ``--set train.beta=0.5,1,2`` sweeps; a value with one element is fixed. Commas inside [...] or
 {...} belong to the value (``model.encoder.hidden=[256,128]`` is one value).
@@ -29,7 +30,8 @@ from ..config.load import load_config, split_top_level
 from ..errors import ConfigError, TrainingInterrupted
 from ..evaluation.generation import study_columns
 from ..evaluation.metrics import evaluate
-from ..evaluation.plots import rate_distortion_figure
+from ..evaluation.plots import factor_figure, rate_distortion_figure
+from ..evaluation.representation import FACTOR_COLUMNS, representation_columns
 from ..files import check_folder_target, check_path, folder_name, make_folder
 from ..training.folder import RunFolder, checkpoint_digest
 from ..training.runner import train
@@ -57,7 +59,7 @@ def parse_sweep(overrides):
 
 
 #: what the sweep writes beside its runs' folders
-SWEEP_FILES = ("sweep.csv", "rate_distortion.png")
+SWEEP_FILES = ("sweep.csv", "rate_distortion.png", "disentanglement.png")
 
 
 def _folder(combo):
@@ -130,6 +132,7 @@ def sweep(
                 "distortion": r["distortion"],
                 "active_units": r["active_units"],
                 **({"log_px": r["log_px"]} if iwae_samples else {}),
+                **representation_columns(vae, run_data, cfg),
                 **study_columns(vae, run_data, cfg, folder=folder, key=checkpoint_digest(folder), log=log),
                 "folder": folder.name if seeds == 1 else folder.parent.name,
             }
@@ -142,6 +145,8 @@ def sweep(
         w.writeheader()
         w.writerows(rows)
     rate_distortion_figure(rows, out / "rate_distortion.png")
+    if all(c in rows[0] for c in FACTOR_COLUMNS):  # data with factors of variation: what beta does to them
+        factor_figure(rows, list(swept), out / "disentanglement.png")
     return rows
 
 
