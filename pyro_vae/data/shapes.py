@@ -9,6 +9,10 @@ where its centre lies inside the shape, whose centre sits at 0.2 + 0.6 x positio
 (y downwards) and whose size is 0.12 x scale of it. ``data.image_size`` sets the side (0: 64, as
 dSprites; 32 or 16 for CPU runs; at least 16). The test set is a fixed random ``data.test_size`` of the
 combinations and the training set the rest, so one pass over both yields every combination once.
+
+``data.path`` to dSprites' own ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` reads its images
+instead (``imgs``, 64 x 64, with ``latents_classes``: colour, then the five factors above in the same
+order); its points split as the rendered grid's do (a point is a test point where its combination is).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .images import Batch, _finish
 from .memory import DATASETS
 
@@ -94,6 +98,63 @@ class Shapes(Dataset):
         return Batch(render(levels, self.size), levels)
 
 
+def grid_index(levels):
+    """The grid point (n,) of factor ``levels`` (n, 5): ``levels_of``'s inverse."""
+    index = torch.zeros(levels.shape[0], dtype=torch.long)
+    for k, size in enumerate(LEVELS):
+        index = index * size + levels[:, k].long()
+    return index
+
+
+class DSprites(Dataset):
+    """dSprites' own images (n, 64, 64) of 0/1 and their factor levels (n, 5), at rows ``rows``."""
+
+    def __init__(self, images, levels, rows):
+        self.images, self.levels, self.rows = images, levels, rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.__getitems__([i])[0][0], self.levels[self.rows[i]]
+
+    def __getitems__(self, rows):
+        r = self.rows[torch.as_tensor(rows, dtype=torch.long)]
+        return Batch(self.images[r].mul(255).unsqueeze(1), self.levels[r])
+
+
+#: the arrays of dSprites' .npz that are read
+NPZ_KEYS = ("imgs", "latents_classes")
+
+
+def read_dsprites(path):
+    """(images (n, 64, 64) uint8 0/1, levels (n, 5)) from dSprites' .npz, checked; ``DataError`` says what is wrong."""
+    import numpy as np
+
+    try:
+        with np.load(path) as f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise DataError(
+                    f"{path} has no {', '.join(missing)}: data.path must be dSprites' "
+                    "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz (or leave it empty to render the grid)"
+                )
+            images, classes = torch.from_numpy(f["imgs"]), torch.from_numpy(f["latents_classes"])
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"cannot read {path} as a .npz file ({e}): give dSprites' .npz, or leave data.path empty"
+        ) from None
+    if images.dim() != 3 or images.shape[1:] != (64, 64) or classes.shape != (images.shape[0], 6):
+        raise DataError(
+            f"{path}: imgs {tuple(images.shape)} and latents_classes {tuple(classes.shape)} are not dSprites' "
+            "(n, 64, 64) and (n, 6)"
+        )
+    levels = classes[:, 1:].long()
+    if ((levels < 0) | (levels >= torch.tensor(LEVELS))).any() or images.max() > 1:
+        raise DataError(f"{path}: factor levels outside dSprites' grid {LEVELS}, or pixels other than 0 and 1")
+    return images.to(torch.uint8), levels
+
+
 def split(test_size):
     """(training indices, test indices) of the grid: a fixed random ``test_size`` of it is the test set."""
     n = math.prod(LEVELS)
@@ -107,9 +168,21 @@ def load_shapes(root, path, download, image_size=0, workers="auto", test_size=10
     size = image_size or 64
     if size < 16:
         raise ConfigError(f"data.image_size = {size}: shapes need at least 16 pixels a side (0: 64, as dSprites)")
-    if path:
-        raise ConfigError("the shapes dataset is generated; data.path is not read (leave it empty)")
     train, test = split(test_size)
+    if path:
+        if size != 64:
+            raise ConfigError(f"dSprites' .npz holds 64 x 64 images: leave data.image_size at 0 or 64, not {size}")
+        images, levels = read_dsprites(path)
+        is_test = torch.isin(grid_index(levels), test)
+        rows = torch.arange(len(levels))
+        return _finish(
+            DSprites(images, levels, rows[~is_test]),
+            DSprites(images, levels, rows[is_test]),
+            f"dSprites ({path})",
+            binarize,
+            workers,
+            0,
+        )
     return _finish(Shapes(size, train), Shapes(size, test), "'shapes'", binarize, workers, test_size)
 
 

@@ -271,33 +271,40 @@ def learning_curves(history, path):
 ACTIVE = 0.01
 
 
-def traversals(vae, data, path, kl_per_dim=None, steps=11, max_rows=32, points=2000):
-    """Latent traversals: for each active z_j (posterior means varying over the first ``points`` test points,
-    largest KL first, at most ``max_rows``), a row of E[x|z] as z_j moves over its prior's central 98%
-    (the 1% and 99% quantiles of 20,000 prior draws; for a layered model, whose p(z_1) is not a distribution of its
-    own, of the posterior means) with the others at the first test point's posterior mean."""
-    with torch.no_grad():
-        x = data.test[:points]
-        means = torch.cat([posterior_mean(vae.q(xb)).flatten(1) for xb in x.split(500)])
-        active = [j for j in range(means.shape[1]) if means.shape[0] > 1 and float(means[:, j].var()) > ACTIVE]
-        order = sorted(active, key=lambda j: -(kl_per_dim[j] if kl_per_dim else float(means[:, j].var())))[:max_rows]
-        if not order:  # a collapsed posterior: show the first dimension, flat, rather than nothing
-            order = [0]
+@torch.no_grad()
+def traversal_codes(vae, x, kl_per_dim=None, steps=11, max_rows=32):
+    """(z (rows, steps, D), the dimensions j of the rows, how many are active): for each active z_j (posterior
+    means varying over ``x``: variance > ``ACTIVE``), largest KL first, at most ``max_rows``, z_j over its prior's
+    central 98% (the 1% and 99% quantiles of 20,000 prior draws; for a layered model, whose p(z_1) is not a
+    distribution of its own, of the posterior means), the others at the first point's posterior mean."""
+    means = torch.cat([posterior_mean(vae.q(xb)).flatten(1) for xb in x.split(500)])
+    active = [j for j in range(means.shape[1]) if means.shape[0] > 1 and float(means[:, j].var()) > ACTIVE]
+    order = sorted(active, key=lambda j: -(kl_per_dim[j] if kl_per_dim else float(means[:, j].var())))[:max_rows]
+    order = order or [0]  # a collapsed posterior: the first dimension, flat, rather than nothing
+    with torch.random.fork_rng():
         torch.manual_seed(0)
         draws = vae.prior(1).sample((20000,)).reshape(20000, -1)
-        draws = draws if draws.shape[1] == means.shape[1] else means
-        low, high = draws.quantile(0.01, dim=0), draws.quantile(0.99, dim=0)
-        z = means[0].repeat(len(order), steps, 1)
-        fractions = torch.linspace(0, 1, steps, device=z.device)
-        for row, j in enumerate(order):
-            z[row, :, j] = low[j] + fractions * (high[j] - low[j])
-        save_grid(
-            vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape),
-            path,
-            nrow=steps,
-            title=f"latent traversals: {len(active)} active z_j over the prior's 1%-99% range, largest KL first",
-            row_labels=[f"z_{j + 1}" for j in order],
-        )
+    draws = draws if draws.shape[1] == means.shape[1] else means
+    low, high = draws.quantile(0.01, dim=0), draws.quantile(0.99, dim=0)
+    z = means[0].repeat(len(order), steps, 1)
+    fractions = torch.linspace(0, 1, steps, device=z.device)
+    for row, j in enumerate(order):
+        z[row, :, j] = low[j] + fractions * (high[j] - low[j])
+    return z, order, len(active)
+
+
+def traversals(vae, data, path, kl_per_dim=None, steps=11, max_rows=32, points=2000):
+    """Latent traversals (``traversal_codes`` of the first ``points`` test points) decoded to E[x|z], one row each."""
+    z, order, active = traversal_codes(vae, data.test[:points], kl_per_dim, steps, max_rows)
+    with torch.no_grad():
+        images = vae.likelihood.mean(vae.decoder(z)).reshape(-1, *vae.data_shape)
+    save_grid(
+        images,
+        path,
+        nrow=steps,
+        title=f"latent traversals: {active} active z_j over the prior's 1%-99% range, largest KL first",
+        row_labels=[f"z_{j + 1}" for j in order],
+    )
 
 
 def plot_run(vae, data, history, out, kl_per_dim=None, n=8):

@@ -7,7 +7,7 @@ import torch
 
 from pyro_vae import load_data
 from pyro_vae.data.shapes import LEVELS, Shapes, factor_values, levels_of, render, split
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, DataError
 
 
 def test_every_combination_once_per_pass():
@@ -73,3 +73,36 @@ def test_load_data_streams_shapes_with_their_factors():
     assert x.shape == (32, 1, 16, 16) and y.shape == (32, 5) and float(x.max()) == 1.0
     with pytest.raises(ConfigError, match="at least 16"):
         load_data("shapes", image_size=8)
+
+
+def test_dsprites_own_npz_is_read_and_split_as_the_grid(tmp_path):
+    """A file laid out as dSprites' (imgs 0/1 (n, 64, 64), latents_classes (n, 6) with colour first), here 400 grid
+    points, 40 of them of the test combinations: the labels are the files', the images its own, and a point is
+    a test point exactly where its combination is one of the rendered grid's."""
+    import numpy as np
+
+    _, test = split(10000)
+    g = torch.Generator().manual_seed(3)
+    index = torch.cat(
+        [test[torch.randperm(len(test), generator=g)[:40]], torch.randint(0, 737_280, (360,), generator=g)]
+    )
+    index = index[~torch.isin(index, test) | (torch.arange(400) < 40)]
+    levels = levels_of(index)
+    images = (render(levels, 64)[:, 0] // 255).numpy()
+    classes = torch.cat([torch.zeros(len(index), 1, dtype=torch.long), levels], 1).numpy()
+    path = tmp_path / "dsprites.npz"
+    np.savez_compressed(path, imgs=images, latents_classes=classes, latents_values=classes.astype(float))
+    data = load_data("shapes", path=path, test_size=10000, binarize="none")
+    assert data.test.shape == (40, 1, 64, 64) and data.num_train == len(index) - 40
+    assert torch.equal(data.test_labels, levels[:40])  # the file's order is kept within each split
+    assert torch.equal(data.test, render(levels[:40], 64).float() / 255)
+    x, y = next(data.batches(8, torch.Generator().manual_seed(0), labels=True))
+    assert torch.equal(x, render(y, 64).float() / 255)
+    with pytest.raises(ConfigError, match="64 x 64"):
+        load_data("shapes", path=path, image_size=32)
+    np.savez(tmp_path / "other.npz", imgs=images)
+    with pytest.raises(DataError, match="no latents_classes"):
+        load_data("shapes", path=tmp_path / "other.npz")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="cannot read"):
+        load_data("shapes", path=tmp_path / "broken.npz")
