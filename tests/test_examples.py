@@ -30,7 +30,7 @@ EXAMPLES = {
     "swap_prior_likelihood.py": r"flow prior .* -\d+\.\d\d",
 }
 #: each example config's data shape (its dataset's)
-CONFIGS = {"mnist_iwae.toml": (1, 28, 28), "cifar10.toml": (3, 32, 32)}
+CONFIGS = {"mnist_iwae.toml": (1, 28, 28), "cifar10.toml": (3, 32, 32), "shapes.toml": (1, 32, 32)}
 
 
 @pytest.fixture(scope="module")

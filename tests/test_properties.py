@@ -30,6 +30,7 @@ CONTINUOUS = [
     "stl",
     "dreg",
     "tail_adaptive",
+    "beta_tc",
 ]
 #: a likelihood's data: 8-bit grey levels in [0, 1] suit them all but bernoulli, which needs 0/1 (or binarising)
 GREY_OK = {"continuous_bernoulli", "gaussian", "laplace", "discretized_logistic"}
@@ -73,16 +74,19 @@ def valid_examples(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = (rng.integers(0, 2, (n, *shape)) * 255 if binary else rng.integers(0, 256, (n, *shape))).astype(np.uint8)
     prior, posterior = draw(st.sampled_from(sorted(PRIORS))), draw(st.sampled_from(sorted(POSTERIORS)))
-    # DReG's doubly reparameterised guide gradient needs a prior that does not share the encoder (VampPrior does)
-    estimator = draw(st.sampled_from([e for e in CONTINUOUS if not (prior == "vamp" and e == "dreg")]))
-    particles = draw(st.integers(min_particles(estimator), 3))
     with_test = draw(st.booleans())
     n_train = n if with_test else n - max(1, n // 10)  # without test points, a tenth is held out
+    # DReG's doubly reparameterised guide gradient needs a prior that does not share the encoder (VampPrior does);
+    # beta_tc, a posterior that factorises and batches of 2 points or more
+    refused = {"dreg"} if prior == "vamp" else set()
+    refused |= {"beta_tc"} if posterior != "diagonal_normal" or n_train < 2 else set()
+    estimator = draw(st.sampled_from([e for e in CONTINUOUS if e not in refused]))
+    particles = draw(st.integers(min_particles(estimator), 3))
     nets = {"mlp": {"hidden": [8]}, "conv": {"channels": 4, "hidden": 8}, "resnet": {"widths": [4, 8], "hidden": 8}}
     overrides = {
         "data.dataset": "npz",
         "data.binarize": binarize,
-        "data.batch_size": draw(st.integers(1, n_train)),
+        "data.batch_size": draw(st.integers(2 if estimator == "beta_tc" else 1, n_train)),
         # an autoregressive flow needs two dimensions
         "model.latent_dim": draw(st.integers(2 if "flow" in (prior, posterior) else 1, 4)),
         "model.likelihood.kind": likelihood,

@@ -274,6 +274,11 @@ def validate(cfg: Config) -> Config:
     )
     if out["train"]["target_rate"] > 0 and out["train"]["kl_warmup"]["kind"] != "none":
         raise ConfigError("train.target_rate sets beta itself: leave train.kl_warmup at { kind = \"none\" }")
+    if out["data"]["batch_size"] < getattr(elbo, "min_batch", 1):  # beta_tc: q(z) from the batch's other points
+        raise ConfigError(
+            f"the {out['train']['elbo']['kind']!r} estimator needs data.batch_size >= {elbo.min_batch}, got "
+            f"{out['data']['batch_size']}"
+        )
     beta_weighs = getattr(elbo, "beta_weighs", "the KL")  # what train.beta multiplies (beta_tc: the TC alone)
     if beta_weighs != "the KL" and (out["train"]["target_rate"] > 0 or out["train"]["kl_warmup"]["kind"] != "none"):
         raise ConfigError(

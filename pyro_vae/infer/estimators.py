@@ -23,6 +23,7 @@ Pyro would refuse, or silently degrade, are refused here with a message before t
   (a chain x -> z_1 -> z_2 against z_2 -> z_1 -> x) is refused;
 - ``check_traces(model_trace, guide_trace, latents)``: a method for any other condition, raising
   ``ConfigError`` (beta_tc: one latent site whose posterior factorises);
+- ``min_batch``: the fewest data points a batch may have (default 1; beta_tc: 2);
 - ``beta_weighs``: what the KL weight ``train.beta`` multiplies, in words (default "the KL"; beta_tc:
   the total correlation alone, which no rate target or warm-up can steer).
 

@@ -193,6 +193,7 @@ class BetaTC(CompiledELBO, ParticleObjective):
 
     requires_rsample = True
     beta_weighs = "the total correlation alone"
+    min_batch = 2
 
     def check_traces(self, model_trace, guide_trace, latents):
         if len(latents) != 1:

@@ -122,3 +122,5 @@ def test_refusals(synthetic):
     for setting in ("train.target_rate=20", "train.kl_warmup={kind='linear', epochs=1}"):
         with pytest.raises(ConfigError, match="total correlation alone"):
             load_config(None, ["train.elbo.kind=beta_tc", setting])
+    with pytest.raises(ConfigError, match="batch_size >= 2"):
+        load_config(None, ["train.elbo.kind=beta_tc", "data.batch_size=1"])
