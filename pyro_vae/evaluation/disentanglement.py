@@ -15,6 +15,11 @@ factors of each point (integers: a factor's levels, as dSprites' grid gives them
   sum_d rho[d] (1 - H_K(P[d, :])) (rho[d] = sum_k R[d, k] / sum R, entropy in base K); completeness is
   (1/K) sum_k (1 - H_D(R[:, k] / sum_d R[d, k])); informativeness is the mean held-out R^2 of the
   regressions (1: the codes determine the factors linearly).
+- The FactorVAE score (Kim & Mnih 2018): fix one factor at a value, take ``batch`` points that share it, and
+  vote for the code (each divided by its standard deviation over all points) whose variance over them is
+  least; a majority-vote classifier from codes to factors, fitted on ``train_votes`` votes, scores its
+  accuracy on ``eval_votes`` others. Codes whose variance is below 0.05 (collapsed) take no part. 1: fixing
+  a factor fixes a code of its own; 1/K: nothing to tell. The points come from the given set itself.
 """
 
 from __future__ import annotations
@@ -144,3 +149,33 @@ def dci(codes, factors, alpha=0.01, train_fraction=0.8, seed=0):
         "informativeness": float(r2.clamp(min=0).mean()),
         "importance": r,
     }
+
+
+def factor_vae_score(codes, factors, batch=64, train_votes=1000, eval_votes=500, seed=0):
+    """The FactorVAE metric's accuracy (see the module) from the points themselves."""
+    codes, factors = _check(codes, factors)
+    keep = [k for k in range(factors.shape[1]) if factors[:, k].unique().numel() > 1]
+    if not keep:
+        raise UsageError("every factor is constant over these points: the FactorVAE score is undefined")
+    spread = codes.var(0)
+    active = spread > 0.05
+    if not active.any():
+        return 0.0
+    z = codes[:, active] / spread[active].sqrt()
+    g = torch.Generator().manual_seed(seed)
+
+    def votes(count):
+        out = torch.zeros(count, 2, dtype=torch.long)
+        for v in range(count):
+            k = keep[int(torch.randint(len(keep), (1,), generator=g))]
+            anchor = int(torch.randint(len(z), (1,), generator=g))  # a value of factor k, as often as it occurs
+            members = (factors[:, k] == factors[anchor, k]).nonzero().squeeze(1)
+            chosen = members[torch.randint(len(members), (batch,), generator=g)]
+            out[v] = torch.tensor([int(z[chosen].var(0).argmin()), k])
+        return out
+
+    train, held = votes(train_votes), votes(eval_votes)
+    counts = torch.zeros(z.shape[1], factors.shape[1], dtype=torch.long)
+    counts.index_put_((train[:, 0], train[:, 1]), torch.ones(len(train), dtype=torch.long), accumulate=True)
+    classifier = counts.argmax(1)  # each code's majority factor
+    return float((classifier[held[:, 0]] == held[:, 1]).double().mean())

@@ -207,7 +207,7 @@ def _number(text):
 
 def factor_figure(rows, swept, path):
     """Three panels against the first swept key with numeric values (else the runs in order), one line per
-    value of the other swept keys: MIG and DCI disentanglement; distortion; I(x; z) and total correlation
+    value of the other swept keys: MIG, DCI disentanglement and the FactorVAE score; distortion; I(x; z) and total correlation
     (where the rows have them). +- 1 standard error bars where rows are means over seeds."""
     plt = _plt()
     key = next((k for k in swept if all(_number(r[k]) is not None for r in rows)), None)
@@ -216,13 +216,13 @@ def factor_figure(rows, swept, path):
     for i, r in enumerate(rows):
         groups.setdefault(", ".join(f"{k.split('.')[-1]}={r[k]}" for k in swept if k != key), []).append(i)
     panels = [
-        (("mig", "MIG"), ("dci_disentanglement", "DCI disentanglement")),
+        (("mig", "MIG"), ("dci_disentanglement", "DCI disentanglement"), ("factor_vae", "FactorVAE score")),
         (("distortion", "distortion -E log p(x|z)"),),
         (("mutual_information", "I(x; z)"), ("total_correlation", "total correlation")),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, metrics in zip(axes, panels):
-        for (metric, name), style in zip(metrics, ("-o", "--s")):
+        for (metric, name), style in zip(metrics, ("-o", "--s", ":^")):
             if not all(metric in r for r in rows):
                 continue
             for label, idx in groups.items():

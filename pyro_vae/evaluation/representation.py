@@ -1,6 +1,6 @@
 """What a model's codes hold, as study columns: the rate's parts (ELBO surgery, ``surgery.py``) and, where
 the data's labels are factors of variation (one column per factor, as ``shapes`` gives them), MIG and DCI
-of the posterior means against them (``disentanglement.py``).
+of the posterior means against them, and the FactorVAE score (``disentanglement.py``).
 
 The surgery takes the test set as the data distribution (Hoffman & Johnson's choice, for their training set):
 q(z) is the mixture of the posteriors of all n test points, exactly, and the parts are averaged over the codes
@@ -22,12 +22,12 @@ import torch
 
 from ..errors import DataError, UsageError
 from ..models.vae import posterior_mean
-from .disentanglement import dci, mig
+from .disentanglement import dci, factor_vae_score, mig
 from .surgery import model_surgery
 
 #: the columns, in the order tables show them
 SURGERY_COLUMNS = ("mutual_information", "total_correlation", "dimensionwise_kl", "marginal_kl")
-FACTOR_COLUMNS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness")
+FACTOR_COLUMNS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "factor_vae")
 
 
 def _one_factorised_site(vae, x):
@@ -71,7 +71,7 @@ def factor_labels(labels: torch.Tensor | None) -> torch.Tensor | None:
 
 @torch.no_grad()
 def factor_columns(vae: Any, x: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 500) -> dict[str, float]:
-    """{"mig", "dci_disentanglement", "dci_completeness", "dci_informativeness"} of the posterior means of
+    """{"mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "factor_vae"} of the posterior means of
     ``x`` against factor ``labels`` (n, K); {} where the labels are not factors or the model has no q(z|x)."""
     factors = factor_labels(labels)
     if factors is None:
@@ -87,6 +87,7 @@ def factor_columns(vae: Any, x: torch.Tensor, labels: torch.Tensor | None, batch
         "dci_disentanglement": d["disentanglement"],
         "dci_completeness": d["completeness"],
         "dci_informativeness": d["informativeness"],
+        "factor_vae": factor_vae_score(codes, factors[: len(codes)].cpu()),
     }
 
 

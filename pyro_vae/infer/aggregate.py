@@ -10,8 +10,9 @@ weight is then 1/N). Its log is biased low (Jensen's inequality), by less the la
 log q(z) is underestimated, and I(x; z) = E[log q(z|x) - log q(z)] overestimated, by a finite batch.
 This is Chen et al.'s (2018) minibatch stratified sampling with the weights written out (theirs
 shuffle which other point stands for the rest); their minibatch weighted sampling weights every term
-1/(N n), whose value is off by a constant (no matter to a gradient, but not an estimate of log q(z)). For a posterior that factorises over the
-dimensions of z, the same weights give each marginal q(z_d) = (1/N) sum_m q(z_d|x_m).
+1/(N n), whose value is off by a constant (no matter to a gradient, but not an estimate of log q(z)).
+For a posterior that factorises over the dimensions of z, the same weights give each marginal
+q(z_d) = (1/N) sum_m q(z_d|x_m).
 """
 
 from __future__ import annotations
