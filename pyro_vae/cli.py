@@ -116,6 +116,7 @@ def _evaluate(args):
         "dci_disentanglement": "DCI disentanglement",
         "dci_completeness": "DCI completeness",
         "dci_informativeness": "DCI informativeness",
+        "factor_vae": "FactorVAE score",
     }
     for key, label in names.items():
         if key in result:
