@@ -7,6 +7,7 @@ import torch
 
 from pyro_vae import ConfigError, TrainingInterrupted
 from pyro_vae.cli import main
+from pyro_vae.evaluation.representation import SURGERY_COLUMNS
 from pyro_vae.studies.compare import COLUMNS, compare, parse_budget, parse_estimators, report, run_folder
 
 from ..conftest import small_config
@@ -63,7 +64,8 @@ def test_compare_runs_every_estimator_from_several_seeds(tmp_path, synthetic):
         )
     with open(out / "compare.csv") as f:
         table = list(csv.reader(f))
-    assert table[0] == COLUMNS and [r[0] for r in table[1:]] == ["trace", "dreg", "score_function_z"]
+    surgery = [c for m in SURGERY_COLUMNS for c in (m, m + "_se")]  # every one has one factorised latent site
+    assert table[0] == COLUMNS + surgery and [r[0] for r in table[1:]] == ["trace", "dreg", "score_function_z"]
     paired = list(csv.DictReader(open(out / "compare_paired.csv")))
     assert {(p["estimator"], p["metric"]) for p in paired} == {
         (e, m)
